@@ -1,0 +1,295 @@
+"""Frozen value objects at the centre: tasks, workers, events."""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def active(self) -> bool:
+        """True while the task is held by a worker."""
+        return self in (TaskStatus.ASSIGNED, TaskStatus.RUNNING)
+
+    @property
+    def final(self) -> bool:
+        """True once nothing more will happen to the task."""
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+
+class WorkerStatus(enum.StrEnum):
+    ONLINE = "online"
+    DRAINING = "draining"
+    OFFLINE = "offline"
+
+
+EVENT_TYPES = (
+    "task_scheduled",
+    "task_assigned",
+    "task_running",
+    "task_progress",
+    "task_completed",
+    "task_failed",
+    "task_retrying",
+    "task_reassigned",
+    "task_cancelled",
+    "task_rejected",
+    "worker_online",
+    "worker_draining",
+    "worker_offline",
+)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, str):
+        return json.loads(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Task:
+    id: uuid.UUID
+    command: str
+    payload: Any
+    status: TaskStatus
+    priority: int
+    scheduled_at: datetime
+    created_at: datetime
+    assigned_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    cancelled_at: datetime | None
+    worker_id: str | None
+    attempt: int
+    max_attempts: int
+    timeout_seconds: float
+    progress: int
+    result: Any
+    error: str | None
+    idempotency_key: str | None
+    cancel_requested: bool = False
+    history: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, Any]) -> Task:
+        """Convert a database row."""
+        return cls(
+            id=r["id"],
+            command=r["command"],
+            payload=_json(r["payload"]),
+            status=TaskStatus(r["status"]),
+            priority=r["priority"],
+            scheduled_at=r["scheduled_at"],
+            created_at=r["created_at"],
+            assigned_at=r["assigned_at"],
+            started_at=r["started_at"],
+            completed_at=r["completed_at"],
+            failed_at=r["failed_at"],
+            cancelled_at=r["cancelled_at"],
+            worker_id=r["worker_id"],
+            attempt=r["attempt"],
+            max_attempts=r["max_attempts"],
+            timeout_seconds=r["timeout_seconds"],
+            progress=r["progress"],
+            result=_json(r["result"]),
+            error=r["error"],
+            idempotency_key=r["idempotency_key"],
+            cancel_requested=r["cancel_requested"],
+            history=tuple(_json(r["history"]) or ()),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's JSON shape."""
+        return {
+            "id": str(self.id),
+            "command": self.command,
+            "payload": self.payload,
+            "status": self.status.value,
+            "priority": self.priority,
+            "scheduled_at": _iso(self.scheduled_at),
+            "created_at": _iso(self.created_at),
+            "assigned_at": _iso(self.assigned_at),
+            "started_at": _iso(self.started_at),
+            "completed_at": _iso(self.completed_at),
+            "failed_at": _iso(self.failed_at),
+            "cancelled_at": _iso(self.cancelled_at),
+            "worker_id": self.worker_id,
+            "attempt": self.attempt,
+            "max_attempts": self.max_attempts,
+            "timeout_seconds": self.timeout_seconds,
+            "progress": self.progress,
+            "result": self.result,
+            "error": self.error,
+            "idempotency_key": self.idempotency_key,
+            "cancel_requested": self.cancel_requested,
+        }
+
+    def to_json_detail(self) -> dict[str, Any]:
+        """The JSON of GET /api/tasks/{id}: the task plus every attempt's history."""
+        out = self.to_json()
+        attempts = [dict(h) for h in self.history]
+        attempts.append({
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "status": self.status.value,
+            "assigned_at": _iso(self.assigned_at),
+            "started_at": _iso(self.started_at),
+            "error": self.error if self.status is TaskStatus.FAILED else None,
+        })
+        out["attempts"] = attempts
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Worker:
+    id: str
+    name: str
+    host: str
+    pid: int
+    status: WorkerStatus
+    capacity: int
+    tasks_completed: int
+    tasks_failed: int
+    registered_at: datetime
+    last_heartbeat: datetime
+    current_task_ids: tuple[str, ...]
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, Any]) -> Worker:
+        """Convert a database row (with an aggregated current_task_ids column)."""
+        return cls(
+            id=r["id"],
+            name=r["name"],
+            host=r["host"],
+            pid=r["pid"],
+            status=WorkerStatus(r["status"]),
+            capacity=r["capacity"],
+            tasks_completed=r["tasks_completed"],
+            tasks_failed=r["tasks_failed"],
+            registered_at=r["registered_at"],
+            last_heartbeat=r["last_heartbeat"],
+            current_task_ids=tuple(str(t) for t in (r["current_task_ids"] or ())),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's JSON shape (current_task_id as in the seed, plus the full list)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "host": self.host,
+            "pid": self.pid,
+            "status": self.status.value,
+            "capacity": self.capacity,
+            "tasks_completed": self.tasks_completed,
+            "tasks_failed": self.tasks_failed,
+            "current_task_id": self.current_task_ids[0] if self.current_task_ids else None,
+            "current_task_ids": list(self.current_task_ids),
+            "registered_at": _iso(self.registered_at),
+            "last_heartbeat": _iso(self.last_heartbeat),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    id: int
+    event: str
+    timestamp: datetime
+    task_id: uuid.UUID | None
+    worker_id: str | None
+    data: Mapping[str, Any]
+
+    @classmethod
+    def from_record(cls, r: Mapping[str, Any]) -> Event:
+        """Convert a database row."""
+        return cls(
+            id=r["id"],
+            event=r["event"],
+            timestamp=r["ts"],
+            task_id=r["task_id"],
+            worker_id=r["worker_id"],
+            data=_json(r["data"]) or {},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The SSE line's JSON: the seed's event/task_id/timestamp, plus details."""
+        out: dict[str, Any] = {"event": self.event}
+        if self.task_id is not None:
+            out["task_id"] = str(self.task_id)
+        out["timestamp"] = self.timestamp.isoformat()
+        if self.worker_id is not None:
+            out["worker_id"] = self.worker_id
+        out.update(self.data)
+        return out
+
+
+REPORT_STATES = ("running", "progress", "completed", "failed", "cancelled", "rejected")
+_FINAL_REPORTS = frozenset({"completed", "failed", "cancelled", "rejected"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Report:
+    """A worker's report on one delivery (task id + attempt)."""
+
+    task_id: uuid.UUID
+    attempt: int
+    state: str
+    progress: int = 0
+    result: Any = None
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    seq: int = 0
+
+    @property
+    def final(self) -> bool:
+        """True when the report ends the delivery."""
+        return self.state in _FINAL_REPORTS
+
+
+def merge_reports(reports: list[Report]) -> list[Report]:
+    """Collapse several reports on one delivery into one, keeping order of first sight.
+
+    A final report wins over running/progress ones; the start time and the highest
+    progress survive. One statement can then apply the whole batch.
+    """
+    merged: dict[tuple[uuid.UUID, int], Report] = {}
+    for r in reports:
+        key = (r.task_id, r.attempt)
+        prev = merged.get(key)
+        if prev is None:
+            merged[key] = r
+            continue
+        if prev.final and not r.final:
+            keep, other = prev, r
+        else:
+            keep, other = r, prev
+        merged[key] = Report(
+            task_id=keep.task_id,
+            attempt=keep.attempt,
+            state=keep.state,
+            progress=max(keep.progress, other.progress),
+            result=keep.result,
+            error=keep.error,
+            started_at=keep.started_at or other.started_at,
+            finished_at=keep.finished_at or other.finished_at,
+            seq=max(keep.seq, other.seq),
+        )
+    return list(merged.values())

@@ -1,0 +1,1 @@
+"""Generated gRPC code (from proto/). Regenerate with `python -m taskmaster.rpc.build`."""

@@ -1,0 +1,16 @@
+"""PostgreSQL persistence: schema, migrations, named queries and the Store."""
+
+from taskmaster.store.db import create_pool, ensure_database, migrate, prepare
+from taskmaster.store.store import Applied, BadCursor, Delivery, NewTask, Store
+
+__all__ = [
+    "Applied",
+    "BadCursor",
+    "Delivery",
+    "NewTask",
+    "Store",
+    "create_pool",
+    "ensure_database",
+    "migrate",
+    "prepare",
+]

@@ -1,0 +1,374 @@
+-- Named queries, loaded once by taskmaster.store.queries. Each state transition is one
+-- statement: the task rows, their events and the worker counters change together.
+
+-- name: insert_task
+-- One task. An idempotency key already used returns no row (the caller fetches it).
+WITH ins AS (
+    INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts,
+                       timeout_seconds, idempotency_key)
+    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7, $8)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING *
+), ev AS (
+    INSERT INTO events (ts, event, task_id, data)
+    SELECT created_at, 'task_scheduled', id,
+           jsonb_build_object('command', command, 'scheduled_at', scheduled_at)
+    FROM ins
+)
+SELECT * FROM ins;
+
+-- name: insert_batch
+-- $1 command, $2 payload, $3 count, $4 delay seconds, $5 priority, $6 max_attempts, $7 timeout
+WITH ins AS (
+    INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts, timeout_seconds)
+    SELECT gen_random_uuid(), $1, $2, $5, now() + make_interval(secs => $4), $6, $7
+    FROM generate_series(1, $3)
+    RETURNING id, command, created_at, scheduled_at
+), ev AS (
+    INSERT INTO events (ts, event, task_id, data)
+    SELECT created_at, 'task_scheduled', id,
+           jsonb_build_object('command', command, 'scheduled_at', scheduled_at)
+    FROM ins
+)
+SELECT id, created_at FROM ins;
+
+-- name: get_task
+SELECT * FROM tasks WHERE id = $1;
+
+-- name: get_task_by_key
+SELECT * FROM tasks WHERE idempotency_key = $1;
+
+-- name: list_tasks
+-- $1 status or NULL, $2 cursor created_at or NULL, $3 cursor id, $4 limit
+SELECT * FROM tasks
+WHERE ($1::text IS NULL OR status = $1)
+  AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $4;
+
+-- name: list_workers
+-- Live workers, and those gone offline within $1 seconds.
+SELECT w.*,
+       ARRAY(SELECT t.id FROM tasks t
+             WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
+             ORDER BY t.status DESC, t.assigned_at) AS current_task_ids
+FROM workers w
+WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
+ORDER BY w.registered_at, w.id;
+
+-- name: known_commands
+SELECT name FROM commands ORDER BY name;
+
+-- name: stats
+-- $1 throughput window in seconds, $2 how many recent starts the wait figures cover
+WITH counts AS (
+    SELECT status, sum(delta)::bigint AS n FROM task_counts GROUP BY status
+), waits AS (
+    SELECT extract(epoch FROM started_at - scheduled_at) AS wait
+    FROM tasks WHERE started_at IS NOT NULL
+    ORDER BY started_at DESC LIMIT $2
+)
+SELECT
+    coalesce((SELECT jsonb_object_agg(status, n) FROM counts), '{}'::jsonb) AS counts,
+    coalesce((SELECT sum(delta) FROM task_counts
+              WHERE status = 'completed' AND delta > 0
+                AND at > now() - make_interval(secs => $1)), 0)::bigint AS recent_completed,
+    (SELECT count(*) FROM workers WHERE status = 'online') AS workers_online,
+    (SELECT count(*) FROM workers WHERE status = 'draining') AS workers_draining,
+    (SELECT avg(wait) FROM waits) AS wait_mean,
+    (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY wait) FROM waits) AS wait_p95;
+
+-- name: compact_counts
+-- Fold count deltas older than $1 seconds into one row per status.
+WITH old AS (
+    DELETE FROM task_counts WHERE at < now() - make_interval(secs => $1)
+    RETURNING status, delta
+)
+INSERT INTO task_counts (at, status, delta)
+SELECT '-infinity', status, sum(delta) FROM old GROUP BY status HAVING sum(delta) <> 0;
+
+-- name: cancel_task
+-- Pending: cancelled at once. Assigned or running: flagged, the worker is told.
+WITH cur AS (
+    SELECT id, status FROM tasks WHERE id = $1 FOR UPDATE
+), upd AS (
+    UPDATE tasks t SET
+        status = CASE WHEN cur.status = 'pending' THEN 'cancelled' ELSE t.status END,
+        cancelled_at = CASE WHEN cur.status = 'pending' THEN clock_timestamp() END,
+        cancel_requested = true
+    FROM cur
+    WHERE t.id = cur.id AND cur.status IN ('pending', 'assigned', 'running')
+    RETURNING t.*
+), ev AS (
+    INSERT INTO events (event, task_id, worker_id, data)
+    SELECT CASE WHEN status = 'cancelled' THEN 'task_cancelled' ELSE 'task_cancel_requested' END,
+           id, worker_id, jsonb_build_object('attempt', attempt)
+    FROM upd
+), note AS (
+    SELECT pg_notify('taskmaster_cancel', id::text || ':' || attempt || ':' || worker_id)
+    FROM upd WHERE status <> 'cancelled'
+)
+SELECT upd.*, (SELECT count(*) FROM note) AS notified FROM upd;
+
+-- name: events_after
+SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2;
+
+-- name: last_event_id
+SELECT coalesce(max(id), 0) AS id FROM events;
+
+-- name: prune_events
+DELETE FROM events WHERE ts < now() - make_interval(secs => $1);
+
+-- name: upsert_worker
+-- $1 id, $2 name, $3 host, $4 pid, $5 capacity, $6 commands
+WITH w AS (
+    INSERT INTO workers (id, name, host, pid, capacity, commands, status, registered_at,
+                         last_heartbeat, offline_at)
+    VALUES ($1, $2, $3, $4, $5, $6, 'online', now(), now(), NULL)
+    ON CONFLICT (id) DO UPDATE SET
+        name = EXCLUDED.name, host = EXCLUDED.host, pid = EXCLUDED.pid,
+        capacity = EXCLUDED.capacity, commands = EXCLUDED.commands, status = 'online',
+        last_heartbeat = now(), offline_at = NULL
+    RETURNING *
+), cmds AS (
+    INSERT INTO commands (name) SELECT unnest($6::text[]) ON CONFLICT DO NOTHING
+), ev AS (
+    INSERT INTO events (event, worker_id, data)
+    SELECT 'worker_online', id, jsonb_build_object('name', name, 'host', host, 'capacity', capacity)
+    FROM w
+)
+SELECT * FROM w;
+
+-- name: worker_held_tasks
+-- The tasks PostgreSQL says a worker holds.
+SELECT id, attempt, status FROM tasks
+WHERE worker_id = $1 AND status IN ('assigned', 'running');
+
+-- name: heartbeat_workers
+-- $1 worker ids, $2 statuses (online or draining)
+WITH hb AS (
+    SELECT * FROM unnest($1::text[], $2::text[]) AS h(id, status)
+), upd AS (
+    UPDATE workers w SET last_heartbeat = now(), status = hb.status
+    FROM hb WHERE w.id = hb.id AND w.status <> 'offline'
+    RETURNING w.id, w.name, w.status,
+              (SELECT status FROM workers o WHERE o.id = w.id) AS old_status
+)
+INSERT INTO events (event, worker_id, data)
+SELECT 'worker_draining', id, jsonb_build_object('name', name)
+FROM upd WHERE status = 'draining' AND old_status = 'online';
+
+-- name: worker_offline
+-- Workers gone: mark them offline and put their tasks back (attempt + 1), or fail
+-- the tasks that have used up their attempts. $2 is the reason recorded.
+WITH gone AS (
+    UPDATE workers SET status = 'offline', offline_at = now()
+    WHERE id = ANY($1::text[]) AND status <> 'offline'
+    RETURNING id, name
+), held AS (
+    SELECT id FROM tasks
+    WHERE worker_id = ANY($1::text[]) AND status IN ('assigned', 'running')
+    FOR UPDATE
+), upd AS (
+    UPDATE tasks t SET
+        status = CASE WHEN t.attempt < t.max_attempts THEN 'pending' ELSE 'failed' END,
+        attempt = CASE WHEN t.attempt < t.max_attempts THEN t.attempt + 1 ELSE t.attempt END,
+        failed_at = CASE WHEN t.attempt < t.max_attempts THEN NULL ELSE clock_timestamp() END,
+        error = $2,
+        history = t.history || jsonb_build_object(
+            'attempt', t.attempt, 'worker_id', t.worker_id, 'error', $2::text,
+            'assigned_at', t.assigned_at, 'started_at', t.started_at, 'at', clock_timestamp()),
+        worker_id = NULL, assigned_at = NULL, started_at = NULL, progress = 0,
+        scheduled_at = CASE WHEN t.attempt < t.max_attempts THEN now() ELSE t.scheduled_at END
+    FROM held WHERE t.id = held.id
+    RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker
+), ev AS (
+    INSERT INTO events (event, task_id, worker_id, data)
+    SELECT CASE WHEN status = 'pending' THEN 'task_reassigned' ELSE 'task_failed' END,
+           id, old_worker, jsonb_build_object('attempt', attempt, 'reason', $2::text)
+    FROM upd
+    UNION ALL
+    SELECT 'worker_offline', NULL::uuid, id, jsonb_build_object('name', name, 'reason', $2::text)
+    FROM gone
+)
+SELECT (SELECT count(*) FROM gone) AS workers, (SELECT count(*) FROM upd) AS tasks;
+
+-- name: requeue_tasks
+-- Put specific deliveries back (a worker no longer has them). $1 ids, $2 attempts, $3 reason.
+WITH held AS (
+    SELECT t.id FROM tasks t
+    JOIN unnest($1::uuid[], $2::int[]) AS r(id, attempt) ON t.id = r.id AND t.attempt = r.attempt
+    WHERE t.status IN ('assigned', 'running')
+    FOR UPDATE OF t
+), upd AS (
+    UPDATE tasks t SET
+        status = CASE WHEN t.attempt < t.max_attempts THEN 'pending' ELSE 'failed' END,
+        attempt = CASE WHEN t.attempt < t.max_attempts THEN t.attempt + 1 ELSE t.attempt END,
+        failed_at = CASE WHEN t.attempt < t.max_attempts THEN NULL ELSE clock_timestamp() END,
+        error = $3,
+        history = t.history || jsonb_build_object(
+            'attempt', t.attempt, 'worker_id', t.worker_id, 'error', $3::text,
+            'assigned_at', t.assigned_at, 'started_at', t.started_at, 'at', clock_timestamp()),
+        worker_id = NULL, assigned_at = NULL, started_at = NULL, progress = 0,
+        scheduled_at = now()
+    FROM held WHERE t.id = held.id
+    RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker
+), ev AS (
+    INSERT INTO events (event, task_id, worker_id, data)
+    SELECT CASE WHEN status = 'pending' THEN 'task_reassigned' ELSE 'task_failed' END,
+           id, old_worker, jsonb_build_object('attempt', attempt, 'reason', $3::text)
+    FROM upd
+)
+SELECT id, status, attempt FROM upd;
+
+-- name: stale_workers
+-- Workers PostgreSQL thinks alive, silent for $1 seconds, not connected here ($2).
+SELECT id FROM workers
+WHERE status <> 'offline'
+  AND last_heartbeat < now() - make_interval(secs => $1)
+  AND id <> ALL($2::text[]);
+
+-- name: orphaned_tasks
+-- Held tasks whose worker is offline or unknown (a crash between two statements).
+SELECT DISTINCT t.worker_id FROM tasks t
+LEFT JOIN workers w ON w.id = t.worker_id
+WHERE t.status IN ('assigned', 'running') AND (w.id IS NULL OR w.status = 'offline');
+
+-- name: assign_tasks
+-- Claim one due pending task per slot; $1 lists worker ids in round-robin slot order.
+WITH picked AS (
+    SELECT id, priority, scheduled_at FROM tasks
+    WHERE status = 'pending' AND scheduled_at <= now()
+    ORDER BY priority DESC, scheduled_at, id
+    LIMIT cardinality($1::text[])
+    FOR UPDATE SKIP LOCKED
+), numbered AS (
+    SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, id) AS slot FROM picked
+), slots AS (
+    SELECT worker_id, slot FROM unnest($1::text[]) WITH ORDINALITY AS s(worker_id, slot)
+), assigned AS (
+    UPDATE tasks t SET status = 'assigned', worker_id = s.worker_id,
+                       assigned_at = clock_timestamp(), progress = 0, error = NULL
+    FROM numbered n JOIN slots s USING (slot)
+    WHERE t.id = n.id
+    RETURNING t.id, t.attempt, t.command, t.payload, t.timeout_seconds, t.worker_id,
+              t.assigned_at, n.slot
+), ev AS (
+    INSERT INTO events (ts, event, task_id, worker_id, data)
+    SELECT assigned_at, 'task_assigned', id, worker_id,
+           jsonb_build_object('attempt', attempt, 'command', command)
+    FROM assigned
+)
+SELECT id, attempt, command, payload::text AS payload, timeout_seconds, worker_id
+FROM assigned ORDER BY slot;
+
+-- name: next_due
+-- When the earliest delayed task becomes due (NULL when none waits).
+SELECT min(scheduled_at) AS at FROM tasks WHERE status = 'pending' AND scheduled_at > now();
+
+-- name: apply_updates
+-- Status reports of one worker, fenced: a report counts only if the task is still held by
+-- this worker at this attempt. $1 worker, then parallel arrays: ids, attempts, states
+-- (running|progress|completed|failed|cancelled|rejected), progress, results (json text),
+-- errors, started_at, finished_at; $10 retry base seconds, $11 retry cap seconds.
+WITH u AS (
+    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
+                         $8::timestamptz[], $9::timestamptz[])
+        AS u(id, attempt, state, progress, result, error, started_at, finished_at)
+), cur AS (
+    SELECT t.id, t.status AS old_status, t.attempt, t.max_attempts, t.cancel_requested
+    FROM tasks t JOIN u ON t.id = u.id AND t.attempt = u.attempt
+    WHERE t.worker_id = $1 AND t.status IN ('assigned', 'running')
+    FOR UPDATE OF t
+), next AS (
+    SELECT u.*, cur.old_status, cur.max_attempts,
+        CASE
+            WHEN u.state IN ('running', 'progress') THEN 'running'
+            WHEN u.state = 'completed' THEN 'completed'
+            WHEN u.state = 'cancelled' THEN 'cancelled'
+            WHEN u.state = 'rejected' THEN 'pending'
+            WHEN u.state = 'failed' AND cur.cancel_requested THEN 'cancelled'
+            WHEN u.state = 'failed' AND u.attempt < cur.max_attempts THEN 'pending'
+            ELSE 'failed'
+        END AS new_status
+    FROM u JOIN cur USING (id)
+), upd AS (
+    UPDATE tasks t SET
+        status = n.new_status,
+        started_at = CASE WHEN n.new_status = 'pending' THEN NULL
+                          ELSE coalesce(t.started_at, n.started_at, n.finished_at) END,
+        progress = CASE WHEN n.new_status = 'completed' THEN 100
+                        WHEN n.new_status = 'pending' THEN 0
+                        ELSE greatest(t.progress, n.progress) END,
+        completed_at = CASE WHEN n.new_status = 'completed' THEN n.finished_at END,
+        failed_at = CASE WHEN n.new_status = 'failed' THEN n.finished_at END,
+        cancelled_at = CASE WHEN n.new_status = 'cancelled' THEN n.finished_at END,
+        result = CASE WHEN n.new_status = 'completed' THEN n.result::jsonb ELSE t.result END,
+        error = CASE WHEN n.state IN ('failed', 'rejected', 'cancelled') THEN n.error ELSE t.error END,
+        attempt = CASE WHEN n.new_status = 'pending' THEN t.attempt + 1 ELSE t.attempt END,
+        -- a refused delivery does not use up an attempt
+        max_attempts = CASE WHEN n.state = 'rejected' THEN t.max_attempts + 1 ELSE t.max_attempts END,
+        worker_id = CASE WHEN n.new_status = 'pending' THEN NULL ELSE t.worker_id END,
+        assigned_at = CASE WHEN n.new_status = 'pending' THEN NULL ELSE t.assigned_at END,
+        scheduled_at = CASE
+            WHEN n.new_status = 'pending' AND n.state = 'failed' THEN clock_timestamp() +
+                make_interval(secs => least($11::float8,
+                    $10::float8 * power(2, t.attempt - 1) * (0.5 + random())))
+            WHEN n.new_status = 'pending' THEN clock_timestamp()
+            ELSE t.scheduled_at END,
+        history = CASE WHEN n.new_status IN ('pending', 'failed') THEN t.history ||
+            jsonb_build_object('attempt', t.attempt, 'worker_id', t.worker_id, 'error', n.error,
+                               'assigned_at', t.assigned_at, 'started_at', n.started_at,
+                               'at', n.finished_at)
+            ELSE t.history END
+    FROM next n WHERE t.id = n.id
+    RETURNING t.id, t.status, t.attempt, t.scheduled_at, t.command, n.old_status, n.state,
+              n.attempt AS reported_attempt, n.started_at, n.finished_at, t.progress, n.error
+), counted AS (
+    UPDATE workers w SET
+        tasks_completed = w.tasks_completed + c.done,
+        tasks_failed = w.tasks_failed + c.failed
+    FROM (SELECT count(*) FILTER (WHERE status = 'completed') AS done,
+                 count(*) FILTER (WHERE state = 'failed') AS failed FROM upd) c
+    WHERE w.id = $1 AND (c.done > 0 OR c.failed > 0)
+), ev AS (
+    INSERT INTO events (ts, event, task_id, worker_id, data)
+    -- a task that finished before its 'running' report went out still shows it ran
+    SELECT coalesce(started_at, finished_at), 'task_running', id, $1,
+           jsonb_build_object('attempt', reported_attempt)
+    FROM upd WHERE old_status = 'assigned' AND state IN ('running', 'progress', 'completed', 'failed')
+    UNION ALL
+    SELECT clock_timestamp(), 'task_progress', id, $1,
+           jsonb_build_object('attempt', reported_attempt, 'progress', progress)
+    FROM upd WHERE state = 'progress'
+    UNION ALL
+    SELECT finished_at,
+           CASE WHEN status = 'completed' THEN 'task_completed'
+                WHEN status = 'cancelled' THEN 'task_cancelled'
+                WHEN status = 'failed' THEN 'task_failed'
+                WHEN state = 'rejected' THEN 'task_rejected'
+                ELSE 'task_retrying' END,
+           id, $1,
+           jsonb_build_object('attempt', reported_attempt, 'command', command)
+             || CASE WHEN status = 'completed' THEN
+                    jsonb_build_object('duration_ms',
+                        round(extract(epoch FROM finished_at - started_at) * 1000, 3))
+                WHEN error IS NOT NULL THEN jsonb_build_object('error', error)
+                ELSE '{}'::jsonb END
+             || CASE WHEN status = 'pending' AND state = 'failed' THEN
+                    jsonb_build_object('retry_at', scheduled_at, 'next_attempt', attempt)
+                ELSE '{}'::jsonb END
+    FROM upd WHERE state NOT IN ('running', 'progress')
+)
+SELECT id, status, reported_attempt AS attempt FROM upd;
+
+-- name: timed_out_tasks
+-- Deliveries that have outlived their timeout.
+SELECT id, attempt, worker_id FROM tasks
+WHERE status IN ('assigned', 'running')
+  AND coalesce(started_at, assigned_at) + make_interval(secs => timeout_seconds) < now();
+
+-- name: cancel_requested
+-- Held tasks whose cancellation is pending (re-sent to workers after a reconnect).
+SELECT id, attempt, worker_id FROM tasks
+WHERE cancel_requested AND status IN ('assigned', 'running') AND worker_id = ANY($1::text[]);

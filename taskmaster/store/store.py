@@ -1,0 +1,278 @@
+"""The PostgreSQL store: every read and state transition the components need."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from taskmaster.model import Event, Report, Task, TaskStatus, Worker
+from taskmaster.store.queries import q
+
+
+class BadCursor(ValueError):
+    """A pagination cursor that this store did not issue."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewTask:
+    command: str
+    payload: Any = None
+    priority: int = 0
+    delay_seconds: float = 0.0
+    max_attempts: int = 3
+    timeout_seconds: float = 300.0
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """A task handed to a worker: what goes over the wire."""
+
+    task_id: uuid.UUID
+    attempt: int
+    command: str
+    payload_json: str
+    timeout_seconds: float
+    worker_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Applied:
+    """The outcome of one accepted report."""
+
+    task_id: uuid.UUID
+    attempt: int
+    status: TaskStatus
+
+
+def encode_cursor(task: Task) -> str:
+    """An opaque cursor for the page after this task."""
+    raw = f"{task.created_at.isoformat()}|{task.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    """Undo encode_cursor; BadCursor when it is not ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        ts, tid = raw.split("|")
+        return datetime.fromisoformat(ts), uuid.UUID(tid)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise BadCursor(cursor) from None
+
+
+class Store:
+    """Typed access to PostgreSQL over an asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    # ---- creating and reading tasks (scheduler) ----
+
+    async def create_task(self, new: NewTask) -> tuple[Task, bool]:
+        """Insert one task; (task, True), or (the earlier task, False) on a reused key."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                q("insert_task"), uuid.uuid4(), new.command, _payload(new.payload),
+                new.priority, new.delay_seconds, new.max_attempts, new.timeout_seconds,
+                new.idempotency_key,
+            )
+            if row is not None:
+                return Task.from_record(row), True
+            existing = await conn.fetchrow(q("get_task_by_key"), new.idempotency_key)
+        if existing is None:  # pragma: no cover - the key's task was deleted meanwhile
+            raise RuntimeError("idempotency key conflict without a task")
+        return Task.from_record(existing), False
+
+    async def create_batch(self, new: NewTask, count: int) -> list[uuid.UUID]:
+        """Insert count identical tasks in one statement; their ids in order."""
+        rows = await self.pool.fetch(
+            q("insert_batch"), new.command, _payload(new.payload), count,
+            new.delay_seconds, new.priority, new.max_attempts, new.timeout_seconds,
+        )
+        return [r["id"] for r in rows]
+
+    async def get_task(self, task_id: uuid.UUID) -> Task | None:
+        """One task, or None."""
+        row = await self.pool.fetchrow(q("get_task"), task_id)
+        return Task.from_record(row) if row else None
+
+    async def get_task_record(self, task_id: uuid.UUID) -> asyncpg.Record | None:
+        """One task's raw row (with history)."""
+        return await self.pool.fetchrow(q("get_task"), task_id)
+
+    async def list_tasks(
+        self, *, status: TaskStatus | None, limit: int, cursor: str | None = None
+    ) -> tuple[list[Task], str | None]:
+        """Newest first; (page, cursor of the next page or None)."""
+        after_ts, after_id = decode_cursor(cursor) if cursor else (None, None)
+        rows = await self.pool.fetch(
+            q("list_tasks"), status.value if status else None, after_ts, after_id, limit + 1
+        )
+        tasks = [Task.from_record(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return tasks, (encode_cursor(tasks[-1]) if more and tasks else None)
+
+    async def cancel_task(self, task_id: uuid.UUID) -> Task | None:
+        """Cancel (pending) or ask to cancel (held); None if not cancellable or unknown."""
+        row = await self.pool.fetchrow(q("cancel_task"), task_id)
+        return Task.from_record(row) if row else None
+
+    async def known_commands(self) -> set[str]:
+        """Commands some worker has offered (plus the built-ins)."""
+        return {r["name"] for r in await self.pool.fetch(q("known_commands"))}
+
+    async def list_workers(self, offline_window: float = 60.0) -> list[Worker]:
+        """Live workers, then those gone within offline_window seconds."""
+        return [Worker.from_record(r) for r in await self.pool.fetch(q("list_workers"), offline_window)]
+
+    async def stats(self, *, window: float = 10.0, wait_sample: int = 1000) -> dict[str, Any]:
+        """Counts by status, throughput and queue wait, without counting the tasks table."""
+        row = await self.pool.fetchrow(q("stats"), window, wait_sample)
+        assert row is not None
+        counts = {s.value: int(row["counts"].get(s.value, 0)) for s in TaskStatus}
+        wait_mean, wait_p95 = row["wait_mean"], row["wait_p95"]
+        return {
+            "total": sum(counts.values()),
+            **counts,
+            "queue_depth": counts["pending"],
+            "workers_online": row["workers_online"],
+            "workers_draining": row["workers_draining"],
+            "throughput": round(row["recent_completed"] / window, 3),
+            "throughput_window_seconds": window,
+            "queue_wait_mean_ms": None if wait_mean is None else round(float(wait_mean) * 1000, 3),
+            "queue_wait_p95_ms": None if wait_p95 is None else round(float(wait_p95) * 1000, 3),
+        }
+
+    # ---- events (SSE) ----
+
+    async def events_after(self, last_id: int, limit: int) -> list[Event]:
+        """Events with id > last_id, oldest first."""
+        return [Event.from_record(r) for r in await self.pool.fetch(q("events_after"), last_id, limit)]
+
+    async def last_event_id(self) -> int:
+        """The newest event id (0 when none)."""
+        return int(await self.pool.fetchval(q("last_event_id")))
+
+    async def prune_events(self, older_than: float) -> int:
+        """Delete events older than the retention; how many went."""
+        status = await self.pool.execute(q("prune_events"), older_than)
+        return int(status.split()[-1])
+
+    async def compact_counts(self, older_than: float = 60.0) -> None:
+        """Fold old count deltas together."""
+        await self.pool.execute(q("compact_counts"), older_than)
+
+    # ---- workers and assignment (coordinator) ----
+
+    async def upsert_worker(
+        self, *, worker_id: str, name: str, host: str, pid: int, capacity: int,
+        commands: Sequence[str],
+    ) -> None:
+        """Record a worker as online (new or back)."""
+        await self.pool.fetchrow(
+            q("upsert_worker"), worker_id, name, host, pid, capacity, list(commands)
+        )
+
+    async def held_tasks(self, worker_id: str) -> dict[uuid.UUID, int]:
+        """{task id: attempt} of what PostgreSQL says the worker holds."""
+        rows = await self.pool.fetch(q("worker_held_tasks"), worker_id)
+        return {r["id"]: r["attempt"] for r in rows}
+
+    async def heartbeat(self, beats: dict[str, str]) -> None:
+        """Record heartbeats: {worker id: online|draining}."""
+        if beats:
+            await self.pool.execute(q("heartbeat_workers"), list(beats), list(beats.values()))
+
+    async def workers_offline(self, worker_ids: Iterable[str], reason: str) -> tuple[int, int]:
+        """Mark workers offline and requeue their tasks; (workers, tasks) changed."""
+        ids = list(worker_ids)
+        if not ids:
+            return 0, 0
+        row = await self.pool.fetchrow(q("worker_offline"), ids, reason)
+        assert row is not None
+        return row["workers"], row["tasks"]
+
+    async def requeue(
+        self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str
+    ) -> list[tuple[uuid.UUID, TaskStatus, int]]:
+        """Put specific deliveries back in the queue (or fail them when out of attempts)."""
+        pairs = list(deliveries)
+        if not pairs:
+            return []
+        rows = await self.pool.fetch(
+            q("requeue_tasks"), [p[0] for p in pairs], [p[1] for p in pairs], reason
+        )
+        return [(r["id"], TaskStatus(r["status"]), r["attempt"]) for r in rows]
+
+    async def stale_workers(self, timeout: float, connected: Iterable[str]) -> list[str]:
+        """Workers marked alive, silent for timeout seconds and not connected here."""
+        rows = await self.pool.fetch(q("stale_workers"), timeout, list(connected))
+        return [r["id"] for r in rows]
+
+    async def orphan_holders(self) -> list[str]:
+        """Worker ids that hold tasks but are offline or unknown."""
+        return [r["worker_id"] for r in await self.pool.fetch(q("orphaned_tasks"))]
+
+    async def assign(self, slots: Sequence[str]) -> list[Delivery]:
+        """Claim one due task per slot (slots = worker ids in round-robin order)."""
+        if not slots:
+            return []
+        rows = await self.pool.fetch(q("assign_tasks"), list(slots))
+        return [
+            Delivery(
+                task_id=r["id"], attempt=r["attempt"], command=r["command"],
+                payload_json=r["payload"], timeout_seconds=r["timeout_seconds"],
+                worker_id=r["worker_id"],
+            )
+            for r in rows
+        ]
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest delayed task becomes due."""
+        return await self.pool.fetchval(q("next_due"))
+
+    async def apply_reports(
+        self, worker_id: str, reports: Sequence[Report], *, retry_base: float, retry_max: float
+    ) -> list[Applied]:
+        """Apply one worker's reports in one statement; the accepted ones come back."""
+        if not reports:
+            return []
+        now = datetime.now(UTC)
+        rows = await self.pool.fetch(
+            q("apply_updates"),
+            worker_id,
+            [r.task_id for r in reports],
+            [r.attempt for r in reports],
+            [r.state for r in reports],
+            [r.progress for r in reports],
+            [None if r.result is None else json.dumps(r.result) for r in reports],
+            [r.error for r in reports],
+            [r.started_at for r in reports],
+            [r.finished_at or (now if r.final else None) for r in reports],
+            retry_base,
+            retry_max,
+        )
+        return [Applied(task_id=r["id"], attempt=r["attempt"], status=TaskStatus(r["status"])) for r in rows]
+
+    async def timed_out(self) -> list[tuple[uuid.UUID, int, str]]:
+        """Deliveries past their timeout: (task id, attempt, worker id)."""
+        rows = await self.pool.fetch(q("timed_out_tasks"))
+        return [(r["id"], r["attempt"], r["worker_id"]) for r in rows]
+
+    async def cancel_requests(self, worker_ids: Iterable[str]) -> list[tuple[uuid.UUID, int, str]]:
+        """Held tasks with a cancellation pending, for these workers."""
+        rows = await self.pool.fetch(q("cancel_requested"), list(worker_ids))
+        return [(r["id"], r["attempt"], r["worker_id"]) for r in rows]
+
+
+def _payload(value: Any) -> Any:
+    return {} if value is None else value
