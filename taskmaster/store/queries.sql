@@ -267,21 +267,21 @@ FROM assigned ORDER BY slot;
 SELECT min(scheduled_at) AS at FROM tasks WHERE status = 'pending' AND scheduled_at > now();
 
 -- name: apply_updates
--- Status reports of one worker, fenced: a report counts only if the task is still held by
--- this worker at this attempt. $1 worker, then parallel arrays: ids, attempts, states
--- (running|progress|completed|failed|cancelled|rejected), progress, results (json text),
--- errors, started_at, finished_at; $10 retry base seconds, $11 retry cap seconds.
+-- Status reports, fenced: a report counts only if its task is still held by the reporting
+-- worker at the reported attempt. Parallel arrays: $1 worker ids, $2 task ids, $3 attempts,
+-- $4 states (running|progress|completed|failed|cancelled|rejected), $5 progress, $6 results
+-- (json text), $7 errors, $8 started_at, $9 finished_at; $10 retry base s, $11 retry cap s.
 WITH u AS (
-    SELECT * FROM unnest($2::uuid[], $3::int[], $4::text[], $5::int[], $6::text[], $7::text[],
-                         $8::timestamptz[], $9::timestamptz[])
-        AS u(id, attempt, state, progress, result, error, started_at, finished_at)
+    SELECT * FROM unnest($1::text[], $2::uuid[], $3::int[], $4::text[], $5::int[], $6::text[],
+                         $7::text[], $8::timestamptz[], $9::timestamptz[])
+        AS u(worker_id, id, attempt, state, progress, result, error, started_at, finished_at)
 ), cur AS (
-    SELECT t.id, t.status AS old_status, t.attempt, t.max_attempts, t.cancel_requested
-    FROM tasks t JOIN u ON t.id = u.id AND t.attempt = u.attempt
-    WHERE t.worker_id = $1 AND t.status IN ('assigned', 'running')
+    SELECT t.id, t.status AS old_status, t.max_attempts, t.cancel_requested
+    FROM tasks t JOIN u ON t.id = u.id AND t.attempt = u.attempt AND t.worker_id = u.worker_id
+    WHERE t.status IN ('assigned', 'running')
     FOR UPDATE OF t
 ), next AS (
-    SELECT u.*, cur.old_status, cur.max_attempts,
+    SELECT u.*, cur.old_status,
         CASE
             WHEN u.state IN ('running', 'progress') THEN 'running'
             WHEN u.state = 'completed' THEN 'completed'
@@ -304,10 +304,12 @@ WITH u AS (
         failed_at = CASE WHEN n.new_status = 'failed' THEN n.finished_at END,
         cancelled_at = CASE WHEN n.new_status = 'cancelled' THEN n.finished_at END,
         result = CASE WHEN n.new_status = 'completed' THEN n.result::jsonb ELSE t.result END,
-        error = CASE WHEN n.state IN ('failed', 'rejected', 'cancelled') THEN n.error ELSE t.error END,
+        error = CASE WHEN n.state IN ('failed', 'rejected', 'cancelled') THEN n.error
+                     ELSE t.error END,
         attempt = CASE WHEN n.new_status = 'pending' THEN t.attempt + 1 ELSE t.attempt END,
         -- a refused delivery does not use up an attempt
-        max_attempts = CASE WHEN n.state = 'rejected' THEN t.max_attempts + 1 ELSE t.max_attempts END,
+        max_attempts = CASE WHEN n.state = 'rejected' THEN t.max_attempts + 1
+                            ELSE t.max_attempts END,
         worker_id = CASE WHEN n.new_status = 'pending' THEN NULL ELSE t.worker_id END,
         assigned_at = CASE WHEN n.new_status = 'pending' THEN NULL ELSE t.assigned_at END,
         scheduled_at = CASE
@@ -322,23 +324,27 @@ WITH u AS (
                                'at', n.finished_at)
             ELSE t.history END
     FROM next n WHERE t.id = n.id
-    RETURNING t.id, t.status, t.attempt, t.scheduled_at, t.command, n.old_status, n.state,
-              n.attempt AS reported_attempt, n.started_at, n.finished_at, t.progress, n.error
+    RETURNING t.id, t.status, t.attempt, t.scheduled_at, t.command, t.progress, n.old_status,
+              n.state, n.worker_id, n.attempt AS reported_attempt, n.started_at,
+              n.finished_at, n.error
 ), counted AS (
     UPDATE workers w SET
         tasks_completed = w.tasks_completed + c.done,
         tasks_failed = w.tasks_failed + c.failed
-    FROM (SELECT count(*) FILTER (WHERE status = 'completed') AS done,
-                 count(*) FILTER (WHERE state = 'failed') AS failed FROM upd) c
-    WHERE w.id = $1 AND (c.done > 0 OR c.failed > 0)
+    FROM (SELECT worker_id,
+                 count(*) FILTER (WHERE status = 'completed') AS done,
+                 count(*) FILTER (WHERE state = 'failed') AS failed
+          FROM upd GROUP BY worker_id) c
+    WHERE w.id = c.worker_id AND (c.done > 0 OR c.failed > 0)
 ), ev AS (
     INSERT INTO events (ts, event, task_id, worker_id, data)
     -- a task that finished before its 'running' report went out still shows it ran
-    SELECT coalesce(started_at, finished_at), 'task_running', id, $1,
+    SELECT coalesce(started_at, finished_at), 'task_running', id, worker_id,
            jsonb_build_object('attempt', reported_attempt)
-    FROM upd WHERE old_status = 'assigned' AND state IN ('running', 'progress', 'completed', 'failed')
+    FROM upd
+    WHERE old_status = 'assigned' AND state IN ('running', 'progress', 'completed', 'failed')
     UNION ALL
-    SELECT clock_timestamp(), 'task_progress', id, $1,
+    SELECT clock_timestamp(), 'task_progress', id, worker_id,
            jsonb_build_object('attempt', reported_attempt, 'progress', progress)
     FROM upd WHERE state = 'progress'
     UNION ALL
@@ -348,11 +354,11 @@ WITH u AS (
                 WHEN status = 'failed' THEN 'task_failed'
                 WHEN state = 'rejected' THEN 'task_rejected'
                 ELSE 'task_retrying' END,
-           id, $1,
+           id, worker_id,
            jsonb_build_object('attempt', reported_attempt, 'command', command)
              || CASE WHEN status = 'completed' THEN
                     jsonb_build_object('duration_ms',
-                        round(extract(epoch FROM finished_at - started_at) * 1000, 3))
+                        round((extract(epoch FROM finished_at - started_at) * 1000)::numeric, 3))
                 WHEN error IS NOT NULL THEN jsonb_build_object('error', error)
                 ELSE '{}'::jsonb END
              || CASE WHEN status = 'pending' AND state = 'failed' THEN
@@ -360,7 +366,7 @@ WITH u AS (
                 ELSE '{}'::jsonb END
     FROM upd WHERE state NOT IN ('running', 'progress')
 )
-SELECT id, status, reported_attempt AS attempt FROM upd;
+SELECT id, status, reported_attempt AS attempt, worker_id FROM upd;
 
 -- name: timed_out_tasks
 -- Deliveries that have outlived their timeout.

@@ -51,6 +51,7 @@ class Applied:
     task_id: uuid.UUID
     attempt: int
     status: TaskStatus
+    worker_id: str
 
 
 def encode_cursor(task: Task) -> str:
@@ -241,27 +242,31 @@ class Store:
         return await self.pool.fetchval(q("next_due"))
 
     async def apply_reports(
-        self, worker_id: str, reports: Sequence[Report], *, retry_base: float, retry_max: float
+        self, reports: Sequence[tuple[str, Report]], *, retry_base: float, retry_max: float
     ) -> list[Applied]:
-        """Apply one worker's reports in one statement; the accepted ones come back."""
+        """Apply (worker id, report) pairs in one statement; the accepted ones come back."""
         if not reports:
             return []
         now = datetime.now(UTC)
         rows = await self.pool.fetch(
             q("apply_updates"),
-            worker_id,
-            [r.task_id for r in reports],
-            [r.attempt for r in reports],
-            [r.state for r in reports],
-            [r.progress for r in reports],
-            [None if r.result is None else json.dumps(r.result) for r in reports],
-            [r.error for r in reports],
-            [r.started_at for r in reports],
-            [r.finished_at or (now if r.final else None) for r in reports],
+            [w for w, _ in reports],
+            [r.task_id for _, r in reports],
+            [r.attempt for _, r in reports],
+            [r.state for _, r in reports],
+            [r.progress for _, r in reports],
+            [None if r.result is None else json.dumps(r.result) for _, r in reports],
+            [r.error for _, r in reports],
+            [r.started_at for _, r in reports],
+            [r.finished_at or (now if r.final else None) for _, r in reports],
             retry_base,
             retry_max,
         )
-        return [Applied(task_id=r["id"], attempt=r["attempt"], status=TaskStatus(r["status"])) for r in rows]
+        return [
+            Applied(task_id=r["id"], attempt=r["attempt"], status=TaskStatus(r["status"]),
+                    worker_id=r["worker_id"])
+            for r in rows
+        ]
 
     async def timed_out(self) -> list[tuple[uuid.UUID, int, str]]:
         """Deliveries past their timeout: (task id, attempt, worker id)."""
