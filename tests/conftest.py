@@ -1,0 +1,149 @@
+"""Shared fixtures: a clean environment and per-test PostgreSQL databases.
+
+Every test that needs PostgreSQL gets its own database, cloned from a template that is
+created and migrated once per session, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+
+import asyncpg
+import pytest
+
+from taskmaster.store import Store, create_pool, migrate
+from taskmaster.store.db import with_database
+
+# Read before the autouse fixture below clears every TASKMASTER_* variable.
+ADMIN_URL = os.environ.get(
+    "TASKMASTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+HOW_TO_START = (
+    "The integration tests need a PostgreSQL server where they may create databases.\n"
+    "Start the machine's server (`pg_ctlcluster 15 main start`, or `service postgresql start`),\n"
+    "or run one with `docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16`,\n"
+    "or point TASKMASTER_TEST_DATABASE_URL at one (default "
+    "postgresql://postgres@127.0.0.1:5432/postgres)."
+)
+
+
+def unique_name(prefix: str) -> str:
+    """A database name no other test run uses."""
+    return f"{prefix}_{os.getpid()}_{secrets.token_hex(4)}"
+
+
+async def admin_connect() -> asyncpg.Connection:
+    """A connection to the admin database of the test server."""
+    return await asyncpg.connect(ADMIN_URL, timeout=10)
+
+
+async def drop_database(name: str) -> None:
+    """Drop a test database, closing whatever is still connected to it."""
+    conn = await admin_connect()
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def create_database(name: str, template: str = "template0") -> str:
+    """Create a database (a clone of template) and return its URL."""
+    conn = await admin_connect()
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await conn.close()
+    return with_database(ADMIN_URL, name)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test depends on the TASKMASTER_* variables of whoever runs it."""
+    for name in list(os.environ):
+        if name.startswith("TASKMASTER_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def admin_url() -> str:
+    """The URL of the test server's admin database, checked to be reachable."""
+
+    async def check() -> None:
+        conn = await admin_connect()
+        await conn.close()
+
+    try:
+        asyncio.run(check())
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {ADMIN_URL}: {exc!r}\n{HOW_TO_START}", pytrace=False
+        )
+    return ADMIN_URL
+
+
+@pytest.fixture(scope="session")
+def template_database(admin_url: str) -> Iterator[str]:
+    """A database migrated once per session; every test database is a clone of it."""
+    name = unique_name("tm_tpl")
+
+    async def build() -> None:
+        url = await create_database(name)
+        conn = await asyncpg.connect(url)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+
+    asyncio.run(build())
+    try:
+        yield name
+    finally:
+        asyncio.run(drop_database(name))
+
+
+@pytest.fixture
+async def database_url(template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database of this test's own (dropped after)."""
+    name = unique_name("tm_test")
+    url = await create_database(name, template_database)
+    try:
+        yield url
+    finally:
+        await drop_database(name)
+
+
+@pytest.fixture
+async def empty_database(admin_url: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """A factory of empty (unmigrated) databases, all dropped after the test."""
+    names: list[str] = []
+
+    async def make() -> str:
+        name = unique_name("tm_empty")
+        names.append(name)
+        return await create_database(name)
+
+    try:
+        yield make
+    finally:
+        for name in names:
+            await drop_database(name)
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool (with the store's codecs) on this test's database."""
+    p = await create_pool(database_url, min_size=1, max_size=10)
+    try:
+        yield p
+    finally:
+        await p.close()
+
+
+@pytest.fixture
+async def store(pool: asyncpg.Pool) -> Store:
+    """A Store on this test's database."""
+    return Store(pool)
