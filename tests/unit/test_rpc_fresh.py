@@ -6,11 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("grpc_tools", reason="grpcio-tools (the test extra) generates the code")
-
-from taskmaster.rpc import build  # noqa: E402
+from taskmaster.rpc import build
 
 GENERATED_DIR = build.OUT_DIR
 
