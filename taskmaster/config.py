@@ -34,6 +34,7 @@ class Settings:
     # timing
     heartbeat_interval: float = field(default=2.0, metadata={"help": "seconds between worker heartbeats"})
     heartbeat_misses: int = field(default=3, metadata={"help": "missed heartbeats before a worker is declared dead"})
+    assign_strategy: str = field(default="round-robin", metadata={"help": "round-robin, least-loaded or random"})
     poll_interval: float = field(default=5.0, metadata={"help": "safety-net poll of the coordinator, seconds (NOTIFY wakes it first)"})
     drain_grace: float = field(default=30.0, metadata={"help": "seconds a draining worker may finish its tasks"})
     retry_base: float = field(default=0.5, metadata={"help": "first retry backoff, seconds (doubles per attempt, with jitter)"})
@@ -47,6 +48,7 @@ class Settings:
     max_page_size: int = field(default=1000, metadata={"help": "largest ?limit= on GET /api/tasks"})
     max_sse_clients: int = field(default=100, metadata={"help": "concurrent SSE subscribers"})
     sse_queue: int = field(default=10_000, metadata={"help": "events buffered per SSE subscriber before it is cut off"})
+    sse_keepalive: float = field(default=15.0, metadata={"help": "seconds between SSE keepalive comments"})
     sse_replay: int = field(default=10_000, metadata={"help": "events replayed to a client reconnecting with Last-Event-ID"})
     event_retention: float = field(default=3600.0, metadata={"help": "seconds events are kept in PostgreSQL for replay"})
     assign_batch: int = field(default=500, metadata={"help": "most tasks claimed in one assignment round"})

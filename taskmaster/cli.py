@@ -1,0 +1,318 @@
+"""The `taskmaster` command: run the stack or one component, and look at it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from taskmaster.config import Settings, help_for
+from taskmaster.logs import configure_logging
+
+log = logging.getLogger("taskmaster")
+
+_FIELD_TYPES = {f.name: type(f.default) for f in fields(Settings)}
+
+
+def option(parser: argparse.ArgumentParser, name: str, *flags: str, **kw: Any) -> None:
+    """Add --name for a setting: typed, defaulting from TASKMASTER_NAME, help naming it."""
+    kind = _FIELD_TYPES[name]
+    flag_names = flags or (f"--{name.replace('_', '-')}",)
+    if kind is bool:
+        parser.add_argument(*flag_names, dest=name, action="store_true", default=None,
+                            help=help_for(name))
+        return
+    parser.add_argument(*flag_names, dest=name, type=kind, default=None, help=help_for(name),
+                        metavar=kw.pop("metavar", name.upper()), **kw)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the flags given."""
+    overrides = {name: getattr(args, name) for name in _FIELD_TYPES if hasattr(args, name)}
+    return Settings.from_env(**overrides)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    option(parser, "log_level")
+    option(parser, "log_format")
+    option(parser, "home")
+
+
+def _run(coro_fn: Callable[[], Any]) -> int:
+    try:
+        import uvloop
+
+        return int(uvloop.run(coro_fn()) or 0)
+    except ImportError:
+        return int(asyncio.run(coro_fn()) or 0)
+
+
+async def _until_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.remove_signal_handler(sig)
+
+
+def _database_url(settings: Settings) -> tuple[str, Any]:
+    from taskmaster.store.embedded import resolve_database
+
+    return resolve_database(settings.database_url, Path(settings.home))
+
+
+# ---- components ----
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """Run the HTTP API and SSE feed."""
+    settings = settings_from(args)
+    url, handle = _database_url(settings)
+
+    async def main() -> None:
+        from aiohttp import web
+
+        from taskmaster.scheduler.app import make_app
+
+        runner = web.AppRunner(make_app(settings, url), handle_signals=False,
+                               shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, settings.host, settings.scheduler_port, reuse_address=True)
+        await site.start()
+        log.info("scheduler listening on http://%s:%d", settings.host, settings.scheduler_port)
+        try:
+            await _until_signal()
+        finally:
+            await runner.cleanup()
+
+    return _run(main)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    """Run the gRPC coordinator."""
+    settings = settings_from(args)
+    url, handle = _database_url(settings)
+
+    async def main() -> None:
+        from taskmaster.coordinator.server import CoordinatorServer
+
+        server = CoordinatorServer(settings, url)
+        await server.start()
+        try:
+            await _until_signal()
+        finally:
+            await server.stop(grace=2.0)
+
+    return _run(main)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Run a worker that dials the coordinator."""
+    settings = settings_from(args)
+    from taskmaster.worker.handlers import load_modules
+
+    commands = load_modules(settings.tasks)
+
+    async def main() -> int:
+        from taskmaster.worker.runtime import Worker
+
+        worker = Worker(settings)
+        log.info("worker %s dialing %s with %d slots; commands: %s", worker.name, worker.target,
+                 worker.capacity, ", ".join(commands))
+        return await worker.run()
+
+    return _run(main)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Create the database if missing and apply pending migrations."""
+    settings = settings_from(args)
+    url, handle = _database_url(settings)
+
+    async def main() -> None:
+        import asyncpg
+
+        from taskmaster.store.db import ensure_database, migrate
+
+        await ensure_database(url)
+        conn = await asyncpg.connect(url)
+        try:
+            applied = await migrate(conn)
+        finally:
+            await conn.close()
+        print(f"applied migrations: {applied}" if applied else "schema is up to date")
+
+    return _run(main)
+
+
+# ---- the whole stack ----
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the whole stack in the foreground until Ctrl-C."""
+    settings = settings_from(args)
+
+    async def main() -> None:
+        from taskmaster.cluster.local import LocalCluster
+
+        cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency)
+        print(f"starting TaskMaster: database, coordinator, scheduler, {args.workers} workers ...",
+              flush=True)
+        try:
+            await cluster.start()
+        except BaseException:
+            await cluster.stop(grace=2.0)
+            raise
+        _write_stack_file(settings, cluster)
+        db = "embedded PostgreSQL" if not settings.database_url else settings.database_url
+        print(f"TaskMaster is up: API {cluster.url}  coordinator {cluster.coordinator_address}  "
+              f"database {db}", flush=True)
+        print(_table(cluster.status(), ["name", "role", "pid", "state"]), flush=True)
+        print(f"try: curl {cluster.url}/api/stats    (Ctrl-C stops everything)", flush=True)
+        try:
+            await _until_signal()
+        finally:
+            print("stopping ...", flush=True)
+            await cluster.stop()
+            _stack_file(settings).unlink(missing_ok=True)
+            print("stopped.", flush=True)
+
+    return _run(main)
+
+
+def _stack_file(settings: Settings) -> Path:
+    return Path(settings.home) / "stack.json"
+
+
+def _write_stack_file(settings: Settings, cluster: Any) -> None:
+    path = _stack_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"url": cluster.url, "coordinator": cluster.coordinator_address,
+                                "members": cluster.status()}, indent=2))
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[str(r.get(c, "") if r.get(c) is not None else "-") for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the workers and the stats of a running stack."""
+    settings = settings_from(args)
+    url = args.url or _default_url(settings)
+
+    async def main() -> int:
+        from taskmaster.client import ApiError, Client
+
+        try:
+            async with Client(url, token=settings.api_read_token or settings.api_token) as c:
+                workers, stats = await c.workers(), await c.stats()
+        except (OSError, ApiError) as exc:
+            print(f"cannot reach the scheduler at {url}: {exc}\n"
+                  "start the stack with `taskmaster up`, or pass --url", file=sys.stderr)
+            return 1
+        print(_table(workers, ["name", "status", "current_task_id", "tasks_completed", "capacity"]))
+        print()
+        keys = ["total", "pending", "assigned", "running", "completed", "failed", "cancelled",
+                "queue_depth", "workers_online", "throughput"]
+        print(_table([{k: stats.get(k) for k in keys}], keys))
+        return 0
+
+    return _run(main)
+
+
+def _default_url(settings: Settings) -> str:
+    path = _stack_file(settings)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return str(json.loads(path.read_text())["url"])
+    return f"http://127.0.0.1:{settings.scheduler_port}"
+
+
+# ---- parser ----
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="taskmaster", description="A distributed task scheduler on PostgreSQL and gRPC.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the whole stack (embedded PostgreSQL unless configured)")
+    p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
+    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
+                 "api_token", "cluster_token"):
+        option(p, name)
+    _common(p)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("scheduler", help="run the HTTP API and SSE feed")
+    option(p, "host")
+    option(p, "scheduler_port", "--port")
+    option(p, "database_url")
+    option(p, "api_token")
+    _common(p)
+    p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("coordinator", help="run the gRPC coordinator")
+    option(p, "host")
+    option(p, "coordinator_port", "--port")
+    option(p, "database_url")
+    for name in ("heartbeat_interval", "heartbeat_misses", "assign_strategy", "cluster_token"):
+        option(p, name)
+    _common(p)
+    p.set_defaults(func=cmd_coordinator)
+
+    p = sub.add_parser("worker", help="run a worker that dials the coordinator")
+    option(p, "coordinator", metavar="HOST:PORT")
+    option(p, "concurrency")
+    option(p, "worker_name", "--name")
+    option(p, "tasks", metavar="MODULE[,MODULE]")
+    for name in ("heartbeat_interval", "drain_grace", "cluster_token"):
+        option(p, name)
+    _common(p)
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    m = dbsub.add_parser("migrate", help="create the database if missing, apply migrations")
+    option(m, "database_url")
+    _common(m)
+    m.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("status", help="workers and stats of a running stack")
+    p.add_argument("--url", default=None, help="scheduler URL [default: the running `up`, "
+                   "else http://127.0.0.1:TASKMASTER_SCHEDULER_PORT]")
+    for name in ("scheduler_port", "api_token", "api_read_token"):
+        option(p, name)
+    _common(p)
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `taskmaster` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

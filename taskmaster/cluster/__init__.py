@@ -1,0 +1,1 @@
+"""Start and control a whole stack: local processes or docker compose."""

@@ -1,0 +1,289 @@
+"""A whole stack as local processes: database, coordinator, scheduler and N workers.
+
+What `taskmaster up` runs and what notebooks start. It supervises its children like a
+compose restart policy: a crashed coordinator or scheduler comes back by itself, a killed
+worker stays dead until the next scale (as in the seed's demo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from taskmaster.config import Settings
+from taskmaster.store import prepare
+from taskmaster.store.embedded import resolve_database
+
+log = logging.getLogger(__name__)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(eq=False)
+class Member:
+    """One child process of the stack."""
+
+    name: str
+    role: str  # coordinator | scheduler | worker
+    args: list[str]
+    proc: asyncio.subprocess.Process | None = None
+    restarts: int = 0
+    wanted: bool = True  # supervise: restart when it dies (coordinator, scheduler)
+    started_at: float = field(default_factory=time.monotonic)
+    exit_code: int | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The live process id."""
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def state(self) -> str:
+        """running, stopped or exited(code)."""
+        if self.proc is None:
+            return "stopped"
+        if self.proc.returncode is None:
+            return "running"
+        return f"exited({self.proc.returncode})"
+
+    def to_json(self) -> dict[str, Any]:
+        """A row of the members table."""
+        return {"name": self.name, "role": self.role, "pid": self.pid, "state": self.state,
+                "restarts": self.restarts, "host": socket.gethostname()}
+
+
+class LocalCluster:
+    """Start, scale, kill and stop a stack of local processes."""
+
+    def __init__(self, settings: Settings | None = None, *, workers: int = 3,
+                 concurrency: int | None = None, scheduler_port: int | None = None,
+                 coordinator_port: int | None = None, extra_env: dict[str, str] | None = None,
+                 supervise: bool = True) -> None:
+        self.settings = settings or Settings.from_env()
+        self.initial_workers = workers
+        self.concurrency = concurrency or self.settings.concurrency
+        self.scheduler_port = self.settings.scheduler_port if scheduler_port is None else scheduler_port
+        self.coordinator_port = (self.settings.coordinator_port if coordinator_port is None
+                                 else coordinator_port)
+        self.extra_env = extra_env or {}
+        self.supervise = supervise
+        self.members: dict[str, Member] = {}
+        self.database_url = ""
+        self._db_handle: Any = None
+        self._next_worker = 1
+        self._watch: asyncio.Task[None] | None = None
+        self.home = Path(self.settings.home).resolve()
+        self.logs = self.home / "logs"
+
+    # ---- addresses ----
+
+    @property
+    def url(self) -> str:
+        """The scheduler's base URL."""
+        return f"http://127.0.0.1:{self.scheduler_port}"
+
+    @property
+    def coordinator_address(self) -> str:
+        """host:port workers dial."""
+        return f"127.0.0.1:{self.coordinator_port}"
+
+    # ---- lifecycle ----
+
+    async def start(self) -> LocalCluster:
+        """Database, coordinator, scheduler, workers; returns when the API is ready."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.database_url, self._db_handle = await asyncio.to_thread(
+            resolve_database, self.settings.database_url, self.home)
+        await prepare(self.database_url)
+        if self.scheduler_port == 0:
+            self.scheduler_port = free_port()
+        if self.coordinator_port == 0:
+            self.coordinator_port = free_port()
+        await self._spawn(Member("coordinator", "coordinator", [
+            "coordinator", "--port", str(self.coordinator_port)]))
+        await self._spawn(Member("scheduler", "scheduler", [
+            "scheduler", "--port", str(self.scheduler_port)]))
+        await self.wait_ready()
+        await self.scale(self.initial_workers)
+        if self.supervise:
+            self._watch = asyncio.create_task(self._supervise(), name="supervise")
+        return self
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Workers first (they drain), then scheduler and coordinator."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        workers = [m for m in self.members.values() if m.role == "worker"]
+        await asyncio.gather(*(self._terminate(m, grace) for m in workers))
+        others = [m for m in self.members.values() if m.role != "worker"]
+        await asyncio.gather(*(self._terminate(m, grace) for m in others))
+        if self._db_handle is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._db_handle.cleanup)
+            self._db_handle = None
+
+    async def __aenter__(self) -> LocalCluster:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def wait_ready(self, timeout: float = 60.0) -> None:
+        """Until GET /readyz answers 200 (raises TimeoutError with the scheduler's log tail)."""
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, OSError):
+                    async with http.get(self.url + "/readyz") as resp:
+                        if resp.status == 200:
+                            return
+                sched = self.members.get("scheduler")
+                if sched and sched.proc and sched.proc.returncode is not None and not self.supervise:
+                    break
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"scheduler not ready at {self.url}; its log:\n{self.log_tail('scheduler')}")
+
+    # ---- pool management ----
+
+    def workers(self) -> list[Member]:
+        """Worker members that are running, in start order."""
+        return [m for m in self.members.values() if m.role == "worker" and m.state == "running"]
+
+    async def scale(self, n: int) -> list[dict[str, Any]]:
+        """Run exactly n workers: start new ones or stop (gracefully) the newest."""
+        if n < 0:
+            raise ValueError("workers must be >= 0")
+        live = self.workers()
+        for m in live[n:][::-1]:
+            await self._terminate(m, self.settings.drain_grace)
+        for _ in range(n - len(live)):
+            name = f"worker-{self._next_worker}"
+            self._next_worker += 1
+            await self._spawn(Member(name, "worker", [
+                "worker", "--name", name, "--coordinator", self.coordinator_address,
+                "--concurrency", str(self.concurrency)], wanted=False))
+        return self.status()
+
+    async def kill_worker(self, name: str, graceful: bool = False) -> dict[str, Any]:
+        """SIGKILL a worker (or SIGTERM with graceful=True: it drains and leaves)."""
+        m = self.members.get(name)
+        if m is None or m.role != "worker":
+            raise KeyError(f"no worker named {name!r}; workers: {[w.name for w in self.workers()]}")
+        if graceful:
+            await self._terminate(m, self.settings.drain_grace)
+        else:
+            await self._kill(m)
+        return m.to_json()
+
+    async def coordinator(self, action: str) -> dict[str, Any]:
+        """kill (SIGKILL; restarted by supervision), stop, start or restart the coordinator."""
+        m = self.members["coordinator"]
+        if action == "kill":
+            await self._kill(m, keep_wanted=True)
+        elif action == "stop":
+            m.wanted = False
+            await self._terminate(m, 5.0)
+        elif action == "start":
+            m.wanted = True
+            if m.state != "running":
+                await self._spawn(m)
+        elif action == "restart":
+            await self._terminate(m, 5.0)
+            m.wanted = True
+            await self._spawn(m)
+        else:
+            raise ValueError(f"unknown coordinator action {action!r}: kill, stop, start, restart")
+        return m.to_json()
+
+    def status(self) -> list[dict[str, Any]]:
+        """Every member with pid and state."""
+        return [m.to_json() for m in self.members.values()]
+
+    # ---- processes ----
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.settings.env())
+        env.update({
+            "TASKMASTER_DATABASE_URL": self.database_url,
+            "TASKMASTER_HOME": str(self.home),
+            "TASKMASTER_COORDINATOR": self.coordinator_address,
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(self.extra_env)
+        return env
+
+    async def _spawn(self, m: Member) -> None:
+        log_file = open(self.logs / f"{m.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        try:
+            m.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "taskmaster", *m.args,
+                env=self._env(), stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            log_file.close()
+        m.started_at = time.monotonic()
+        self.members[m.name] = m
+        log.info("started %s (pid %d)", m.name, m.proc.pid)
+
+    async def _kill(self, m: Member, keep_wanted: bool = False) -> None:
+        if m.proc is None or m.proc.returncode is not None:
+            return
+        if not keep_wanted:
+            m.wanted = False
+        with contextlib.suppress(ProcessLookupError):
+            m.proc.send_signal(signal.SIGKILL)
+        await m.proc.wait()
+
+    async def _terminate(self, m: Member, grace: float) -> None:
+        m.wanted = False
+        if m.proc is None or m.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            m.proc.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(m.proc.wait(), grace + 5)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0fs; killing it", m.name, grace + 5)
+            await self._kill(m)
+
+    async def _supervise(self) -> None:
+        """Restart a coordinator or scheduler that died (restart: always)."""
+        while True:
+            await asyncio.sleep(0.1)
+            for m in list(self.members.values()):
+                if m.role == "worker" or not m.wanted or m.proc is None:
+                    continue
+                if m.proc.returncode is not None:
+                    backoff = min(0.1 * 2 ** min(m.restarts, 5), 2.0)
+                    if time.monotonic() - m.started_at < backoff:
+                        continue
+                    m.restarts += 1
+                    log.warning("%s exited with %s; restarting it", m.name, m.proc.returncode)
+                    await self._spawn(m)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        """The last lines of a member's log."""
+        path = self.logs / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

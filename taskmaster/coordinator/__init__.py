@@ -1,0 +1,1 @@
+"""The coordinator: worker registry, assignment, status writes, failure detection."""

@@ -1,0 +1,211 @@
+"""The coordinator's gRPC face: protobuf in, Coordinator calls, protobuf out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from taskmaster.config import Settings
+from taskmaster.coordinator.service import Coordinator, OutItem, RegistrationRefused, Session
+from taskmaster.model import Report
+from taskmaster.rpc import taskmaster_pb2 as pb
+from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
+from taskmaster.store import Store, create_pool, prepare
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "taskmaster.v1.Coordinator"
+
+_STATES = {
+    pb.RUNNING: "running",
+    pb.PROGRESS: "progress",
+    pb.COMPLETED: "completed",
+    pb.FAILED: "failed",
+    pb.CANCELLED: "cancelled",
+    pb.REJECTED: "rejected",
+}
+
+
+def _ts(us: int) -> datetime | None:
+    return datetime.fromtimestamp(us / 1e6, UTC) if us else None
+
+
+def report_from_pb(u: pb.StatusUpdate) -> Report:
+    """A StatusUpdate as a model Report."""
+    result = None
+    if u.result_json:
+        try:
+            result = json.loads(u.result_json)
+        except ValueError:
+            result = u.result_json
+    return Report(
+        task_id=uuid.UUID(u.task_id), attempt=u.attempt, state=_STATES.get(u.state, "failed"),
+        progress=max(0, min(100, u.progress)), result=result, error=u.error or None,
+        started_at=_ts(u.started_at_us), finished_at=_ts(u.finished_at_us), seq=u.seq,
+    )
+
+
+def out_to_pb(item: OutItem) -> pb.CoordinatorMessage:
+    """An outbox item as a CoordinatorMessage."""
+    kind, payload = item
+    if kind == "assign":
+        return pb.CoordinatorMessage(assign=pb.AssignBatch(tasks=[
+            pb.Assignment(task_id=str(d.task_id), attempt=d.attempt, command=d.command,
+                          payload_json=d.payload_json, timeout_seconds=d.timeout_seconds)
+            for d in payload
+        ]))
+    if kind == "ack":
+        return pb.CoordinatorMessage(ack=pb.AckBatch(acks=[
+            pb.Ack(seq=seq, accepted=ok, reason=reason) for seq, ok, reason in payload
+        ]))
+    if kind == "cancel":
+        return pb.CoordinatorMessage(cancel=pb.CancelBatch(tasks=[
+            pb.TaskRef(task_id=str(t), attempt=a) for t, a in payload
+        ]))
+    raise ValueError(kind)
+
+
+class CoordinatorServicer(pb_grpc.CoordinatorServicer):
+    """Bidirectional worker sessions."""
+
+    def __init__(self, coordinator: Coordinator, settings: Settings) -> None:
+        self.coordinator = coordinator
+        self.settings = settings
+
+    def _authorised(self, context: grpc.aio.ServicerContext) -> bool:
+        token = self.settings.cluster_token
+        if not token:
+            return True
+        given = dict(context.invocation_metadata() or ()).get("x-taskmaster-token", "")
+        return hmac.compare_digest(str(given).encode(), token.encode())
+
+    async def Connect(  # noqa: N802 - the gRPC method name
+        self, request_iterator: AsyncIterator[pb.WorkerMessage], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.CoordinatorMessage]:
+        """One worker's session."""
+        if not self._authorised(context):
+            log.warning("refused a worker from %s: missing or wrong cluster token", context.peer())
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong cluster token")
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("kind") != "register":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be register")
+        reg = first.register
+        try:
+            session, revoked = await self.coordinator.register(
+                worker_id=reg.worker_id, name=reg.name or reg.worker_id, host=reg.host,
+                pid=reg.pid, capacity=reg.capacity, commands=list(reg.commands),
+                in_flight={uuid.UUID(r.task_id): r.attempt for r in reg.in_flight},
+            )
+        except RegistrationRefused as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        yield pb.CoordinatorMessage(registered=pb.Registered(
+            worker_id=session.worker_id, heartbeat_interval=self.settings.heartbeat_interval,
+            revoked=[pb.TaskRef(task_id=str(t), attempt=a) for t, a in revoked],
+        ))
+        reader = asyncio.create_task(self._read(session, request_iterator))
+        reason = "stream closed"
+        try:
+            while True:
+                item = await session.outbox.get()
+                if item[0] == "close":
+                    reason = str(item[1])
+                    return
+                yield out_to_pb(item)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            if session.draining:
+                reason = f"worker {session.name} drained and left"
+            else:
+                reason = f"worker {session.name} lost: {reason}"
+            await self.coordinator.disconnected(session, reason)
+
+    async def _read(self, session: Session, requests: AsyncIterator[pb.WorkerMessage]) -> None:
+        writes: set[asyncio.Task[None]] = set()
+        try:
+            async for msg in requests:
+                kind = msg.WhichOneof("kind")
+                if kind == "heartbeat":
+                    self.coordinator.heartbeat(session, draining=msg.heartbeat.draining)
+                elif kind == "status":
+                    reports = [report_from_pb(u) for u in msg.status.updates]
+                    task = asyncio.create_task(self._write(session, reports))
+                    writes.add(task)
+                    task.add_done_callback(writes.discard)
+            if writes:
+                await asyncio.gather(*writes, return_exceptions=True)
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+        finally:
+            session.send("close", "worker closed its stream")
+
+    async def _write(self, session: Session, reports: list[Report]) -> None:
+        acks = await self.coordinator.report(session, reports)
+        session.send("ack", acks)
+
+
+class CoordinatorServer:
+    """The whole coordinator process: store, logic, gRPC server with health and reflection."""
+
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.server: grpc.aio.Server | None = None
+        self.coordinator: Coordinator | None = None
+        self.port = 0
+        self._pool = None
+
+    async def start(self, host: str | None = None, port: int | None = None) -> int:
+        """Migrate, start the loops and listen; returns the bound port."""
+        await prepare(self.database_url)
+        self._pool = await create_pool(self.database_url, min_size=2, max_size=8)
+        self.coordinator = Coordinator(Store(self._pool), self.settings,
+                                       database_url=self.database_url)
+        self.server = grpc.aio.server(options=[
+            ("grpc.keepalive_time_ms", 10_000),
+            ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+        ])
+        pb_grpc.add_CoordinatorServicer_to_server(
+            CoordinatorServicer(self.coordinator, self.settings), self.server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        bind = f"{host or self.settings.host}:{self.settings.coordinator_port if port is None else port}"
+        self.port = self.server.add_insecure_port(bind)
+        await self.coordinator.start()
+        await self.server.start()
+        await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("coordinator listening on %s (port %d)", bind, self.port)
+        return self.port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop serving (workers keep their tasks and reconnect to the next coordinator)."""
+        if self.coordinator is not None:
+            await self.coordinator.stop()
+        if self.server is not None:
+            await self.server.stop(grace)
+        if self._pool is not None:
+            await self._pool.close()
+
+    async def wait(self) -> None:
+        """Until the server stops."""
+        assert self.server is not None
+        await self.server.wait_for_termination()

@@ -1,0 +1,403 @@
+"""The coordinator's logic: registry, assignment, status writes, failure detection.
+
+Transport-free: the gRPC adapter turns protobuf into these calls and Outbox items back
+into protobuf. PostgreSQL is the truth; everything here is rebuilt from it plus the
+workers' registrations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from taskmaster.config import Settings
+from taskmaster.coordinator.assignment import STRATEGIES, Candidate
+from taskmaster.model import Report, TaskStatus, merge_reports
+from taskmaster.store import Delivery, Store
+
+log = logging.getLogger(__name__)
+
+DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+
+# Outbox items: ("registered", revoked refs) | ("assign", [Delivery]) |
+# ("ack", [(seq, accepted, reason)]) | ("cancel", [(task_id, attempt)]) | ("close", reason)
+OutItem = tuple[str, Any]
+
+
+@dataclass(eq=False)
+class Session:
+    """One connected worker."""
+
+    worker_id: str
+    name: str
+    host: str
+    pid: int
+    capacity: int
+    commands: tuple[str, ...]
+    outbox: asyncio.Queue[OutItem]
+    held: dict[uuid.UUID, int] = field(default_factory=dict)  # task id -> attempt
+    draining: bool = False
+    last_seen: float = field(default_factory=time.monotonic)
+    beat: bool = False  # a heartbeat arrived since the last flush
+    closed: bool = False
+
+    @property
+    def free(self) -> int:
+        """Slots this worker can take now."""
+        return 0 if self.draining or self.closed else max(0, self.capacity - len(self.held))
+
+    def send(self, kind: str, payload: Any) -> bool:
+        """Queue a message; False (and the session closed) when the worker is not reading."""
+        try:
+            self.outbox.put_nowait((kind, payload))
+            return True
+        except asyncio.QueueFull:
+            log.warning("worker %s is not reading its stream; dropping it", self.name,
+                        extra={"worker_id": self.worker_id})
+            self.closed = True
+            return False
+
+
+class RegistrationRefused(Exception):
+    """A worker may not join (bad token, bad registration)."""
+
+
+@dataclass
+class _PendingWrite:
+    session: Session
+    reports: list[Report]
+    done: asyncio.Future[list[tuple[int, bool, str]]]
+
+
+class Coordinator:
+    """Worker registry, assignment and status writes over a Store."""
+
+    def __init__(self, store: Store, settings: Settings, *, database_url: str = "") -> None:
+        self.store = store
+        self.settings = settings
+        self.database_url = database_url
+        self.sessions: dict[str, Session] = {}
+        self.strategy = STRATEGIES[settings.assign_strategy]
+        self._cursor = 0
+        self._wake = asyncio.Event()
+        self._writes: asyncio.Queue[_PendingWrite] = asyncio.Queue(maxsize=10_000)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = time.monotonic()
+        self.stopping = False
+        self.outbox_limit = 10_000
+        self.on_change: Callable[[], None] = lambda: None  # metrics hook
+        self.counters: dict[str, int] = {"assigned": 0, "reports": 0, "refused": 0}
+
+    # ---- lifecycle ----
+
+    async def start(self) -> None:
+        """Start the background loops."""
+        self._started = time.monotonic()
+        for loop in (self._assign_loop, self._write_loop, self._reap_loop, self._listen_loop,
+                     self._heartbeat_loop):
+            self._tasks.append(asyncio.create_task(self._forever(loop), name=loop.__name__))
+        self.wake()
+
+    async def stop(self) -> None:
+        """Stop the loops; workers are not marked offline (they will reconnect)."""
+        self.stopping = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for s in self.sessions.values():
+            s.send("close", "coordinator stopping")
+
+    async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run a loop; on a database outage wait and run it again."""
+        delay = 0.1
+        while not self.stopping:
+            try:
+                await loop()
+                return
+            except asyncio.CancelledError:
+                raise
+            except DB_ERRORS as exc:
+                log.warning("%s: database unavailable (%s); retrying in %.1fs",
+                            loop.__name__, exc, delay)
+            except Exception:
+                log.exception("%s crashed; restarting it in %.1fs", loop.__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    def wake(self) -> None:
+        """Ask the assigner to look for work."""
+        self._wake.set()
+
+    # ---- registry ----
+
+    async def register(
+        self, *, worker_id: str, name: str, host: str, pid: int, capacity: int,
+        commands: Iterable[str], in_flight: dict[uuid.UUID, int],
+    ) -> tuple[Session, list[tuple[uuid.UUID, int]]]:
+        """Admit a worker (new, or back after a break); returns it and revoked deliveries."""
+        if not worker_id or capacity < 1:
+            raise RegistrationRefused("worker_id is required and capacity must be >= 1")
+        old = self.sessions.pop(worker_id, None)
+        if old is not None:
+            old.closed = True
+            old.send("close", "replaced by a new connection")
+        await self.store.upsert_worker(
+            worker_id=worker_id, name=name, host=host, pid=pid, capacity=capacity,
+            commands=list(commands),
+        )
+        db_held = await self.store.held_tasks(worker_id)
+        # held in PostgreSQL but unknown to the worker: the delivery was lost on the way
+        lost = [(t, a) for t, a in db_held.items() if in_flight.get(t) != a]
+        if lost:
+            await self.store.requeue(lost, f"delivery lost on the way to {name}")
+        # held by the worker but no longer its delivery: stop it, drop its result
+        revoked = [(t, a) for t, a in in_flight.items() if db_held.get(t) != a]
+        session = Session(
+            worker_id=worker_id, name=name, host=host, pid=pid, capacity=capacity,
+            commands=tuple(commands), outbox=asyncio.Queue(maxsize=self.outbox_limit),
+            held={t: a for t, a in in_flight.items() if db_held.get(t) == a},
+        )
+        self.sessions[worker_id] = session
+        log.info("worker %s online (capacity %d, %d in flight, %d revoked)", name, capacity,
+                 len(session.held), len(revoked), extra={"worker_id": worker_id})
+        cancels = await self.store.cancel_requests([worker_id])
+        if cancels:
+            session.send("cancel", [(t, a) for t, a, _ in cancels])
+        self.on_change()
+        self.wake()
+        return session, revoked
+
+    def heartbeat(self, session: Session, *, draining: bool) -> None:
+        """A sign of life; draining workers get no new tasks."""
+        session.last_seen = time.monotonic()
+        session.beat = True
+        if draining and not session.draining:
+            log.info("worker %s draining", session.name, extra={"worker_id": session.worker_id})
+        session.draining = draining
+
+    async def disconnected(self, session: Session, reason: str) -> None:
+        """The worker's stream ended: put its tasks back at once (unless we are stopping)."""
+        session.closed = True
+        if self.stopping or self.sessions.get(session.worker_id) is not session:
+            return
+        del self.sessions[session.worker_id]
+        await self._offline([session.worker_id], reason)
+
+    async def _offline(self, worker_ids: list[str], reason: str) -> None:
+        for attempt in range(50):
+            try:
+                workers, tasks = await self.store.workers_offline(worker_ids, reason)
+                break
+            except DB_ERRORS:
+                await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+        else:  # pragma: no cover - the reaper finds them later
+            return
+        if workers or tasks:
+            log.warning("workers %s offline (%s): %d tasks put back", worker_ids, reason, tasks)
+        self.on_change()
+        self.wake()
+
+    # ---- status reports ----
+
+    async def report(self, session: Session, reports: list[Report]) -> list[tuple[int, bool, str]]:
+        """Write reports (group-committed with other workers'); (seq, accepted, reason) each."""
+        session.last_seen = time.monotonic()
+        done: asyncio.Future[list[tuple[int, bool, str]]] = asyncio.get_running_loop().create_future()
+        await self._writes.put(_PendingWrite(session, reports, done))
+        return await done
+
+    async def _write_loop(self) -> None:
+        while True:
+            batch = [await self._writes.get()]
+            size = len(batch[0].reports)
+            while size < self.settings.status_batch and not self._writes.empty():
+                item = self._writes.get_nowait()
+                batch.append(item)
+                size += len(item.reports)
+            await self._write(batch)
+
+    async def _write(self, batch: list[_PendingWrite]) -> None:
+        pairs: list[tuple[str, Report]] = []
+        for item in batch:
+            pairs.extend((item.session.worker_id, r) for r in merge_reports(item.reports))
+        delay = 0.05
+        while True:  # never drop a report while we live: retry through an outage
+            try:
+                applied = await self.store.apply_reports(
+                    pairs, retry_base=self.settings.retry_base, retry_max=self.settings.retry_max
+                )
+                break
+            except DB_ERRORS as exc:
+                log.warning("cannot write %d reports (%s); retrying", len(pairs), exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        accepted = {(a.worker_id, a.task_id, a.attempt): a.status for a in applied}
+        freed = False
+        for item in batch:
+            acks = []
+            for r in item.reports:
+                status = accepted.get((item.session.worker_id, r.task_id, r.attempt))
+                ok = status is not None
+                if not ok:
+                    # merged away (a later report on the same delivery) counts as accepted
+                    ok = any(
+                        (item.session.worker_id, o.task_id, o.attempt) in accepted
+                        for o in item.reports if o.task_id == r.task_id and o.attempt == r.attempt
+                    )
+                if not ok:
+                    self.counters["refused"] += 1
+                    log.warning("refused a stale report on task %s attempt %d from %s",
+                                r.task_id, r.attempt, item.session.name,
+                                extra={"task_id": str(r.task_id), "attempt": r.attempt,
+                                       "worker_id": item.session.worker_id})
+                    if item.session.held.get(r.task_id) == r.attempt:
+                        del item.session.held[r.task_id]
+                if status is not None and (status.final or status is TaskStatus.PENDING):
+                    item.session.held.pop(r.task_id, None)
+                    freed = True
+                acks.append((r.seq, ok, "" if ok else "stale attempt: the task was reassigned"))
+            self.counters["reports"] += len(item.reports)
+            if not item.done.done():
+                item.done.set_result(acks)
+        if freed:
+            self.wake()
+        self.on_change()
+
+    # ---- assignment ----
+
+    async def _assign_loop(self) -> None:
+        while True:
+            timeout = self.settings.poll_interval
+            due = await self.store.next_due()
+            if due is not None:
+                timeout = min(timeout, max(0.0, due.timestamp() - time.time()) + 0.001)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            while await self.assign_once() == self.settings.assign_batch:
+                pass
+
+    async def assign_once(self) -> int:
+        """One round: claim tasks for the free slots and send them; how many went out."""
+        live = [s for s in self.sessions.values() if s.free > 0]
+        if not live:
+            return 0
+        candidates = [Candidate(s.worker_id, s.free, len(s.held)) for s in live]
+        slots, self._cursor = self.strategy(candidates, self._cursor, self.settings.assign_batch)
+        deliveries = await self.store.assign(slots)
+        by_worker: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_worker.setdefault(d.worker_id, []).append(d)
+        lost: list[str] = []
+        for worker_id, batch in by_worker.items():
+            session = self.sessions.get(worker_id)
+            if session is None or session.closed:
+                lost.append(worker_id)
+                continue
+            for d in batch:
+                session.held[d.task_id] = d.attempt
+            if not session.send("assign", batch):
+                lost.append(worker_id)
+        if lost:  # went away while we claimed: put those back now
+            for worker_id in lost:
+                self.sessions.pop(worker_id, None)
+            await self._offline(lost, "worker gone during assignment")
+        self.counters["assigned"] += len(deliveries)
+        if deliveries:
+            self.on_change()
+        return len(deliveries)
+
+    # ---- failure detection and housekeeping ----
+
+    async def _reap_loop(self) -> None:
+        tick = max(0.05, self.settings.heartbeat_interval / 2)
+        last_housekeeping = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            await self.reap()
+            now = time.monotonic()
+            if now - last_housekeeping > 10:
+                last_housekeeping = now
+                await self.store.compact_counts(60.0)
+                await self.store.prune_events(self.settings.event_retention)
+
+    async def reap(self) -> None:
+        """Drop silent workers, requeue for workers that never came back, time out tasks."""
+        now = time.monotonic()
+        timeout = self.settings.heartbeat_timeout
+        silent = [s for s in self.sessions.values() if now - s.last_seen > timeout or s.closed]
+        for s in silent:
+            self.sessions.pop(s.worker_id, None)
+            s.closed = True
+            s.send("close", "missed heartbeats")
+        if silent:
+            await self._offline([s.worker_id for s in silent], f"missed heartbeats for {timeout:g}s")
+        # after a restart, give every live worker one timeout to come back first
+        if now - self._started > timeout:
+            stale = await self.store.stale_workers(timeout, list(self.sessions))
+            orphans = [w for w in await self.store.orphan_holders() if w not in self.sessions]
+            gone = sorted(set(stale) | set(orphans))
+            if gone:
+                await self._offline(gone, "worker did not come back")
+        expired = await self.store.timed_out()
+        if expired:
+            reports = []
+            for task_id, attempt, worker_id in expired:
+                session = self.sessions.get(worker_id)
+                if session is not None:
+                    session.send("cancel", [(task_id, attempt)])
+                reports.append((worker_id, Report(task_id=task_id, attempt=attempt,
+                                                  state="failed", error="timed out")))
+            await self.store.apply_reports(
+                reports, retry_base=self.settings.retry_base, retry_max=self.settings.retry_max
+            )
+            for worker_id, r in reports:
+                s = self.sessions.get(worker_id)
+                if s is not None:
+                    s.held.pop(r.task_id, None)
+            self.wake()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            beats = {s.worker_id: ("draining" if s.draining else "online")
+                     for s in self.sessions.values() if s.beat}
+            for s in self.sessions.values():
+                s.beat = False
+            await self.store.heartbeat(beats)
+
+    async def _listen_loop(self) -> None:
+        """LISTEN for new tasks and cancellations; reconnect when the connection drops."""
+        conn = await asyncpg.connect(self.database_url) if self.database_url else \
+            await self.store.pool.acquire()
+        closed = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _c: closed.set())
+            await conn.add_listener("taskmaster_tasks", lambda *_: self.wake())
+            await conn.add_listener("taskmaster_cancel", self._on_cancel)
+            self.wake()  # anything that arrived while we were not listening
+            await closed.wait()
+            raise ConnectionError("notification connection lost")
+        finally:
+            with contextlib.suppress(Exception):
+                if self.database_url:
+                    await conn.close(timeout=1)
+                else:
+                    await self.store.pool.release(conn)
+
+    def _on_cancel(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        task_id, attempt, worker_id = payload.split(":", 2)
+        session = self.sessions.get(worker_id)
+        if session is not None:
+            session.send("cancel", [(uuid.UUID(task_id), int(attempt))])

@@ -1,0 +1,1 @@
+"""The scheduler: HTTP API, SSE feed, stats."""

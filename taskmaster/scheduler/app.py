@@ -1,0 +1,325 @@
+"""The scheduler: the seed's HTTP API and SSE log stream, over PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import asyncpg
+from aiohttp import web
+
+from taskmaster.config import Settings
+from taskmaster.model import TaskStatus
+from taskmaster.scheduler import validation as v
+from taskmaster.scheduler.sse import EventHub
+from taskmaster.store import BadCursor, Store, create_pool, prepare
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+DATABASE_URL = web.AppKey("database_url", str)
+STORE = web.AppKey("store", Store)
+HUB = web.AppKey("hub", EventHub)
+COMMANDS = web.AppKey("commands", "CommandCache")
+
+DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class CommandCache:
+    """Known commands, re-read from PostgreSQL at most once a second on a miss."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.names: set[str] = set()
+        self.loaded = 0.0
+
+    async def get(self, wanted: str | None = None) -> set[str]:
+        """The known commands, refreshed if `wanted` is not among them."""
+        stale = time.monotonic() - self.loaded > 1.0
+        if not self.names or (wanted not in self.names and stale):
+            self.names = await self.store.known_commands()
+            self.loaded = time.monotonic()
+        return self.names
+
+
+def error(status: int, message: str, field: str | None = None, **extra: Any) -> web.Response:
+    """A JSON error response."""
+    return web.json_response({"error": message, "field": field, **extra}, status=status)
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a JSON error; a database outage is a 503 with Retry-After."""
+    try:
+        return await handler(request)
+    except v.InvalidInput as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SETTINGS].max_body_bytes
+        return error(413, f"request body is larger than {limit} bytes "
+                     "(TASKMASTER_MAX_BODY_BYTES)", "body")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 405:
+            return error(405, f"method {request.method} is not allowed on {request.path}")
+        if exc.status == 404:
+            return error(404, f"no such endpoint: {request.method} {request.path}")
+        return error(exc.status, exc.reason)
+    except DB_ERRORS as exc:
+        log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+        resp = error(503, "database unavailable; retry shortly")
+        resp.headers["Retry-After"] = "2"
+        return resp
+
+
+def _bearer_ok(request: web.Request, token: str) -> bool:
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Mutations need TASKMASTER_API_TOKEN when set; reads TASKMASTER_API_READ_TOKEN."""
+    settings = request.app[SETTINGS]
+    public = request.path in ("/healthz", "/readyz")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        if settings.api_token and not _bearer_ok(request, settings.api_token):
+            return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                         "Authorization")
+    elif settings.api_read_token and not public:
+        ok = _bearer_ok(request, settings.api_read_token) or (
+            bool(settings.api_token) and _bearer_ok(request, settings.api_token))
+        if not ok:
+            return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                         "Authorization")
+    return await handler(request)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    return dict(v.parse_json(await request.read()))
+
+
+# ---- handlers ----
+
+async def schedule(request: web.Request) -> web.Response:
+    """POST /api/schedule: one task."""
+    settings, store = request.app[SETTINGS], request.app[STORE]
+    body = await _body(request)
+    known = await request.app[COMMANDS].get(body.get("command"))
+    new = v.new_task(body, settings, known, request.headers.get("Idempotency-Key"))
+    task, created = await store.create_task(new)
+    return web.json_response({"id": str(task.id), "task": task.to_json()},
+                             status=201 if created else 200)
+
+
+async def schedule_batch(request: web.Request) -> web.Response:
+    """POST /api/schedule/batch: count identical tasks in one statement."""
+    settings, store = request.app[SETTINGS], request.app[STORE]
+    body = await _body(request)
+    known = await request.app[COMMANDS].get(body.get("command"))
+    new, count = v.new_batch(body, settings, known)
+    ids = await store.create_batch(new, count)
+    return web.json_response(
+        {"created": len(ids), "command": new.command, "ids": [str(i) for i in ids]}, status=201)
+
+
+async def stats(request: web.Request) -> web.Response:
+    """GET /api/stats."""
+    return web.json_response(await request.app[STORE].stats())
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    """GET /api/tasks: newest first, ?status=, ?limit=, ?cursor=."""
+    settings = request.app[SETTINGS]
+    raw_status = request.query.get("status")
+    status = None
+    if raw_status:
+        try:
+            status = TaskStatus(raw_status)
+        except ValueError:
+            raise v.InvalidInput(422, f"status must be one of {', '.join(s.value for s in TaskStatus)}",
+                                 "status") from None
+    limit = _query_int(request, "limit", 100, 1, settings.max_page_size)
+    try:
+        tasks, cursor = await request.app[STORE].list_tasks(
+            status=status, limit=limit, cursor=request.query.get("cursor") or None)
+    except BadCursor:
+        raise v.InvalidInput(400, "cursor is not one this server issued", "cursor") from None
+    resp = web.json_response([t.to_json() for t in tasks])
+    if cursor:
+        resp.headers["X-Next-Cursor"] = cursor
+        nxt = request.rel_url.update_query(cursor=cursor)
+        resp.headers["Link"] = f'<{nxt}>; rel="next"'
+    return resp
+
+
+def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise v.InvalidInput(422, f"{name} must be an integer", name) from None
+    if not lo <= value <= hi:
+        raise v.InvalidInput(422, f"{name} must be between {lo} and {hi}", name)
+    return value
+
+
+async def get_task(request: web.Request) -> web.Response:
+    """GET /api/tasks/{id}: the task with its attempts."""
+    task_id = v.task_id(request.match_info["id"])
+    task = await request.app[STORE].get_task(task_id)
+    if task is None:
+        return error(404, f"no task {task_id}", "id")
+    return web.json_response(task.to_json_detail())
+
+
+async def cancel_task(request: web.Request) -> web.Response:
+    """POST /api/tasks/{id}/cancel."""
+    task_id = v.task_id(request.match_info["id"])
+    store = request.app[STORE]
+    task = await store.cancel_task(task_id)
+    if task is not None:
+        return web.json_response(task.to_json())
+    existing = await store.get_task(task_id)
+    if existing is None:
+        return error(404, f"no task {task_id}", "id")
+    return error(409, f"task {task_id} is already {existing.status.value}", "id")
+
+
+async def workers(request: web.Request) -> web.Response:
+    """GET /api/workers: live workers, and those gone in the last minute."""
+    found = await request.app[STORE].list_workers(60.0)
+    return web.json_response([w.to_json() for w in found])
+
+
+async def logs_stream(request: web.Request) -> web.StreamResponse:
+    """GET /api/logs/stream: SSE, resumable with Last-Event-ID."""
+    settings, hub = request.app[SETTINGS], request.app[HUB]
+    if len(hub.subscribers) >= settings.max_sse_clients:
+        resp = error(503, f"too many SSE clients (TASKMASTER_MAX_SSE_CLIENTS="
+                     f"{settings.max_sse_clients})")
+        resp.headers["Retry-After"] = "5"
+        return resp
+    last = _last_event_id(request)
+    if not hub.ready.is_set():
+        await asyncio.wait_for(hub.ready.wait(), 10)
+    sub = hub.subscribe(settings.sse_queue)
+    try:
+        resp = web.StreamResponse(headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        await resp.write(b"retry: 1000\n\n")
+        if last is not None:
+            await _replay(request, resp, last, sub.last_id)
+        while True:
+            chunk = await sub.next(settings.sse_keepalive)
+            if sub.overflowed:
+                await resp.write(b": too slow, buffer full; reconnect with Last-Event-ID\n\n")
+                break
+            await resp.write(chunk if chunk is not None else b": keepalive\n\n")
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        hub.unsubscribe(sub)
+    return resp
+
+
+def _last_event_id(request: web.Request) -> int | None:
+    raw = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise v.InvalidInput(400, "Last-Event-ID must be an event id (an integer)",
+                             "Last-Event-ID") from None
+    return max(0, value)
+
+
+async def _replay(request: web.Request, resp: web.StreamResponse, last: int, upto: int) -> None:
+    from taskmaster.scheduler.sse import encode
+
+    settings, store = request.app[SETTINGS], request.app[STORE]
+    if upto - last > settings.sse_replay:
+        skipped_to = upto - settings.sse_replay
+        await resp.write(
+            f'data: {{"event":"replay_truncated","missed_after":{last},"resumed_after":{skipped_to}}}'
+            "\n\n".encode())
+        last = skipped_to
+    while last < upto:
+        events = [e for e in await store.events_after(last, 1000) if e.id <= upto]
+        if not events:
+            break
+        await resp.write(b"".join(encode(e) for e in events))
+        last = events[-1].id
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers and the event feed runs."""
+    try:
+        await asyncio.wait_for(request.app[STORE].pool.fetchval("SELECT 1"), 2)
+    except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+        return web.json_response({"status": "unavailable", "database": str(exc)}, status=503)
+    if not request.app[HUB].ready.is_set():
+        return web.json_response({"status": "starting", "database": "ok"}, status=503)
+    return web.json_response({"status": "ready", "database": "ok"})
+
+
+# ---- the application ----
+
+def make_app(settings: Settings, database_url: str) -> web.Application:
+    """The scheduler application; resources live in cleanup contexts."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes,
+        middlewares=[errors_middleware, auth_middleware],
+    )
+    app[SETTINGS] = settings
+    app[DATABASE_URL] = database_url
+    app.cleanup_ctx.append(_database)
+    app.router.add_post("/api/schedule", schedule)
+    app.router.add_post("/api/schedule/batch", schedule_batch)
+    app.router.add_get("/api/stats", stats)
+    app.router.add_get("/api/tasks", list_tasks)
+    app.router.add_get("/api/tasks/{id}", get_task)
+    app.router.add_post("/api/tasks/{id}/cancel", cancel_task)
+    app.router.add_get("/api/workers", workers)
+    app.router.add_get("/api/logs/stream", logs_stream)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    url = app[DATABASE_URL]
+    await prepare(url)
+    pool = await create_pool(url, min_size=2, max_size=10)
+    store = Store(pool)
+    app[STORE] = store
+    app[COMMANDS] = CommandCache(store)
+    hub = EventHub(store, url)
+    app[HUB] = hub
+    feed = asyncio.create_task(hub.run(), name="event-feed")
+    await asyncio.wait_for(hub.ready.wait(), 30)
+    yield
+    feed.cancel()
+    try:
+        await feed
+    except asyncio.CancelledError:
+        pass
+    await pool.close()

@@ -1,0 +1,167 @@
+"""The event feed: what PostgreSQL committed, fanned out to SSE subscribers.
+
+One hub per scheduler LISTENs on `taskmaster_events`, reads new rows of `events` in
+batches and hands each subscriber the same pre-encoded bytes. Every subscriber has a
+bounded buffer; one that falls behind is cut off and replays from PostgreSQL when it
+reconnects with Last-Event-ID, so a slow client never grows the server's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+
+import asyncpg
+
+from taskmaster.model import Event
+from taskmaster.store import Store
+
+log = logging.getLogger(__name__)
+
+FETCH = 2000  # events read per query
+GAP_WAIT = 0.5  # seconds to wait for a transaction holding a lower id to commit
+
+
+def encode(event: Event) -> bytes:
+    """One SSE message in the seed's format, with an id for resuming."""
+    data = json.dumps(event.to_json(), separators=(",", ":"))
+    return f"id: {event.id}\ndata: {data}\n\n".encode()
+
+
+class Subscriber:
+    """One SSE client's bounded buffer."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: deque[tuple[int, bytes]] = deque()  # (last id in chunk, bytes)
+        self.count = 0
+        self.ready = asyncio.Event()
+        self.overflowed = False
+        self.last_id = 0
+
+    def push(self, last_id: int, chunk: bytes, n: int) -> None:
+        """Queue a chunk of n events; past the limit the subscriber is cut off."""
+        if self.overflowed:
+            return
+        if self.count + n > self.limit:
+            self.overflowed = True
+            self.chunks.clear()
+        else:
+            self.chunks.append((last_id, chunk))
+            self.count += n
+        self.ready.set()
+
+    async def next(self, timeout: float) -> bytes | None:
+        """The queued bytes (coalesced), or None after timeout."""
+        if not self.chunks and not self.overflowed:
+            self.ready.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.ready.wait(), timeout)
+        if not self.chunks:
+            return None
+        out = b"".join(chunk for _, chunk in self.chunks)
+        self.last_id = self.chunks[-1][0]
+        self.chunks.clear()
+        self.count = 0
+        return out
+
+
+class EventHub:
+    """Reads committed events in id order and broadcasts them."""
+
+    def __init__(self, store: Store, database_url: str, *, poll: float = 1.0) -> None:
+        self.store = store
+        self.database_url = database_url
+        self.poll = poll
+        self.subscribers: set[Subscriber] = set()
+        self.last_id = 0
+        self.delivered = 0
+        self.ready = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._gap_since: float | None = None
+
+    def subscribe(self, limit: int) -> Subscriber:
+        """A new live subscriber (replay is the caller's job, from last_id)."""
+        sub = Subscriber(limit)
+        sub.last_id = self.last_id
+        self.subscribers.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget a subscriber."""
+        self.subscribers.discard(sub)
+
+    async def run(self) -> None:
+        """Forever: (re)connect, listen, read and broadcast; survives database outages."""
+        delay = 0.1
+        while True:
+            try:
+                await self._run_once()
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncio.TimeoutError) as exc:
+                log.warning("event feed: database unavailable (%s); retrying in %.1fs", exc, delay)
+            self.ready.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    async def _run_once(self) -> None:
+        conn = await asyncpg.connect(self.database_url)
+        closed = asyncio.Event()
+        try:
+            conn.add_termination_listener(lambda _c: closed.set())
+            await conn.add_listener("taskmaster_events", lambda *_: self._wake.set())
+            if self.last_id == 0:
+                self.last_id = await self.store.last_event_id()
+            self.ready.set()
+            while not closed.is_set():
+                await self._drain()
+                timeout = GAP_WAIT / 10 if self._gap_since is not None else self.poll
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            raise ConnectionError("event notification connection lost")
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close(timeout=1)
+
+    async def _drain(self) -> None:
+        while True:
+            events = await self.store.events_after(self.last_id, FETCH)
+            ready = self._contiguous(events)
+            if ready:
+                self._broadcast(ready)
+            if len(ready) < FETCH:
+                return
+
+    def _contiguous(self, events: list[Event]) -> list[Event]:
+        """The events up to the first gap in ids; a gap older than GAP_WAIT is skipped."""
+        out: list[Event] = []
+        expected = self.last_id + 1
+        for e in events:
+            if e.id != expected:
+                now = time.monotonic()
+                if self._gap_since is None:
+                    self._gap_since = now
+                if now - self._gap_since < GAP_WAIT:
+                    break  # a lower id may still commit: wait for it
+                self._gap_since = None  # rolled back: skip the hole
+            out.append(e)
+            expected = e.id + 1
+        else:
+            self._gap_since = None
+        if out:
+            self.last_id = out[-1].id
+        return out
+
+    def _broadcast(self, events: list[Event]) -> None:
+        chunk = b"".join(encode(e) for e in events)
+        last = events[-1].id
+        for sub in list(self.subscribers):
+            sub.push(last, chunk, len(events))
+        self.delivered += len(events) * len(self.subscribers)

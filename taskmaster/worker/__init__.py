@@ -1,0 +1,1 @@
+"""Workers: dial the coordinator, run handlers in bounded slots, report back."""

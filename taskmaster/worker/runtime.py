@@ -1,0 +1,375 @@
+"""A worker process: one long-lived gRPC stream to the coordinator, tasks in bounded slots.
+
+The worker survives the coordinator: it keeps running its tasks, keeps every report that
+was not acknowledged, reconnects with backoff, re-registers what it holds and sends the
+reports again. Fencing on the coordinator makes a resent report harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from taskmaster.config import Settings
+from taskmaster.rpc import taskmaster_pb2 as pb
+from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
+from taskmaster.worker.handlers import TaskCancelled, TaskContext, registry, run_handler
+
+log = logging.getLogger(__name__)
+
+SEEN_LIMIT = 100_000  # deliveries remembered for duplicate detection
+UNACKED_LIMIT = 100_000  # reports kept for resending
+_FINAL = {pb.COMPLETED, pb.FAILED, pb.CANCELLED, pb.REJECTED}
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class Unauthorised(Exception):
+    """The coordinator refused our cluster token."""
+
+
+@dataclass(eq=False)
+class Running:
+    task_id: str
+    attempt: int
+    ctx: TaskContext
+    task: asyncio.Task[None] | None = None
+    cancel_requested: bool = False
+    started_us: int = field(default_factory=_now_us)
+
+
+class Worker:
+    """The worker runtime."""
+
+    def __init__(self, settings: Settings, *, name: str = "", concurrency: int | None = None,
+                 coordinator: str | None = None) -> None:
+        self.settings = settings
+        self.worker_id = str(uuid.uuid4())
+        self.name = name or settings.worker_name or f"worker-{os.getpid()}"
+        self.capacity = max(1, concurrency or settings.concurrency)
+        self.target = coordinator or settings.coordinator
+        self.host = socket.gethostname()
+        self.running: dict[str, Running] = {}
+        self.seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._pending: OrderedDict[tuple[str, int], pb.StatusUpdate] = OrderedDict()
+        self._unacked: OrderedDict[int, pb.StatusUpdate] = OrderedDict()
+        self._seq = 0
+        self._out: asyncio.Queue[pb.WorkerMessage | None] | None = None
+        self._report_ready = asyncio.Event()
+        self.draining = False
+        self._stop = asyncio.Event()  # leave the connection loop
+        self.connected = asyncio.Event()
+        self.completed = 0
+        self.duplicates = 0
+
+    # ---- reports ----
+
+    def _queue_report(self, update: pb.StatusUpdate) -> None:
+        """Queue a report, merging it with an unsent one on the same delivery."""
+        key = (update.task_id, update.attempt)
+        prev = self._pending.get(key)
+        if prev is not None:
+            if prev.state in _FINAL and update.state not in _FINAL:
+                return
+            update.started_at_us = update.started_at_us or prev.started_at_us
+            update.progress = max(update.progress, prev.progress)
+        self._pending[key] = update
+        self._report_ready.set()
+
+    def _in_flight(self) -> list[pb.TaskRef]:
+        """Deliveries we still answer for: running, or finished with the report unacked."""
+        refs = {(r.task_id, r.attempt) for r in self.running.values()}
+        refs |= {(u.task_id, u.attempt) for u in self._unacked.values() if u.state in _FINAL}
+        refs |= {(u.task_id, u.attempt) for u in self._pending.values() if u.state in _FINAL}
+        return [pb.TaskRef(task_id=t, attempt=a) for t, a in sorted(refs)]
+
+    def _take_batch(self) -> pb.StatusBatch | None:
+        if not self._pending:
+            return None
+        updates = []
+        while self._pending and len(updates) < self.settings.status_batch:
+            _, u = self._pending.popitem(last=False)
+            self._seq += 1
+            u.seq = self._seq
+            if u.state != pb.PROGRESS:  # progress is not worth resending
+                self._unacked[u.seq] = u
+            updates.append(u)
+        while len(self._unacked) > UNACKED_LIMIT:
+            self._unacked.popitem(last=False)
+        return pb.StatusBatch(updates=updates)
+
+    # ---- connection ----
+
+    async def run(self) -> int:
+        """Serve until drained or stopped; the process exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.drain)
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                await self._session()
+                backoff = 0.05
+            except Unauthorised as exc:
+                log.error("%s", exc)
+                return 2
+            except (grpc.aio.AioRpcError, OSError) as exc:
+                if self.connected.is_set():
+                    log.warning("lost the coordinator at %s (%s); reconnecting", self.target,
+                                _rpc_detail(exc))
+                else:
+                    log.info("coordinator at %s not reachable (%s); retrying", self.target,
+                             _rpc_detail(exc))
+            self.connected.clear()
+            if self._stop.is_set():
+                break
+            if self.draining and not self.running and not self._unacked and not self._pending:
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 1.0)
+        await self._cancel_all("worker stopped")
+        log.info("worker %s stopped (%d tasks completed)", self.name, self.completed)
+        return 0
+
+    async def _session(self) -> None:
+        options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+                   ("grpc.keepalive_permit_without_calls", 1),
+                   ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+                   ("grpc.initial_reconnect_backoff_ms", 100),
+                   ("grpc.max_reconnect_backoff_ms", 1000)]
+        metadata = (("x-taskmaster-token", self.settings.cluster_token),) \
+            if self.settings.cluster_token else ()
+        async with grpc.aio.insecure_channel(self.target, options=options) as channel:
+            stub = pb_grpc.CoordinatorStub(channel)
+            out: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
+            self._out = out
+            call = stub.Connect(self._requests(out), metadata=metadata)
+            helpers = [asyncio.create_task(self._flush_reports(out)),
+                       asyncio.create_task(self._heartbeats(out))]
+            try:
+                async for msg in call:
+                    await self._handle(msg)
+                code = await call.code()
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    raise Unauthorised(f"coordinator refused this worker: {await call.details()}")
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise Unauthorised(
+                        f"coordinator at {self.target} refused this worker: {exc.details()} "
+                        "(set TASKMASTER_CLUSTER_TOKEN to the coordinator's token)") from None
+                raise
+            finally:
+                self._out = None
+                for h in helpers:
+                    h.cancel()
+                for h in helpers:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await h
+
+    async def _requests(self, out: asyncio.Queue[pb.WorkerMessage | None]
+                        ) -> AsyncIterator[pb.WorkerMessage]:
+        yield pb.WorkerMessage(register=pb.Register(
+            worker_id=self.worker_id, name=self.name, host=self.host, capacity=self.capacity,
+            pid=os.getpid(), commands=sorted(registry), in_flight=self._in_flight(),
+        ))
+        if self._unacked:  # reports the last coordinator never acknowledged
+            yield pb.WorkerMessage(status=pb.StatusBatch(updates=list(self._unacked.values())))
+        while True:
+            msg = await out.get()
+            if msg is None:
+                return
+            yield msg
+
+    async def _flush_reports(self, out: asyncio.Queue[pb.WorkerMessage | None]) -> None:
+        while True:
+            await self._report_ready.wait()
+            self._report_ready.clear()
+            while (batch := self._take_batch()) is not None:
+                out.put_nowait(pb.WorkerMessage(status=batch))
+            await asyncio.sleep(0)  # let more reports gather into the next batch
+
+    async def _heartbeats(self, out: asyncio.Queue[pb.WorkerMessage | None]) -> None:
+        seq = 0
+        while True:
+            seq += 1
+            out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(
+                seq=seq, in_flight=self._in_flight(), draining=self.draining)))
+            await asyncio.sleep(self.settings.heartbeat_interval)
+
+    async def _handle(self, msg: pb.CoordinatorMessage) -> None:
+        kind = msg.WhichOneof("kind")
+        if kind == "registered":
+            self.connected.set()
+            log.info("worker %s registered with the coordinator at %s", self.name, self.target)
+            for ref in msg.registered.revoked:
+                self._revoke(ref.task_id, ref.attempt)
+        elif kind == "assign":
+            for a in msg.assign.tasks:
+                self._accept(a)
+        elif kind == "ack":
+            for ack in msg.ack.acks:
+                update = self._unacked.pop(ack.seq, None)
+                if not ack.accepted and update is not None:
+                    log.warning("coordinator refused our report on task %s attempt %d: %s",
+                                update.task_id, update.attempt, ack.reason,
+                                extra={"task_id": update.task_id, "attempt": update.attempt})
+            self._maybe_finish_drain()
+        elif kind == "cancel":
+            for ref in msg.cancel.tasks:
+                self._cancel(ref.task_id, ref.attempt)
+
+    # ---- tasks ----
+
+    def _accept(self, a: pb.Assignment) -> None:
+        key = (a.task_id, a.attempt)
+        if key in self.seen:
+            self.duplicates += 1
+            log.info("dropped a duplicate delivery of task %s attempt %d", a.task_id, a.attempt,
+                     extra={"task_id": a.task_id, "attempt": a.attempt})
+            return
+        self.seen[key] = None
+        if len(self.seen) > SEEN_LIMIT:
+            self.seen.popitem(last=False)
+        if self.draining or len(self.running) >= self.capacity:
+            self._queue_report(pb.StatusUpdate(
+                task_id=a.task_id, attempt=a.attempt, state=pb.REJECTED,
+                error="worker draining" if self.draining else "worker full",
+                finished_at_us=_now_us()))
+            return
+        handler = registry.get(a.command)
+        if handler is None:
+            self._queue_report(pb.StatusUpdate(
+                task_id=a.task_id, attempt=a.attempt, state=pb.FAILED, finished_at_us=_now_us(),
+                error=f"worker {self.name} has no handler for command {a.command!r}"))
+            return
+        try:
+            payload = json.loads(a.payload_json) if a.payload_json else None
+        except ValueError:
+            payload = a.payload_json
+        rt = Running(task_id=a.task_id, attempt=a.attempt, ctx=None)  # type: ignore[arg-type]
+        rt.ctx = TaskContext(task_id=uuid.UUID(a.task_id), attempt=a.attempt, command=a.command,
+                             payload=payload, report_progress=self._progress_reporter(rt))
+        self.running[a.task_id] = rt
+        rt.task = asyncio.create_task(self._execute(rt, handler, a.timeout_seconds))
+
+    def _progress_reporter(self, rt: Running) -> Any:
+        async def report(percent: int) -> None:
+            self._queue_report(pb.StatusUpdate(
+                task_id=rt.task_id, attempt=rt.attempt, state=pb.PROGRESS, progress=percent,
+                started_at_us=rt.started_us))
+        return report
+
+    async def _execute(self, rt: Running, handler: Any, timeout: float) -> None:
+        self._queue_report(pb.StatusUpdate(task_id=rt.task_id, attempt=rt.attempt,
+                                           state=pb.RUNNING, started_at_us=rt.started_us))
+        update = pb.StatusUpdate(task_id=rt.task_id, attempt=rt.attempt, started_at_us=rt.started_us)
+        try:
+            result = await asyncio.wait_for(run_handler(handler, rt.ctx), timeout or None)
+            update.state = pb.COMPLETED
+            update.progress = 100
+            update.result_json = json.dumps(result, default=str)
+            self.completed += 1
+        except (TaskCancelled, asyncio.CancelledError) as exc:
+            if rt.cancel_requested:
+                update.state, update.error = pb.CANCELLED, "cancelled"
+            else:  # interrupted by our own shutdown: give it back without using an attempt
+                update.state, update.error = pb.REJECTED, str(exc) or "worker stopped"
+        except TimeoutError:
+            update.state, update.error = pb.FAILED, f"timed out after {timeout:g}s"
+        except Exception as exc:
+            update.state, update.error = pb.FAILED, f"{type(exc).__name__}: {exc}"
+        finally:
+            update.finished_at_us = _now_us()
+            self.running.pop(rt.task_id, None)
+        self._queue_report(update)
+
+    def _cancel(self, task_id: str, attempt: int) -> None:
+        rt = self.running.get(task_id)
+        if rt is None or rt.attempt != attempt:
+            return
+        log.info("cancelling task %s", task_id, extra={"task_id": task_id, "attempt": attempt})
+        rt.cancel_requested = True
+        rt.ctx.cancel_event.set()
+        if rt.task is not None:
+            rt.task.cancel()
+
+    def _revoke(self, task_id: str, attempt: int) -> None:
+        """The coordinator gave this delivery to someone else: stop and forget it."""
+        log.warning("task %s attempt %d was reassigned while we were away; dropping it",
+                    task_id, attempt, extra={"task_id": task_id, "attempt": attempt})
+        rt = self.running.get(task_id)
+        if rt is not None and rt.attempt == attempt and rt.task is not None:
+            rt.cancel_requested = True
+            rt.task.cancel()
+        self._pending.pop((task_id, attempt), None)
+        for seq in [s for s, u in self._unacked.items() if (u.task_id, u.attempt) == (task_id, attempt)]:
+            del self._unacked[seq]
+
+    async def _cancel_all(self, reason: str) -> None:
+        tasks = [rt.task for rt in self.running.values() if rt.task is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # ---- draining ----
+
+    def drain(self) -> None:
+        """Stop taking tasks, finish the running ones (bounded), report, leave. Twice: now."""
+        if self.draining:
+            log.warning("second stop signal: leaving now")
+            self._stop.set()
+            return
+        self.draining = True
+        log.info("worker %s draining: %d tasks to finish", self.name, len(self.running))
+        if self._out is not None:
+            self._out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(
+                in_flight=self._in_flight(), draining=True)))
+        asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.drain_grace
+        while self.running and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if self.running:
+            log.warning("drain grace of %gs over: giving back %d tasks",
+                        self.settings.drain_grace, len(self.running))
+            await self._cancel_all("drain grace over")
+        # give the coordinator a moment to acknowledge the last reports
+        ack_deadline = time.monotonic() + 5.0
+        while (self._unacked or self._pending) and time.monotonic() < ack_deadline:
+            await asyncio.sleep(0.02)
+        self._maybe_finish_drain(force=True)
+
+    def _maybe_finish_drain(self, force: bool = False) -> None:
+        if not self.draining:
+            return
+        if force or (not self.running and not self._unacked and not self._pending):
+            if self._out is not None:
+                self._out.put_nowait(None)  # end our stream: the coordinator sees us leave
+            self._stop.set()
+
+
+def _rpc_detail(exc: Exception) -> str:
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return f"{exc.code().name}: {exc.details()}"
+    return str(exc)
