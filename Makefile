@@ -1,0 +1,37 @@
+# The two commands of the README: `make demo` and `make test`.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+
+.PHONY: install install-test demo test lint proto bench
+
+install:
+	$(PIP) install -q -e .
+
+install-test:
+	$(PIP) install -q -e '.[test]'
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) || \
+	    echo "chromium could not be installed: the browser test will say so"; \
+	  fi; }
+
+# The stack (embedded PostgreSQL unless TASKMASTER_DATABASE_URL is set) plus JupyterLab.
+demo: install
+	taskmaster demo
+
+# Lint, types, unit, integration, end-to-end, chaos and notebook tests.
+test: install-test
+	$(PYTHON) -m ruff check taskmaster tests benchmarks
+	$(PYTHON) -m mypy
+	$(PYTHON) -m pytest
+
+lint:
+	$(PYTHON) -m ruff check taskmaster tests benchmarks
+	$(PYTHON) -m mypy
+
+proto:
+	$(PYTHON) -m taskmaster.rpc.build
+
+bench: install
+	$(PYTHON) -m benchmarks
