@@ -1,0 +1,104 @@
+"""Dashboard: every panel of the seed's React UI in one widget, fed by one Feed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as widgets
+
+from taskmaster.notebook.chart import ThroughputChart
+from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, WorkerControlPanel
+from taskmaster.notebook.feed import Feed
+from taskmaster.notebook.state import DashboardState
+from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
+
+
+class Dashboard(widgets.VBox):
+    """Bulk create and worker controls on top, stats and chart, then tasks, workers, log.
+
+    `client` is a taskmaster.client.Client; `pool` defaults to it (its /api/pool
+    methods) and may be a local cluster object with the same method names.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        pool: PoolOps | None = None,
+        *,
+        commands: Sequence[str] | None = None,
+        recent: int = 50,
+        log_size: int = 200,
+        log_lines: int = 50,
+        window: int = 300,
+        workers: int = 3,
+        render_hz: float = 2.0,
+        poll_interval: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
+        self.client = client
+        self.state = DashboardState(recent=recent, log_size=log_size, window=window)
+        self.bulk = BulkTaskPanel(client, commands=commands)
+        self.controls = WorkerControlPanel(
+            pool if pool is not None else client, state=self.state, workers=workers
+        )
+        self.stats = StatsPanel(self.state)
+        self.chart = ThroughputChart(self.state)
+        self.monitor = TaskMonitor(self.state)
+        self.workers_panel = WorkersPanel(self.state)
+        self.activity = ActivityLog(self.state, lines=log_lines)
+        self.feed = Feed(
+            client,
+            self.state,
+            views=[self.stats, self.chart, self.monitor, self.workers_panel, self.activity,
+                   self.controls],
+            render_hz=render_hz,
+            poll_interval=poll_interval,
+        )
+        half = widgets.Layout(width="50%")
+        super().__init__(
+            children=[
+                widgets.HBox([_sized(self.bulk, half), _sized(self.controls, half)]),
+                self.stats,
+                self.chart,
+                widgets.HBox([
+                    _sized(self.monitor, widgets.Layout(width="60%")),
+                    widgets.VBox([self.workers_panel, self.activity],
+                                 layout=widgets.Layout(width="40%")),
+                ]),
+            ],
+            **kwargs,
+        )
+        self.add_class("tm-dashboard")
+
+    def start(self) -> Any:
+        """Start the background feed (events, polls, render tick) in the running loop."""
+        return self.feed.start()
+
+    async def stop(self) -> None:
+        """Stop the feed and wait for it."""
+        await self.feed.stop()
+
+    async def refresh(self) -> DashboardState:
+        """Poll everything once and redraw now (no background task needed)."""
+        await self.feed.poll(tasks=True)
+        self.feed.render()
+        return self.state
+
+    async def wait_for(
+        self, predicate: Callable[[DashboardState], Any], timeout: float = 30.0
+    ) -> DashboardState:
+        """Wait until predicate(state) holds, e.g. `lambda s: s.count("task_completed") >= 50`."""
+        return await self.feed.wait_for(predicate, timeout)
+
+    def summary(self) -> str:
+        """One id-free line about the cluster (stable notebook output)."""
+        return self.state.summary()
+
+    def __repr__(self) -> str:
+        return "Dashboard()"
+
+
+def _sized(widget: widgets.Widget, layout: widgets.Layout) -> widgets.Widget:
+    widget.layout = layout
+    return widget

@@ -1,0 +1,240 @@
+"""Read-only panels: stats, workers, live task monitor, activity log.
+
+Each panel is an ipywidgets box over one HTML widget, redrawn by `render(state)` only
+when the state sections it shows have changed; `repr()` is short and free of ids, so
+notebook text outputs stay stable.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import ipywidgets as widgets
+
+from taskmaster.notebook.state import DashboardState, TaskRow
+
+STATUS_COLORS = {
+    "pending": "#6b7280",
+    "assigned": "#2563eb",
+    "running": "#d97706",
+    "completed": "#16a34a",
+    "failed": "#dc2626",
+    "cancelled": "#9ca3af",
+    "online": "#16a34a",
+    "draining": "#d97706",
+    "offline": "#9ca3af",
+    "reassigned": "#7c3aed",
+    "retrying": "#d97706",
+    "rejected": "#dc2626",
+}
+_TABLE = "border-collapse:collapse;width:100%;font-size:12px"
+_CELL = "padding:2px 6px;border-bottom:1px solid #e5e7eb;text-align:left"
+
+
+def badge(status: str) -> str:
+    """A coloured status pill, as HTML."""
+    color = STATUS_COLORS.get(status, "#6b7280")
+    return (
+        f'<span class="tm-badge tm-{html.escape(status)}" style="background:{color};'
+        f'color:white;border-radius:8px;padding:0 6px">{html.escape(status)}</span>'
+    )
+
+
+def progress_bar(percent: int, status: str) -> str:
+    """A small HTML progress bar."""
+    color = STATUS_COLORS.get(status, "#6b7280")
+    return (
+        f'<div class="tm-progress" title="{percent}%" style="background:#e5e7eb;width:120px;'
+        f'height:8px;border-radius:4px;display:inline-block"><div style="width:{percent}%;'
+        f'height:100%;background:{color};border-radius:4px"></div></div> {percent}%'
+    )
+
+
+def table(headers: list[str], rows: list[list[str]], empty: str) -> str:
+    """An HTML table of already escaped cells."""
+    if not rows:
+        return f'<div class="tm-empty" style="color:#6b7280">{html.escape(empty)}</div>'
+    head = "".join(f'<th style="{_CELL}">{h}</th>' for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in row) + "</tr>" for row in rows
+    )
+    return f'<table style="{_TABLE}"><tr>{head}</tr>{body}</table>'
+
+
+def short(value: Any) -> str:
+    """The first 8 characters of an id, escaped."""
+    return html.escape(str(value)[:8]) if value else ""
+
+
+class View(widgets.VBox):
+    """A panel that redraws from a DashboardState when its sections changed."""
+
+    title = ""
+    sections: tuple[str, ...] = ()
+
+    def __init__(self, state: DashboardState | None = None, **kwargs: Any) -> None:
+        self.state = state if state is not None else DashboardState()
+        self.body = widgets.HTML()
+        header = widgets.HTML(f"<b>{html.escape(self.title)}</b>")
+        super().__init__(children=[header, self.body], **kwargs)
+        self.add_class("tm-panel")
+        self._drawn: tuple[int, ...] | None = None
+        self.render(force=True)
+
+    def render(self, state: DashboardState | None = None, force: bool = False) -> bool:
+        """Redraw if the shown sections changed (or when forced); True if redrawn."""
+        state = state if state is not None else self.state
+        key = tuple(state.versions[s] for s in self.sections)
+        if key == self._drawn and not force:
+            return False
+        self._drawn = key
+        self.body.value = self.draw(state)
+        return True
+
+    def draw(self, state: DashboardState) -> str:
+        """The panel's HTML."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class StatsPanel(View):
+    """Totals from GET /api/stats, the feed's connection and events received."""
+
+    title = "Stats"
+    sections = ("stats", "log")
+    CARDS = (
+        ("Total", "total"),
+        ("Pending", "pending"),
+        ("Running", "running"),
+        ("Completed", "completed"),
+        ("Failed", "failed"),
+        ("Queue depth", "queue_depth"),
+        ("Throughput /s", "throughput"),
+        ("Workers online", "workers_online"),
+    )
+
+    def draw(self, state: DashboardState) -> str:
+        """Cards with the numbers, then a status line."""
+        cards = []
+        for label, key in self.CARDS:
+            value = state.stats.get(key, 0)
+            if isinstance(value, float):
+                value = f"{value:.1f}"
+            cards.append(
+                f'<div class="tm-card" style="display:inline-block;min-width:90px;margin:2px;'
+                f'padding:4px 8px;border:1px solid #e5e7eb;border-radius:6px">'
+                f'<div style="font-size:11px;color:#6b7280">{label}</div>'
+                f'<div style="font-size:18px"><b>{html.escape(str(value))}</b></div></div>'
+            )
+        wait = state.stats.get("queue_wait_p95_ms")
+        line = f"feed: {html.escape(state.connection)}; events received: {state.events_seen}"
+        if wait is not None:
+            line += f"; queue wait p95: {float(wait):.0f} ms"
+        return "".join(cards) + f'<div style="font-size:11px;color:#6b7280">{line}</div>'
+
+
+class WorkersPanel(View):
+    """Workers: status, current task, tasks completed."""
+
+    title = "Workers"
+    sections = ("workers",)
+
+    def draw(self, state: DashboardState) -> str:
+        """One row per worker, by name."""
+        rows = []
+        for w in sorted(state.workers.values(), key=lambda w: str(w.get("name"))):
+            current = list(w.get("current_task_ids") or [])
+            if not current and w.get("current_task_id"):
+                current = [w["current_task_id"]]
+            task = short(current[0]) + (f" +{len(current) - 1}" if len(current) > 1 else "")
+            rows.append([
+                html.escape(str(w.get("name", ""))),
+                badge(str(w.get("status", "online"))),
+                task or "idle",
+                str(int(w.get("tasks_completed") or 0)),
+                str(int(w.get("tasks_failed") or 0)),
+            ])
+        headers = ["Worker", "Status", "Current task", "Completed", "Failed"]
+        return table(headers, rows, "No workers")
+
+
+class TaskMonitor(View):
+    """Live task monitor: the most recent tasks with status badges and progress bars."""
+
+    title = "Live Task Monitor"
+    sections = ("tasks",)
+
+    def draw(self, state: DashboardState) -> str:
+        """One row per recent task, newest first."""
+        rows = [self._row(r) for r in state.recent_tasks()]
+        headers = ["Task", "Command", "Status", "Progress", "Worker", "Attempt"]
+        return table(headers, rows, "No tasks yet")
+
+    @staticmethod
+    def _row(row: TaskRow) -> list[str]:
+        status = badge(row.status)
+        if row.reassigned:
+            status += " " + badge("reassigned") + f" x{row.reassigned}"
+        return [
+            short(row.id),
+            html.escape(row.command),
+            status,
+            progress_bar(row.progress, row.status),
+            html.escape(row.worker_id or ""),
+            str(row.attempt),
+        ]
+
+
+class ActivityLog(View):
+    """The event feed, newest first (the last `lines` events)."""
+
+    title = "Activity Log"
+    sections = ("log",)
+
+    def __init__(
+        self, state: DashboardState | None = None, lines: int = 50, **kwargs: Any
+    ) -> None:
+        self.lines = lines
+        super().__init__(state, **kwargs)
+
+    def draw(self, state: DashboardState) -> str:
+        """Monospace lines; formatting happens here, for the shown events only."""
+        out = []
+        for i, event in enumerate(state.log):
+            if i >= self.lines:
+                break
+            out.append(format_event(event))
+        if not out:
+            return '<div class="tm-empty" style="color:#6b7280">Waiting for events</div>'
+        text = "<br>".join(out)
+        return f'<div style="font-family:monospace;font-size:12px">{text}</div>'
+
+
+DETAILS = ("attempt", "progress", "duration_ms", "error", "reason", "retry_at", "next_attempt")
+
+
+def format_event(event: Mapping[str, Any]) -> str:
+    """One activity log line, as HTML: time, type, task, worker, details."""
+    stamp = ""
+    ts = event.get("timestamp")
+    if isinstance(ts, str):
+        try:
+            stamp = datetime.fromisoformat(ts).strftime("%H:%M:%S")
+        except ValueError:
+            stamp = ts[:8]
+    kind = str(event.get("event", ""))
+    status = kind.removeprefix("task_").removeprefix("worker_")
+    parts = [html.escape(stamp), badge(status)]
+    if event.get("task_id"):
+        parts.append(short(event["task_id"]))
+    if event.get("worker_id") or event.get("name"):
+        parts.append("@" + html.escape(str(event.get("name") or event.get("worker_id"))))
+    for key in DETAILS:
+        if event.get(key) not in (None, ""):
+            parts.append(f"{key}={html.escape(str(event[key]))}")
+    return " ".join(parts)
