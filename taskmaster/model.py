@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import json
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,8 +57,8 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _json(value: Any) -> Any:
-    if isinstance(value, str):
-        return json.loads(value)
+    # Records come from connections with the json codecs (taskmaster.store.db), so a str
+    # here is a JSON string value ("done"), never JSON text to decode again.
     return value
 
 

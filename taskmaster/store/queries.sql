@@ -276,7 +276,8 @@ WITH u AS (
                          $7::text[], $8::timestamptz[], $9::timestamptz[])
         AS u(worker_id, id, attempt, state, progress, result, error, started_at, finished_at)
 ), cur AS (
-    SELECT t.id, t.status AS old_status, t.max_attempts, t.cancel_requested
+    SELECT t.id, t.attempt, t.worker_id, t.status AS old_status, t.max_attempts,
+           t.cancel_requested
     FROM tasks t JOIN u ON t.id = u.id AND t.attempt = u.attempt AND t.worker_id = u.worker_id
     WHERE t.status IN ('assigned', 'running')
     FOR UPDATE OF t
@@ -291,7 +292,8 @@ WITH u AS (
             WHEN u.state = 'failed' AND u.attempt < cur.max_attempts THEN 'pending'
             ELSE 'failed'
         END AS new_status
-    FROM u JOIN cur USING (id)
+    -- the whole delivery key: a stale report on the same task must not join the live one
+    FROM u JOIN cur USING (id, attempt, worker_id)
 ), upd AS (
     UPDATE tasks t SET
         status = n.new_status,
@@ -320,12 +322,14 @@ WITH u AS (
             ELSE t.scheduled_at END,
         history = CASE WHEN n.new_status IN ('pending', 'failed') THEN t.history ||
             jsonb_build_object('attempt', t.attempt, 'worker_id', t.worker_id, 'error', n.error,
-                               'assigned_at', t.assigned_at, 'started_at', n.started_at,
+                               'assigned_at', t.assigned_at,
+                               'started_at', coalesce(t.started_at, n.started_at),
                                'at', n.finished_at)
             ELSE t.history END
     FROM next n WHERE t.id = n.id
     RETURNING t.id, t.status, t.attempt, t.scheduled_at, t.command, t.progress, n.old_status,
-              n.state, n.worker_id, n.attempt AS reported_attempt, n.started_at,
+              n.state, n.worker_id, n.attempt AS reported_attempt,
+              coalesce(t.started_at, n.started_at) AS started_at,
               n.finished_at, n.error
 ), counted AS (
     UPDATE workers w SET
@@ -339,7 +343,7 @@ WITH u AS (
 ), ev AS (
     INSERT INTO events (ts, event, task_id, worker_id, data)
     -- a task that finished before its 'running' report went out still shows it ran
-    SELECT coalesce(started_at, finished_at), 'task_running', id, worker_id,
+    SELECT coalesce(started_at, finished_at, clock_timestamp()), 'task_running', id, worker_id,
            jsonb_build_object('attempt', reported_attempt)
     FROM upd
     WHERE old_status = 'assigned' AND state IN ('running', 'progress', 'completed', 'failed')

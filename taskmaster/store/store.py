@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 
-from taskmaster.model import Event, Report, Task, TaskStatus, Worker
+from taskmaster.model import Event, Report, Task, TaskStatus, Worker, merge_reports
 from taskmaster.store.queries import q
 
 
@@ -247,6 +247,11 @@ class Store:
         """Apply (worker id, report) pairs in one statement; the accepted ones come back."""
         if not reports:
             return []
+        # One row per delivery: UPDATE ... FROM applies an arbitrary one of several rows.
+        by_worker: dict[str, list[Report]] = {}
+        for worker_id, report in reports:
+            by_worker.setdefault(worker_id, []).append(report)
+        reports = [(w, r) for w, rs in by_worker.items() for r in merge_reports(rs)]
         now = datetime.now(UTC)
         rows = await self.pool.fetch(
             q("apply_updates"),
