@@ -188,6 +188,16 @@ def cmd_up(args: argparse.Namespace) -> int:
     return _run(main)
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the stack and JupyterLab on the notebooks until Ctrl-C."""
+    from taskmaster.demo import find_notebooks, run_demo
+
+    settings = settings_from(args)
+    notebooks = find_notebooks(args.notebooks)
+    return _run(lambda: run_demo(settings, workers=args.workers, notebooks=notebooks,
+                                 lab_port=args.lab_port, open_browser=not args.no_browser))
+
+
 def _stack_file(settings: Settings) -> Path:
     return Path(settings.home) / "stack.json"
 
@@ -254,6 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
         option(p, name)
     _common(p)
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("demo", help="the stack plus JupyterLab on the notebooks (the main job)")
+    p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
+    p.add_argument("--notebooks", default=None, help="notebooks folder [default ./notebooks]")
+    p.add_argument("--lab-port", type=int, default=8888, help="JupyterLab port [default 8888]")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port", "api_token"):
+        option(p, name)
+    _common(p)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("scheduler", help="run the HTTP API and SSE feed")
     option(p, "host")
