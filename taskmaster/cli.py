@@ -76,7 +76,7 @@ def _database_url(settings: Settings) -> tuple[str, Any]:
 def cmd_scheduler(args: argparse.Namespace) -> int:
     """Run the HTTP API and SSE feed."""
     settings = settings_from(args)
-    url, handle = _database_url(settings)
+    url, _db = _database_url(settings)
 
     async def main() -> None:
         from aiohttp import web
@@ -100,7 +100,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 def cmd_coordinator(args: argparse.Namespace) -> int:
     """Run the gRPC coordinator."""
     settings = settings_from(args)
-    url, handle = _database_url(settings)
+    url, _db = _database_url(settings)
 
     async def main() -> None:
         from taskmaster.coordinator.server import CoordinatorServer
@@ -136,7 +136,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Create the database if missing and apply pending migrations."""
     settings = settings_from(args)
-    url, handle = _database_url(settings)
+    url, _db = _database_url(settings)
 
     async def main() -> None:
         import asyncpg

@@ -20,47 +20,110 @@ class Settings:
     """Every tunable of the stack; each field `x` is read from `TASKMASTER_X`."""
 
     # where things live
-    home: Path = field(default=Path(".taskmaster"), metadata={"help": "state folder (embedded database, logs, stack file)"})
-    database_url: str = field(default="", metadata={"help": "PostgreSQL URL; empty starts an embedded PostgreSQL under home"})
+    home: Path = field(
+        default=Path(".taskmaster"),
+        metadata={"help": "state folder (embedded database, logs, stack file)"},
+    )
+    database_url: str = field(
+        default="",
+        metadata={"help": "PostgreSQL URL; empty starts an embedded PostgreSQL under home"},
+    )
     # network
-    host: str = field(default="127.0.0.1", metadata={"help": "address the scheduler and coordinator bind"})
+    host: str = field(
+        default="127.0.0.1", metadata={"help": "address the scheduler and coordinator bind"}
+    )
     scheduler_port: int = field(default=8081, metadata={"help": "HTTP port of the scheduler"})
     coordinator_port: int = field(default=8080, metadata={"help": "gRPC port of the coordinator"})
-    coordinator: str = field(default="127.0.0.1:8080", metadata={"help": "host:port a worker dials"})
+    coordinator: str = field(
+        default="127.0.0.1:8080", metadata={"help": "host:port a worker dials"}
+    )
     # workers
     concurrency: int = field(default=1, metadata={"help": "task slots per worker"})
-    tasks: str = field(default="", metadata={"help": "comma-separated modules that register extra task handlers"})
-    worker_name: str = field(default="", metadata={"help": "worker display name (default worker-<pid>)"})
+    tasks: str = field(
+        default="", metadata={"help": "comma-separated modules that register extra task handlers"}
+    )
+    worker_name: str = field(
+        default="", metadata={"help": "worker display name (default worker-<pid>)"}
+    )
     # timing
-    heartbeat_interval: float = field(default=2.0, metadata={"help": "seconds between worker heartbeats"})
-    heartbeat_misses: int = field(default=3, metadata={"help": "missed heartbeats before a worker is declared dead"})
-    assign_strategy: str = field(default="round-robin", metadata={"help": "round-robin, least-loaded or random"})
-    poll_interval: float = field(default=5.0, metadata={"help": "safety-net poll of the coordinator, seconds (NOTIFY wakes it first)"})
-    drain_grace: float = field(default=30.0, metadata={"help": "seconds a draining worker may finish its tasks"})
-    retry_base: float = field(default=0.5, metadata={"help": "first retry backoff, seconds (doubles per attempt, with jitter)"})
+    heartbeat_interval: float = field(
+        default=2.0, metadata={"help": "seconds between worker heartbeats"}
+    )
+    heartbeat_misses: int = field(
+        default=3, metadata={"help": "missed heartbeats before a worker is declared dead"}
+    )
+    assign_strategy: str = field(
+        default="round-robin", metadata={"help": "round-robin, least-loaded or random"}
+    )
+    poll_interval: float = field(
+        default=5.0,
+        metadata={"help": "safety-net poll of the coordinator, seconds (NOTIFY wakes it first)"},
+    )
+    drain_grace: float = field(
+        default=30.0, metadata={"help": "seconds a draining worker may finish its tasks"}
+    )
+    retry_base: float = field(
+        default=0.5,
+        metadata={"help": "first retry backoff, seconds (doubles per attempt, with jitter)"},
+    )
     retry_max: float = field(default=60.0, metadata={"help": "largest retry backoff, seconds"})
-    default_max_attempts: int = field(default=3, metadata={"help": "max_attempts of a task that does not give one"})
-    default_timeout: float = field(default=300.0, metadata={"help": "timeout_seconds of a task that does not give one"})
+    default_max_attempts: int = field(
+        default=3, metadata={"help": "max_attempts of a task that does not give one"}
+    )
+    default_timeout: float = field(
+        default=300.0, metadata={"help": "timeout_seconds of a task that does not give one"}
+    )
     # limits
-    max_batch_count: int = field(default=100_000, metadata={"help": "largest count accepted by POST /api/schedule/batch"})
+    max_batch_count: int = field(
+        default=100_000, metadata={"help": "largest count accepted by POST /api/schedule/batch"}
+    )
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "largest HTTP request body"})
-    max_payload_bytes: int = field(default=65_536, metadata={"help": "largest task payload (JSON bytes)"})
+    max_payload_bytes: int = field(
+        default=65_536, metadata={"help": "largest task payload (JSON bytes)"}
+    )
     max_page_size: int = field(default=1000, metadata={"help": "largest ?limit= on GET /api/tasks"})
     max_sse_clients: int = field(default=100, metadata={"help": "concurrent SSE subscribers"})
-    sse_queue: int = field(default=10_000, metadata={"help": "events buffered per SSE subscriber before it is cut off"})
-    sse_keepalive: float = field(default=15.0, metadata={"help": "seconds between SSE keepalive comments"})
-    sse_replay: int = field(default=10_000, metadata={"help": "events replayed to a client reconnecting with Last-Event-ID"})
-    event_retention: float = field(default=3600.0, metadata={"help": "seconds events are kept in PostgreSQL for replay"})
-    assign_batch: int = field(default=500, metadata={"help": "most tasks claimed in one assignment round"})
-    status_batch: int = field(default=1000, metadata={"help": "most status updates written in one statement"})
-    rate_limit: float = field(default=0.0, metadata={"help": "requests per second per client, 0 = unlimited"})
+    sse_queue: int = field(
+        default=10_000, metadata={"help": "events buffered per SSE subscriber before it is cut off"}
+    )
+    sse_keepalive: float = field(
+        default=15.0, metadata={"help": "seconds between SSE keepalive comments"}
+    )
+    sse_replay: int = field(
+        default=10_000,
+        metadata={"help": "events replayed to a client reconnecting with Last-Event-ID"},
+    )
+    event_retention: float = field(
+        default=3600.0, metadata={"help": "seconds events are kept in PostgreSQL for replay"}
+    )
+    assign_batch: int = field(
+        default=500, metadata={"help": "most tasks claimed in one assignment round"}
+    )
+    status_batch: int = field(
+        default=1000, metadata={"help": "most status updates written in one statement"}
+    )
+    rate_limit: float = field(
+        default=0.0, metadata={"help": "requests per second per client, 0 = unlimited"}
+    )
     # security and operations
-    api_token: str = field(default="", metadata={"help": "bearer token required by mutating HTTP endpoints"})
-    api_read_token: str = field(default="", metadata={"help": "bearer token required by reading HTTP endpoints"})
-    cluster_token: str = field(default="", metadata={"help": "token a worker must present to join the coordinator"})
-    pool_url: str = field(default="", metadata={"help": "control URL of the process supervisor the scheduler drives"})
-    enable_pool_api: bool = field(default=False, metadata={"help": "let the scheduler's /api/pool endpoints scale and kill"})
-    metrics_port: int = field(default=9090, metadata={"help": "Prometheus port of the coordinator (0 = off)"})
+    api_token: str = field(
+        default="", metadata={"help": "bearer token required by mutating HTTP endpoints"}
+    )
+    api_read_token: str = field(
+        default="", metadata={"help": "bearer token required by reading HTTP endpoints"}
+    )
+    cluster_token: str = field(
+        default="", metadata={"help": "token a worker must present to join the coordinator"}
+    )
+    pool_url: str = field(
+        default="", metadata={"help": "control URL of the process supervisor the scheduler drives"}
+    )
+    enable_pool_api: bool = field(
+        default=False, metadata={"help": "let the scheduler's /api/pool endpoints scale and kill"}
+    )
+    metrics_port: int = field(
+        default=9090, metadata={"help": "Prometheus port of the coordinator (0 = off)"}
+    )
     log_format: str = field(default="text", metadata={"help": "text or json"})
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
 
@@ -109,9 +172,7 @@ def _parse(name: str, raw: str, kind: type) -> Any:
             return Path(raw)
         return kind(raw)
     except ValueError:
-        raise ValueError(
-            f"{_env_name(name)}={raw!r} is not a valid {kind.__name__}"
-        ) from None
+        raise ValueError(f"{_env_name(name)}={raw!r} is not a valid {kind.__name__}") from None
 
 
 def help_for(name: str) -> str:

@@ -233,7 +233,7 @@ class LocalCluster:
         return env
 
     async def _spawn(self, m: Member) -> None:
-        log_file = open(self.logs / f"{m.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        log_file = open(self.logs / f"{m.name}.log", "ab")
         try:
             m.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "taskmaster", *m.args,

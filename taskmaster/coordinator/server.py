@@ -89,7 +89,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         given = dict(context.invocation_metadata() or ()).get("x-taskmaster-token", "")
         return hmac.compare_digest(str(given).encode(), token.encode())
 
-    async def Connect(  # noqa: N802 - the gRPC method name
+    async def Connect(
         self, request_iterator: AsyncIterator[pb.WorkerMessage], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.CoordinatorMessage]:
         """One worker's session."""

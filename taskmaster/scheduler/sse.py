@@ -103,8 +103,7 @@ class EventHub:
                 await self._run_once()
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("event feed: database unavailable (%s); retrying in %.1fs", exc, delay)
             self.ready.clear()
             await asyncio.sleep(delay)

@@ -103,7 +103,9 @@ async def ensure_database(url: str) -> None:
         await admin.close()
 
 
-async def create_pool(url: str, *, min_size: int = 1, max_size: int = 10, **kw: Any) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10, **kw: Any
+) -> asyncpg.Pool:
     """An asyncpg pool with our codecs."""
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=init_connection, **kw

@@ -82,8 +82,14 @@ class Store:
         """Insert one task; (task, True), or (the earlier task, False) on a reused key."""
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
-                q("insert_task"), uuid.uuid4(), new.command, _payload(new.payload),
-                new.priority, new.delay_seconds, new.max_attempts, new.timeout_seconds,
+                q("insert_task"),
+                uuid.uuid4(),
+                new.command,
+                _payload(new.payload),
+                new.priority,
+                new.delay_seconds,
+                new.max_attempts,
+                new.timeout_seconds,
                 new.idempotency_key,
             )
             if row is not None:
@@ -96,8 +102,14 @@ class Store:
     async def create_batch(self, new: NewTask, count: int) -> list[uuid.UUID]:
         """Insert count identical tasks in one statement; their ids in order."""
         rows = await self.pool.fetch(
-            q("insert_batch"), new.command, _payload(new.payload), count,
-            new.delay_seconds, new.priority, new.max_attempts, new.timeout_seconds,
+            q("insert_batch"),
+            new.command,
+            _payload(new.payload),
+            count,
+            new.delay_seconds,
+            new.priority,
+            new.max_attempts,
+            new.timeout_seconds,
         )
         return [r["id"] for r in rows]
 
@@ -133,7 +145,9 @@ class Store:
 
     async def list_workers(self, offline_window: float = 60.0) -> list[Worker]:
         """Live workers, then those gone within offline_window seconds."""
-        return [Worker.from_record(r) for r in await self.pool.fetch(q("list_workers"), offline_window)]
+        return [
+            Worker.from_record(r) for r in await self.pool.fetch(q("list_workers"), offline_window)
+        ]
 
     async def stats(self, *, window: float = 10.0, wait_sample: int = 1000) -> dict[str, Any]:
         """Counts by status, throughput and queue wait, without counting the tasks table."""
@@ -157,7 +171,9 @@ class Store:
 
     async def events_after(self, last_id: int, limit: int) -> list[Event]:
         """Events with id > last_id, oldest first."""
-        return [Event.from_record(r) for r in await self.pool.fetch(q("events_after"), last_id, limit)]
+        return [
+            Event.from_record(r) for r in await self.pool.fetch(q("events_after"), last_id, limit)
+        ]
 
     async def last_event_id(self) -> int:
         """The newest event id (0 when none)."""
@@ -175,7 +191,13 @@ class Store:
     # ---- workers and assignment (coordinator) ----
 
     async def upsert_worker(
-        self, *, worker_id: str, name: str, host: str, pid: int, capacity: int,
+        self,
+        *,
+        worker_id: str,
+        name: str,
+        host: str,
+        pid: int,
+        capacity: int,
         commands: Sequence[str],
     ) -> None:
         """Record a worker as online (new or back)."""
@@ -230,8 +252,11 @@ class Store:
         rows = await self.pool.fetch(q("assign_tasks"), list(slots))
         return [
             Delivery(
-                task_id=r["id"], attempt=r["attempt"], command=r["command"],
-                payload_json=r["payload"], timeout_seconds=r["timeout_seconds"],
+                task_id=r["id"],
+                attempt=r["attempt"],
+                command=r["command"],
+                payload_json=r["payload"],
+                timeout_seconds=r["timeout_seconds"],
                 worker_id=r["worker_id"],
             )
             for r in rows
@@ -268,8 +293,12 @@ class Store:
             retry_max,
         )
         return [
-            Applied(task_id=r["id"], attempt=r["attempt"], status=TaskStatus(r["status"]),
-                    worker_id=r["worker_id"])
+            Applied(
+                task_id=r["id"],
+                attempt=r["attempt"],
+                status=TaskStatus(r["status"]),
+                worker_id=r["worker_id"],
+            )
             for r in rows
         ]
 
