@@ -99,6 +99,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("kind") != "register":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be register")
+            return
         reg = first.register
         try:
             session, revoked = await self.coordinator.register(

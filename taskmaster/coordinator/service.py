@@ -363,9 +363,9 @@ class Coordinator:
                 reports, retry_base=self.settings.retry_base, retry_max=self.settings.retry_max
             )
             for worker_id, r in reports:
-                s = self.sessions.get(worker_id)
-                if s is not None:
-                    s.held.pop(r.task_id, None)
+                holder = self.sessions.get(worker_id)
+                if holder is not None:
+                    holder.held.pop(r.task_id, None)
             self.wake()
 
     async def _heartbeat_loop(self) -> None:

@@ -24,7 +24,6 @@ SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", EventHub)
-COMMANDS = web.AppKey("commands", "CommandCache")
 
 DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
@@ -47,6 +46,9 @@ class CommandCache:
             self.names = await self.store.known_commands()
             self.loaded = time.monotonic()
         return self.names
+
+
+COMMANDS = web.AppKey("commands", CommandCache)
 
 
 def error(status: int, message: str, field: str | None = None, **extra: Any) -> web.Response:
@@ -206,10 +208,10 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
     """GET /api/logs/stream: SSE, resumable with Last-Event-ID."""
     settings, hub = request.app[SETTINGS], request.app[HUB]
     if len(hub.subscribers) >= settings.max_sse_clients:
-        resp = error(503, f"too many SSE clients (TASKMASTER_MAX_SSE_CLIENTS="
+        busy = error(503, f"too many SSE clients (TASKMASTER_MAX_SSE_CLIENTS="
                      f"{settings.max_sse_clients})")
-        resp.headers["Retry-After"] = "5"
-        return resp
+        busy.headers["Retry-After"] = "5"
+        return busy
     last = _last_event_id(request)
     if not hub.ready.is_set():
         await asyncio.wait_for(hub.ready.wait(), 10)

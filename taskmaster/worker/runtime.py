@@ -102,7 +102,7 @@ class Worker:
     def _take_batch(self) -> pb.StatusBatch | None:
         if not self._pending:
             return None
-        updates = []
+        updates: list[pb.StatusUpdate] = []
         while self._pending and len(updates) < self.settings.status_batch:
             _, u = self._pending.popitem(last=False)
             self._seq += 1
