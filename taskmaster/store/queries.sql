@@ -160,7 +160,8 @@ FROM upd WHERE status = 'draining' AND old_status = 'online';
 
 -- name: worker_offline
 -- Workers gone: mark them offline and put their tasks back (attempt + 1), or fail
--- the tasks that have used up their attempts. $2 is the reason recorded.
+-- the tasks that have used up their attempts, or finish the cancellation of those whose
+-- cancel was requested. $2 is the reason recorded.
 WITH gone AS (
     UPDATE workers SET status = 'offline', offline_at = now()
     WHERE id = ANY($1::text[]) AND status <> 'offline'
@@ -171,20 +172,26 @@ WITH gone AS (
     FOR UPDATE
 ), upd AS (
     UPDATE tasks t SET
-        status = CASE WHEN t.attempt < t.max_attempts THEN 'pending' ELSE 'failed' END,
-        attempt = CASE WHEN t.attempt < t.max_attempts THEN t.attempt + 1 ELSE t.attempt END,
-        failed_at = CASE WHEN t.attempt < t.max_attempts THEN NULL ELSE clock_timestamp() END,
+        status = CASE WHEN t.cancel_requested THEN 'cancelled'
+                      WHEN t.attempt < t.max_attempts THEN 'pending' ELSE 'failed' END,
+        attempt = CASE WHEN NOT t.cancel_requested AND t.attempt < t.max_attempts
+                       THEN t.attempt + 1 ELSE t.attempt END,
+        failed_at = CASE WHEN NOT t.cancel_requested AND t.attempt >= t.max_attempts
+                         THEN clock_timestamp() END,
+        cancelled_at = CASE WHEN t.cancel_requested THEN clock_timestamp() END,
         error = $2,
         history = t.history || jsonb_build_object(
             'attempt', t.attempt, 'worker_id', t.worker_id, 'error', $2::text,
             'assigned_at', t.assigned_at, 'started_at', t.started_at, 'at', clock_timestamp()),
         worker_id = NULL, assigned_at = NULL, started_at = NULL, progress = 0,
-        scheduled_at = CASE WHEN t.attempt < t.max_attempts THEN now() ELSE t.scheduled_at END
+        scheduled_at = CASE WHEN NOT t.cancel_requested AND t.attempt < t.max_attempts
+                            THEN now() ELSE t.scheduled_at END
     FROM held WHERE t.id = held.id
     RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker
 ), ev AS (
     INSERT INTO events (event, task_id, worker_id, data)
-    SELECT CASE WHEN status = 'pending' THEN 'task_reassigned' ELSE 'task_failed' END,
+    SELECT CASE WHEN status = 'pending' THEN 'task_reassigned'
+                WHEN status = 'cancelled' THEN 'task_cancelled' ELSE 'task_failed' END,
            id, old_worker, jsonb_build_object('attempt', attempt, 'reason', $2::text)
     FROM upd
     UNION ALL
@@ -202,20 +209,25 @@ WITH held AS (
     FOR UPDATE OF t
 ), upd AS (
     UPDATE tasks t SET
-        status = CASE WHEN t.attempt < t.max_attempts THEN 'pending' ELSE 'failed' END,
-        attempt = CASE WHEN t.attempt < t.max_attempts THEN t.attempt + 1 ELSE t.attempt END,
-        failed_at = CASE WHEN t.attempt < t.max_attempts THEN NULL ELSE clock_timestamp() END,
+        status = CASE WHEN t.cancel_requested THEN 'cancelled'
+                      WHEN t.attempt < t.max_attempts THEN 'pending' ELSE 'failed' END,
+        attempt = CASE WHEN NOT t.cancel_requested AND t.attempt < t.max_attempts
+                       THEN t.attempt + 1 ELSE t.attempt END,
+        failed_at = CASE WHEN NOT t.cancel_requested AND t.attempt >= t.max_attempts
+                         THEN clock_timestamp() END,
+        cancelled_at = CASE WHEN t.cancel_requested THEN clock_timestamp() END,
         error = $3,
         history = t.history || jsonb_build_object(
             'attempt', t.attempt, 'worker_id', t.worker_id, 'error', $3::text,
             'assigned_at', t.assigned_at, 'started_at', t.started_at, 'at', clock_timestamp()),
         worker_id = NULL, assigned_at = NULL, started_at = NULL, progress = 0,
-        scheduled_at = now()
+        scheduled_at = CASE WHEN t.cancel_requested THEN t.scheduled_at ELSE now() END
     FROM held WHERE t.id = held.id
     RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker
 ), ev AS (
     INSERT INTO events (event, task_id, worker_id, data)
-    SELECT CASE WHEN status = 'pending' THEN 'task_reassigned' ELSE 'task_failed' END,
+    SELECT CASE WHEN status = 'pending' THEN 'task_reassigned'
+                WHEN status = 'cancelled' THEN 'task_cancelled' ELSE 'task_failed' END,
            id, old_worker, jsonb_build_object('attempt', attempt, 'reason', $3::text)
     FROM upd
 )
@@ -287,8 +299,8 @@ WITH u AS (
             WHEN u.state IN ('running', 'progress') THEN 'running'
             WHEN u.state = 'completed' THEN 'completed'
             WHEN u.state = 'cancelled' THEN 'cancelled'
+            WHEN u.state IN ('failed', 'rejected') AND cur.cancel_requested THEN 'cancelled'
             WHEN u.state = 'rejected' THEN 'pending'
-            WHEN u.state = 'failed' AND cur.cancel_requested THEN 'cancelled'
             WHEN u.state = 'failed' AND u.attempt < cur.max_attempts THEN 'pending'
             ELSE 'failed'
         END AS new_status

@@ -630,6 +630,26 @@ async def test_a_failure_after_cancel_is_a_cancellation(store: Store) -> None:
     assert (await get(store, tid)).attempt == 1
 
 
+async def test_a_cancelled_task_is_not_run_again(store: Store) -> None:
+    """A cancel requested on a held task ends it when its delivery is lost or refused."""
+    await register(store, "w1", "w2")
+    crashed, lost, refused_ = await new_tasks(store, 3)
+    await store.assign(["w1", "w2", "w2"])
+    for tid in (crashed, lost, refused_):
+        await store.cancel_task(tid)
+    assert await store.workers_offline(["w1"], "crash") == (1, 1)
+    assert await store.requeue([(lost, 1)], "lost") == [(lost, TaskStatus.CANCELLED, 1)]
+    [a] = await apply(store, "w2", rep((refused_, 1), "rejected", error="draining"))
+    assert a.status is TaskStatus.CANCELLED
+    for tid in (crashed, lost, refused_):
+        t = await get(store, tid)
+        assert (t.status, t.attempt) == (TaskStatus.CANCELLED, 1)
+        assert t.cancelled_at is not None and t.failed_at is None
+        assert (await all_events(store, tid))[-1].event == "task_cancelled"
+    assert await store.assign(["w2"] * 3) == []
+    await assert_stats_match(store)
+
+
 # ---- workers ----
 
 async def test_upsert_and_list_workers(store: Store) -> None:
