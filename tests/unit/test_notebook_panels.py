@@ -1,0 +1,222 @@
+"""The panels: construction, button clicks (with a fake pool), toasts, redraws, chart data."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from taskmaster.client import ApiError
+from taskmaster.notebook import (
+    ActivityLog,
+    BulkTaskPanel,
+    Dashboard,
+    DashboardState,
+    DockerCommands,
+    StatsPanel,
+    TaskMonitor,
+    ThroughputChart,
+    WorkerControlPanel,
+    WorkersPanel,
+)
+
+
+class FakeApi:
+    """Stands in for the Client where the panel, not the HTTP, is under test."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def schedule_batch(self, command: str, count: int, delay_seconds: float = 0,
+                             payload: Any = None) -> dict[str, Any]:
+        self.calls.append(("schedule_batch", command, count, delay_seconds, payload))
+        if count < 1:
+            raise ApiError(400, "count must be between 1 and 100000", "count")
+        return {"created": count, "command": command, "ids": []}
+
+    async def commands(self) -> list[str]:
+        return ["demo-job", "sleep"]
+
+
+class FakePool:
+    """Pool operations, async and sync mixed, as the PoolOps protocol allows."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def scale(self, n: int) -> list[str]:
+        self.calls.append(("scale", n))
+        return [f"worker-{i}" for i in range(n)]
+
+    def kill_worker(self, name: str, graceful: bool = False) -> None:
+        self.calls.append(("kill_worker", name, graceful))
+
+    async def coordinator(self, action: str) -> None:
+        self.calls.append(("coordinator", action))
+        if action == "restart":
+            raise ApiError(501, "no pool manager", None,
+                           {"error": "no pool manager",
+                            "command": "docker compose restart coordinator"})
+
+
+def workers(*names: str, status: str = "online") -> list[dict[str, Any]]:
+    return [{"id": f"id-{n}", "name": n, "status": status, "tasks_completed": 0} for n in names]
+
+
+async def test_bulk_panel_click_creates_tasks_and_toasts() -> None:
+    api = FakeApi()
+    panel = BulkTaskPanel(api)
+    assert (panel.command.value, panel.count.value, panel.delay.value) == ("demo-job", 50, 0.0)
+    panel.button.click()
+    await panel.wait()
+    assert api.calls == [("schedule_batch", "demo-job", 50, 0.0, None)]
+    assert panel.toast_text == "Created 50 tasks" and panel.toast_ok
+    assert "Created 50 tasks" in panel.toast.value
+
+
+async def test_bulk_panel_shows_the_api_error_text() -> None:
+    panel = BulkTaskPanel(FakeApi())
+    panel.count.value = 0
+    panel.button.click()
+    await panel.wait()
+    assert panel.toast_text == "count must be between 1 and 100000"
+    assert not panel.toast_ok and "tm-toast-error" in panel.toast.value
+
+
+async def test_bulk_panel_loads_known_commands() -> None:
+    panel = BulkTaskPanel(FakeApi(), commands=["noop"], command="noop")
+    assert await panel.load_commands() == ["demo-job", "sleep"]
+    assert panel.command.value == "demo-job"
+    assert repr(panel) == "BulkTaskPanel(command='demo-job', count=50)"
+
+
+def test_bulk_panel_click_without_a_loop_runs_to_the_end() -> None:
+    api = FakeApi()
+    panel = BulkTaskPanel(api, count=3)
+    panel.button.click()
+    assert panel.toast_text == "Created 3 tasks" and len(api.calls) == 1
+
+
+async def test_worker_controls_scale_kill_stop_and_coordinator() -> None:
+    pool = FakePool()
+    state = DashboardState()
+    state.set_workers(workers("worker-1", "worker-2") + workers("worker-9", status="offline"))
+    panel = WorkerControlPanel(pool, state=state, workers=3)
+    assert sorted(panel.worker_buttons) == ["worker-1", "worker-2"]  # offline: no buttons
+
+    panel.slider.value = 5
+    assert "docker compose up --scale worker=5 -d" in panel.scale_command.value
+    panel.scale_button.click()
+    await panel.wait()
+    assert panel.toast_text == "Scaling to 5 workers"
+
+    panel.worker_buttons["worker-2"]["kill"].click()
+    await panel.wait()
+    assert panel.toast_text == "Killed (SIGKILL) worker-2"
+    panel.worker_buttons["worker-1"]["stop"].click()
+    await panel.wait()
+    assert panel.toast_text == "Stopping (graceful) worker-1"
+
+    panel.coordinator_buttons["kill"].click()
+    await panel.wait()
+    assert panel.toast_text == "Coordinator crashed"
+    panel.coordinator_buttons["restart"].click()
+    await panel.wait()
+    assert panel.toast_text == (
+        "no pool manager; run instead: docker compose restart coordinator"
+    )
+    assert pool.calls == [("scale", 5), ("kill_worker", "worker-2", False),
+                          ("kill_worker", "worker-1", True), ("coordinator", "kill"),
+                          ("coordinator", "restart")]
+
+
+async def test_worker_controls_show_the_docker_commands() -> None:
+    state = DashboardState()
+    state.set_workers(workers("worker-1"))
+    panel = WorkerControlPanel(FakePool(), state=state,
+                               docker=DockerCommands("docker compose -f compose.yaml"))
+    text = str([getattr(w, "value", "") for w in _walk(panel)])
+    for command in ("docker compose -f compose.yaml up --scale worker=3 -d",
+                    "docker kill worker-1", "docker stop worker-1",
+                    "docker compose -f compose.yaml kill coordinator",
+                    "docker compose -f compose.yaml start coordinator"):
+        assert command in text
+    state.set_workers(workers("worker-1", "worker-2"))
+    assert panel.render() is True and sorted(panel.worker_buttons) == ["worker-1", "worker-2"]
+    assert panel.render() is False  # same workers: rows are not rebuilt
+
+
+def _walk(widget: Any) -> list[Any]:
+    out = [widget]
+    for child in getattr(widget, "children", ()):
+        out.extend(_walk(child))
+    return out
+
+
+def _event(kind: str, task: str, **extra: Any) -> dict[str, Any]:
+    return {"event": kind, "task_id": task, "timestamp": datetime.now(UTC).isoformat(), **extra}
+
+
+def test_views_redraw_only_when_their_sections_change() -> None:
+    state = DashboardState()
+    monitor, log, stats, workers_panel = (TaskMonitor(state), ActivityLog(state, lines=5),
+                                          StatsPanel(state), WorkersPanel(state))
+    assert "No tasks yet" in monitor.body.value and "No workers" in workers_panel.body.value
+    assert monitor.render() is False
+    for i in range(100):
+        state.apply(_event("task_scheduled", f"task-{i:04d}", command="demo-job"))
+    state.apply(_event("task_reassigned", "task-0099", reason="worker lost", next_attempt=2))
+    state.apply(_event("task_progress", "task-0098", progress=70))
+    assert monitor.render() is True and monitor.render() is False
+    html = monitor.body.value
+    assert html.count("<tr>") == 51  # header + the 50 most recent
+    assert "reassigned" in html and "width:70%" in html and "task-009" in html
+    assert log.render() is True and log.body.value.count("<br>") == 4  # 5 lines shown
+    assert "reassigned" in log.body.value and "reason=worker lost" in log.body.value
+    assert workers_panel.render() is False
+    state.set_workers([{"id": "w", "name": "worker-1", "status": "online",
+                        "current_task_ids": ["task-0001", "task-0002"], "tasks_completed": 7}])
+    assert workers_panel.render() is True
+    assert "worker-1" in workers_panel.body.value and "task-000 +1" in workers_panel.body.value
+    state.set_stats({"total": 100, "pending": 100, "throughput": 2.5})
+    assert stats.render() is True and "2.5" in stats.body.value and ">100<" in stats.body.value
+    assert [repr(v) for v in (monitor, log, stats, workers_panel)] == [
+        "TaskMonitor()", "ActivityLog()", "StatsPanel()", "WorkersPanel()"]
+
+
+def test_throughput_chart_lines_have_data_after_a_tick() -> None:
+    state = DashboardState()
+    chart = ThroughputChart(state)
+    assert all(len(line.x) == 0 for line in chart.lines.values())
+    now = time.time()
+    for i in range(6):
+        state.apply(_event("task_completed", f"t{i}",
+                           timestamp=datetime.fromtimestamp(now - 2, UTC).isoformat()))
+    state.set_stats({"queue_depth": 7, "running": 3}, now=now - 3)
+    state.set_stats({"queue_depth": 4, "running": 3}, now=now - 1)
+    assert chart.render() is True
+    completed, queue, running = (chart.lines[k] for k in ("completed", "queue_depth", "running"))
+    assert len(completed.x) == len(completed.y) >= 2 and max(completed.y) == 6
+    assert list(queue.y) == [7, 4] and list(running.y) == [3, 3] and len(queue.x) == 2
+    assert str(completed.x.dtype) == "datetime64[ms]"
+    assert chart.render() is False  # nothing new within the same second
+
+
+async def test_dashboard_composes_every_panel() -> None:
+    dash = Dashboard(FakeApi(), pool=FakePool())
+    parts = _walk(dash)
+    for panel in (dash.bulk, dash.controls, dash.stats, dash.chart, dash.monitor,
+                  dash.workers_panel, dash.activity):
+        assert panel in parts
+    assert repr(dash) == "Dashboard()"
+    assert dash._repr_mimebundle_()["text/plain"] == "Dashboard()"
+    dash.bulk.button.click()
+    await dash.bulk.wait()
+    assert dash.bulk.toast_text == "Created 50 tasks"
+
+
+def test_feed_needs_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="running event loop"):
+        Dashboard(FakeApi()).start()
