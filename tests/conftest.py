@@ -7,9 +7,12 @@ created and migrated once per session, so tests never see each other's rows.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -21,6 +24,9 @@ from taskmaster.store.db import with_database
 ADMIN_URL = os.environ.get(
     "TASKMASTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+# tm_<kind>_<pid>_<hex>, as made by unique_name()
+LEFTOVER = re.compile(r"^tm_(?:tpl|test|empty)_(\d+)_[0-9a-f]{8}$")
 
 HOW_TO_START = (
     "The integration tests need a PostgreSQL server where they may create databases.\n"
@@ -75,14 +81,41 @@ def admin_url() -> str:
     async def check() -> None:
         conn = await admin_connect()
         await conn.close()
+        await drop_leftovers()
 
     try:
         asyncio.run(check())
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        pytest.fail(
-            f"PostgreSQL is not reachable at {ADMIN_URL}: {exc!r}\n{HOW_TO_START}", pytrace=False
-        )
-    return ADMIN_URL
+        problem = f"PostgreSQL is not reachable at {ADMIN_URL}: {exc!r}"
+    else:
+        return ADMIN_URL
+    pytest.fail(f"{problem}\n{HOW_TO_START}", pytrace=False)
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def drop_leftovers() -> None:
+    """Drop the test databases of test runs on this machine that died before cleaning up."""
+    if urlsplit(ADMIN_URL).hostname not in (None, "", "127.0.0.1", "localhost", "::1"):
+        return  # a shared server: the pids in the names may be another machine's
+    conn = await admin_connect()
+    try:
+        names = [r["datname"] for r in await conn.fetch("SELECT datname FROM pg_database")]
+    finally:
+        await conn.close()
+    for name in names:
+        m = LEFTOVER.match(name)
+        if m and _process_gone(int(m.group(1))):
+            with contextlib.suppress(asyncpg.PostgresError):  # not ours to drop, or gone
+                await drop_database(name)
 
 
 @pytest.fixture(scope="session")
