@@ -20,7 +20,7 @@ from taskmaster.notebook.controls import (
     WorkerControlPanel,
 )
 from taskmaster.notebook.dashboard import Dashboard
-from taskmaster.notebook.feed import Feed
+from taskmaster.notebook.feed import Feed, live
 from taskmaster.notebook.state import DashboardState, TaskRow
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
@@ -39,4 +39,5 @@ __all__ = [
     "ThroughputChart",
     "WorkerControlPanel",
     "WorkersPanel",
+    "live",
 ]

@@ -181,3 +181,16 @@ class Feed:
                 self._waiters.discard(waiter)
         self.render()
         return self.state
+
+
+def live(client: Any, *views: Any, **options: Any) -> Feed:
+    """Feed panels used on their own: they share one state, and the feed is started.
+
+    `feed = live(client, TaskMonitor(), WorkersPanel())`; later `await feed.stop()`.
+    """
+    state = views[0].state if views else DashboardState()
+    for view in views:
+        view.state = state
+    feed = Feed(client, state, views=views, **options)
+    feed.start()
+    return feed

@@ -226,6 +226,11 @@ class DashboardState:
         xs = list(range(first, end + 1))
         return [float(x) for x in xs], [self.completed_buckets.get(x, 0) for x in xs]
 
+    def worker_name(self, worker_id: Any) -> str:
+        """A worker's display name (its id when unknown)."""
+        worker = self.workers.get(str(worker_id))
+        return str(worker.get("name") or worker_id) if worker else str(worker_id or "")
+
     def count(self, kind: str) -> int:
         """How many events of one type were received."""
         return self.counts[kind]

@@ -8,7 +8,7 @@ notebook text outputs stay stable.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -151,11 +151,13 @@ class WorkersPanel(View):
             current = list(w.get("current_task_ids") or [])
             if not current and w.get("current_task_id"):
                 current = [w["current_task_id"]]
-            task = short(current[0]) + (f" +{len(current) - 1}" if len(current) > 1 else "")
+            task = short(current[0]) if current else "idle"
+            if len(current) > 1:
+                task += f" +{len(current) - 1}"
             rows.append([
                 html.escape(str(w.get("name", ""))),
                 badge(str(w.get("status", "online"))),
-                task or "idle",
+                task,
                 str(int(w.get("tasks_completed") or 0)),
                 str(int(w.get("tasks_failed") or 0)),
             ])
@@ -171,12 +173,12 @@ class TaskMonitor(View):
 
     def draw(self, state: DashboardState) -> str:
         """One row per recent task, newest first."""
-        rows = [self._row(r) for r in state.recent_tasks()]
+        rows = [self._row(r, state) for r in state.recent_tasks()]
         headers = ["Task", "Command", "Status", "Progress", "Worker", "Attempt"]
         return table(headers, rows, "No tasks yet")
 
     @staticmethod
-    def _row(row: TaskRow) -> list[str]:
+    def _row(row: TaskRow, state: DashboardState) -> list[str]:
         status = badge(row.status)
         if row.reassigned:
             status += " " + badge("reassigned") + f" x{row.reassigned}"
@@ -185,7 +187,7 @@ class TaskMonitor(View):
             html.escape(row.command),
             status,
             progress_bar(row.progress, row.status),
-            html.escape(row.worker_id or ""),
+            html.escape(state.worker_name(row.worker_id)),
             str(row.attempt),
         ]
 
@@ -208,7 +210,7 @@ class ActivityLog(View):
         for i, event in enumerate(state.log):
             if i >= self.lines:
                 break
-            out.append(format_event(event))
+            out.append(format_event(event, state.worker_name))
         if not out:
             return '<div class="tm-empty" style="color:#6b7280">Waiting for events</div>'
         text = "<br>".join(out)
@@ -218,13 +220,15 @@ class ActivityLog(View):
 DETAILS = ("attempt", "progress", "duration_ms", "error", "reason", "retry_at", "next_attempt")
 
 
-def format_event(event: Mapping[str, Any]) -> str:
+def format_event(
+    event: Mapping[str, Any], worker_name: Callable[[Any], str] = str
+) -> str:
     """One activity log line, as HTML: time, type, task, worker, details."""
     stamp = ""
     ts = event.get("timestamp")
     if isinstance(ts, str):
         try:
-            stamp = datetime.fromisoformat(ts).strftime("%H:%M:%S")
+            stamp = datetime.fromisoformat(ts).astimezone().strftime("%H:%M:%S")
         except ValueError:
             stamp = ts[:8]
     kind = str(event.get("event", ""))
@@ -232,8 +236,8 @@ def format_event(event: Mapping[str, Any]) -> str:
     parts = [html.escape(stamp), badge(status)]
     if event.get("task_id"):
         parts.append(short(event["task_id"]))
-    if event.get("worker_id") or event.get("name"):
-        parts.append("@" + html.escape(str(event.get("name") or event.get("worker_id"))))
+    if event.get("name") or event.get("worker_id"):
+        parts.append("@" + html.escape(str(event.get("name") or worker_name(event["worker_id"]))))
     for key in DETAILS:
         if event.get(key) not in (None, ""):
             parts.append(f"{key}={html.escape(str(event[key]))}")

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from taskmaster.client import Client
-from taskmaster.notebook import Dashboard, DashboardState, Feed
+from taskmaster.notebook import Dashboard, DashboardState, Feed, TaskMonitor, WorkersPanel, live
 
 N_TASKS = 400
 
@@ -151,6 +151,18 @@ async def test_dashboard_follows_the_feed_across_a_cut(scheduler: Scheduler) -> 
     assert all(r.status == "completed" and r.progress == 100 for r in state.tasks.values())
     assert dash.monitor.body.value.count("tm-completed") == 20  # the final render after stop
     assert "400 completed" in dash.summary()
+
+
+async def test_panels_used_alone_share_one_live_feed(scheduler: Scheduler) -> None:
+    monitor, workers_panel = TaskMonitor(), WorkersPanel()
+    async with Client(scheduler.url, backoff_min=0.01) as client:
+        feed = live(client, monitor, workers_panel, poll_interval=0.05)
+        scheduler.released.set()
+        await feed.wait_for(lambda s: s.count("task_completed") == N_TASKS and s.workers)
+        await feed.stop()
+    assert monitor.state is workers_panel.state is feed.state
+    assert monitor.body.value.count("tm-completed") == 50
+    assert workers_panel.body.value.count("tm-online") == 3
 
 
 async def test_wait_for_times_out_with_a_summary() -> None:

@@ -177,9 +177,16 @@ def test_views_redraw_only_when_their_sections_change() -> None:
     assert "reassigned" in log.body.value and "reason=worker lost" in log.body.value
     assert workers_panel.render() is False
     state.set_workers([{"id": "w", "name": "worker-1", "status": "online",
-                        "current_task_ids": ["task-0001", "task-0002"], "tasks_completed": 7}])
+                        "current_task_ids": ["task-0001", "task-0002"], "tasks_completed": 7},
+                       {"id": "w2", "name": "worker-2", "status": "draining",
+                        "current_task_id": None, "current_task_ids": []}])
     assert workers_panel.render() is True
     assert "worker-1" in workers_panel.body.value and "task-000 +1" in workers_panel.body.value
+    assert "idle" in workers_panel.body.value and "tm-draining" in workers_panel.body.value
+    state.apply(_event("task_assigned", "task-0098", worker_id="w2", attempt=1))
+    monitor.render()
+    log.render()
+    assert "worker-2" in monitor.body.value and "@worker-2" in log.body.value  # names, not ids
     state.set_stats({"total": 100, "pending": 100, "throughput": 2.5})
     assert stats.render() is True and "2.5" in stats.body.value and ">100<" in stats.body.value
     assert [repr(v) for v in (monitor, log, stats, workers_panel)] == [
