@@ -1,12 +1,13 @@
 """PostgreSQL persistence: schema, migrations, named queries and the Store."""
 
 from taskmaster.store.db import create_pool, ensure_database, migrate, prepare
-from taskmaster.store.store import Applied, BadCursor, Delivery, NewTask, Store
+from taskmaster.store.store import Applied, BadCursor, Delivery, Moved, NewTask, Store
 
 __all__ = [
     "Applied",
     "BadCursor",
     "Delivery",
+    "Moved",
     "NewTask",
     "Store",
     "create_pool",

@@ -187,7 +187,8 @@ WITH gone AS (
         scheduled_at = CASE WHEN NOT t.cancel_requested AND t.attempt < t.max_attempts
                             THEN now() ELSE t.scheduled_at END
     FROM held WHERE t.id = held.id
-    RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker
+    RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker,
+              t.command
 ), ev AS (
     INSERT INTO events (event, task_id, worker_id, data)
     SELECT CASE WHEN status = 'pending' THEN 'task_reassigned'
@@ -198,7 +199,10 @@ WITH gone AS (
     SELECT 'worker_offline', NULL::uuid, id, jsonb_build_object('name', name, 'reason', $2::text)
     FROM gone
 )
-SELECT (SELECT count(*) FROM gone) AS workers, (SELECT count(*) FROM upd) AS tasks;
+SELECT (SELECT count(*) FROM gone) AS workers, (SELECT count(*) FROM upd) AS tasks,
+       -- [[command, new status, tasks], ...] for the coordinator's metrics
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(command, status, n)), '[]'::jsonb)
+        FROM (SELECT command, status, count(*) AS n FROM upd GROUP BY command, status) m) AS moved;
 
 -- name: requeue_tasks
 -- Put specific deliveries back (a worker no longer has them). $1 ids, $2 attempts, $3 reason.
@@ -223,7 +227,8 @@ WITH held AS (
         worker_id = NULL, assigned_at = NULL, started_at = NULL, progress = 0,
         scheduled_at = CASE WHEN t.cancel_requested THEN t.scheduled_at ELSE now() END
     FROM held WHERE t.id = held.id
-    RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker
+    RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker,
+              t.command
 ), ev AS (
     INSERT INTO events (event, task_id, worker_id, data)
     SELECT CASE WHEN status = 'pending' THEN 'task_reassigned'
@@ -231,7 +236,7 @@ WITH held AS (
            id, old_worker, jsonb_build_object('attempt', attempt, 'reason', $3::text)
     FROM upd
 )
-SELECT id, status, attempt FROM upd;
+SELECT id, status, attempt, command FROM upd;
 
 -- name: stale_workers
 -- Workers PostgreSQL thinks alive, silent for $1 seconds, not connected here ($2).
@@ -289,12 +294,12 @@ WITH u AS (
         AS u(worker_id, id, attempt, state, progress, result, error, started_at, finished_at)
 ), cur AS (
     SELECT t.id, t.attempt, t.worker_id, t.status AS old_status, t.max_attempts,
-           t.cancel_requested
+           t.cancel_requested, t.scheduled_at AS due_at
     FROM tasks t JOIN u ON t.id = u.id AND t.attempt = u.attempt AND t.worker_id = u.worker_id
     WHERE t.status IN ('assigned', 'running')
     FOR UPDATE OF t
 ), next AS (
-    SELECT u.*, cur.old_status,
+    SELECT u.*, cur.old_status, cur.due_at,
         CASE
             WHEN u.state IN ('running', 'progress') THEN 'running'
             WHEN u.state = 'completed' THEN 'completed'
@@ -342,7 +347,7 @@ WITH u AS (
     RETURNING t.id, t.status, t.attempt, t.scheduled_at, t.command, t.progress, n.old_status,
               n.state, n.worker_id, n.attempt AS reported_attempt,
               coalesce(t.started_at, n.started_at) AS started_at,
-              n.finished_at, n.error
+              n.finished_at, n.error, n.due_at
 ), counted AS (
     UPDATE workers w SET
         tasks_completed = w.tasks_completed + c.done,
@@ -382,7 +387,10 @@ WITH u AS (
                 ELSE '{}'::jsonb END
     FROM upd WHERE state NOT IN ('running', 'progress')
 )
-SELECT id, status, reported_attempt AS attempt, worker_id FROM upd;
+-- the rest of the columns feed the coordinator's metrics (wait and run time by command)
+SELECT id, status, reported_attempt AS attempt, worker_id, command, old_status, state,
+       due_at, started_at, finished_at
+FROM upd;
 
 -- name: timed_out_tasks
 -- Deliveries that have outlived their timeout.

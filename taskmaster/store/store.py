@@ -7,7 +7,7 @@ import binascii
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -52,6 +52,26 @@ class Applied:
     attempt: int
     status: TaskStatus
     worker_id: str
+    # what the report did, for the coordinator's metrics
+    command: str = ""
+    old_status: TaskStatus | None = None  # assigned or running
+    state: str = ""  # the report's state
+    due_at: datetime | None = None  # when the delivered attempt became due
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Moved:
+    """Held tasks taken back from workers, counted by (command, new status)."""
+
+    workers: int = 0
+    tasks: dict[tuple[str, TaskStatus], int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Tasks moved."""
+        return sum(self.tasks.values())
 
 
 def encode_cursor(task: Task) -> str:
@@ -217,24 +237,45 @@ class Store:
 
     async def workers_offline(self, worker_ids: Iterable[str], reason: str) -> tuple[int, int]:
         """Mark workers offline and requeue their tasks; (workers, tasks) changed."""
+        moved = await self.workers_offline_moved(worker_ids, reason)
+        return moved.workers, moved.total
+
+    async def workers_offline_moved(self, worker_ids: Iterable[str], reason: str) -> Moved:
+        """workers_offline, telling what became of their tasks by command."""
         ids = list(worker_ids)
         if not ids:
-            return 0, 0
+            return Moved()
         row = await self.pool.fetchrow(q("worker_offline"), ids, reason)
         assert row is not None
-        return row["workers"], row["tasks"]
+        return Moved(workers=row["workers"], tasks={
+            (command, TaskStatus(status)): n for command, status, n in row["moved"]})
 
     async def requeue(
         self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str
     ) -> list[tuple[uuid.UUID, TaskStatus, int]]:
         """Put specific deliveries back in the queue (or fail them when out of attempts)."""
+        rows = await self._requeue(deliveries, reason)
+        return [(r["id"], TaskStatus(r["status"]), r["attempt"]) for r in rows]
+
+    async def requeue_moved(
+        self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str
+    ) -> Moved:
+        """requeue, telling what became of the tasks by command."""
+        tasks: dict[tuple[str, TaskStatus], int] = {}
+        for r in await self._requeue(deliveries, reason):
+            key = (r["command"], TaskStatus(r["status"]))
+            tasks[key] = tasks.get(key, 0) + 1
+        return Moved(tasks=tasks)
+
+    async def _requeue(
+        self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str
+    ) -> list[asyncpg.Record]:
         pairs = list(deliveries)
         if not pairs:
             return []
-        rows = await self.pool.fetch(
+        return await self.pool.fetch(
             q("requeue_tasks"), [p[0] for p in pairs], [p[1] for p in pairs], reason
         )
-        return [(r["id"], TaskStatus(r["status"]), r["attempt"]) for r in rows]
 
     async def stale_workers(self, timeout: float, connected: Iterable[str]) -> list[str]:
         """Workers marked alive, silent for timeout seconds and not connected here."""
@@ -298,6 +339,12 @@ class Store:
                 attempt=r["attempt"],
                 status=TaskStatus(r["status"]),
                 worker_id=r["worker_id"],
+                command=r["command"],
+                old_status=TaskStatus(r["old_status"]),
+                state=r["state"],
+                due_at=r["due_at"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
             )
             for r in rows
         ]
