@@ -43,11 +43,15 @@ class PoolOps(Protocol):
         """"kill", "start" or "restart" the coordinator."""
 
 
-def error_text(exc: BaseException) -> str:
-    """What a toast says about a failed action: the API's error text when there is one."""
+def error_text(exc: BaseException, instead: str | None = None) -> str:
+    """What a toast says about a failed action: the API's error text when there is one.
+
+    Without a pool manager (501, or 404 from a scheduler without the pool API) it also
+    names the shell command to run instead: the scheduler's, else `instead`.
+    """
     if isinstance(exc, ApiError):
-        text = exc.error
-        return f"{text}; run instead: {exc.command}" if exc.command else text
+        command = exc.command or (instead if exc.status in (404, 501) else None)
+        return f"{exc.error}; run instead: {command}" if command else exc.error
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -72,7 +76,9 @@ class ActionPanel(widgets.VBox):
             f"{html.escape(text)}</span>"
         )
 
-    def submit(self, action: Callable[[], Any], done: Callable[[Any], str]) -> None:
+    def submit(
+        self, action: Callable[[], Any], done: Callable[[Any], str], instead: str | None = None
+    ) -> None:
         """Run action() (sync or async) in the running loop; toast done(result) or the error."""
 
         async def run() -> Any:
@@ -82,7 +88,7 @@ class ActionPanel(widgets.VBox):
                     result = await result
             except Exception as exc:  # the toast is where a person sees what went wrong
                 log.info("action failed: %s", exc)
-                self.show(error_text(exc), ok=False)
+                self.show(error_text(exc, instead), ok=False)
                 return exc
             self.show(done(result))
             return result
@@ -234,6 +240,7 @@ class WorkerControlPanel(ActionPanel):
             command = widgets.HTML(_code(self.docker.coordinator(action)))
             rows.append(widgets.HBox([button, command]))
         self.worker_buttons: dict[str, dict[str, widgets.Button]] = {}
+        self._containers: dict[str, str] = {}
         self.worker_rows = widgets.VBox()
         self._worker_key: tuple[tuple[str, str], ...] | None = None
         self.children = [
@@ -252,12 +259,19 @@ class WorkerControlPanel(ActionPanel):
     # actions (what the buttons do)
     def scale(self, n: int) -> None:
         """Ask the pool for n workers."""
-        self.submit(lambda: self.pool.scale(n), lambda _r: f"Scaling to {n} workers")
+        self.submit(
+            lambda: self.pool.scale(n), lambda _r: f"Scaling to {n} workers", self.docker.scale(n)
+        )
 
     def kill_worker(self, name: str, graceful: bool = False) -> None:
         """Kill (SIGKILL) or gracefully stop one worker."""
         how = "Stopping (graceful)" if graceful else "Killed (SIGKILL)"
-        self.submit(lambda: self.pool.kill_worker(name, graceful), lambda _r: f"{how} {name}")
+        container = self._containers.get(name, name)
+        self.submit(
+            lambda: self.pool.kill_worker(name, graceful),
+            lambda _r: f"{how} {name}",
+            self.docker.kill_worker(container, graceful),
+        )
 
     def coordinator(self, action: str) -> None:
         """Kill, start or restart the coordinator."""
@@ -265,6 +279,7 @@ class WorkerControlPanel(ActionPanel):
         self.submit(
             lambda: self.pool.coordinator(action),
             lambda _r: said.get(action, f"Coordinator {action}ed"),
+            self.docker.coordinator(action),
         )
 
     # worker rows
@@ -286,6 +301,7 @@ class WorkerControlPanel(ActionPanel):
         self._worker_key = key
         old = self.worker_rows.children
         self.worker_buttons = {}
+        self._containers = {name: container or name for name, container in live}
         rows = []
         for name, container in live:
             kill = widgets.Button(description="Kill (SIGKILL)", button_style="danger")

@@ -227,3 +227,33 @@ async def test_dashboard_composes_every_panel() -> None:
 def test_feed_needs_a_running_loop() -> None:
     with pytest.raises(RuntimeError, match="running event loop"):
         Dashboard(FakeApi()).start()
+
+
+class NoPoolApi:
+    """A scheduler without the pool API: every pool call is a 404."""
+
+    async def scale(self, n: int) -> None:
+        raise ApiError(404, "404: Not Found")
+
+    async def kill_worker(self, name: str, graceful: bool = False) -> None:
+        raise ApiError(404, "404: Not Found")
+
+    async def coordinator(self, action: str) -> None:
+        raise ConnectionRefusedError("connection refused")
+
+
+async def test_worker_controls_name_the_command_to_run_instead() -> None:
+    state = DashboardState()
+    state.set_workers([{"id": "x", "name": "worker-1", "container": "stack-worker-1",
+                        "status": "online"}])
+    panel = WorkerControlPanel(NoPoolApi(), state=state)
+    panel.scale_button.click()
+    await panel.wait()
+    assert panel.toast_text == "404: Not Found; run instead: docker compose up --scale worker=3 -d"
+    panel.worker_buttons["worker-1"]["stop"].click()
+    await panel.wait()
+    assert panel.toast_text == "404: Not Found; run instead: docker stop stack-worker-1"
+    panel.coordinator_buttons["start"].click()
+    await panel.wait()
+    assert panel.toast_text == "ConnectionRefusedError: connection refused"
+    assert not panel.toast_ok
