@@ -33,13 +33,14 @@ class InvalidInput(Exception):
 def parse_json(raw: bytes) -> Mapping[str, Any]:
     """A JSON object from a request body."""
     if not raw.strip():
-        raise InvalidInput(400, "request body is empty; send a JSON object")
+        raise InvalidInput(400, "request body is empty; send a JSON object", "body")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(400, f"request body is not valid JSON: {exc}") from None
+        raise InvalidInput(400, f"request body is not valid JSON: {exc}", "body") from None
     if not isinstance(body, dict):
-        raise InvalidInput(400, f"request body must be a JSON object, not {type(body).__name__}")
+        raise InvalidInput(400, f"request body must be a JSON object, not {type(body).__name__}",
+                           "body")
     return body
 
 
@@ -85,7 +86,14 @@ def _command(body: Mapping[str, Any], known: set[str]) -> str:
 
 def _payload(body: Mapping[str, Any], settings: Settings) -> Any:
     payload = body.get("payload")
-    if payload is not None and len(json.dumps(payload)) > settings.max_payload_bytes:
+    if payload is None:
+        return None
+    try:
+        # PostgreSQL's jsonb has no NaN or Infinity (Python's json module reads them)
+        size = len(json.dumps(payload, allow_nan=False))
+    except ValueError:
+        raise InvalidInput(422, "payload must be JSON without NaN or Infinity", "payload") from None
+    if size > settings.max_payload_bytes:
         raise InvalidInput(
             413, f"payload is larger than {settings.max_payload_bytes} bytes "
             "(TASKMASTER_MAX_PAYLOAD_BYTES)", "payload")
@@ -131,7 +139,7 @@ def new_task(body: Mapping[str, Any], settings: Settings, known: set[str],
 def new_batch(body: Mapping[str, Any], settings: Settings, known: set[str]) -> tuple[NewTask, int]:
     """POST /api/schedule/batch's body as (NewTask, count)."""
     _check_fields(body, BATCH_FIELDS)
-    if "count" not in body:
+    if body.get("count") is None:  # null would take _int's default and create nothing
         raise InvalidInput(422, "count is required", "count")
     count = _int(body, "count", 0, 1, settings.max_batch_count)
     return NewTask(**_common(body, settings, known)), count
