@@ -15,6 +15,7 @@ from aiohttp import web
 from taskmaster.config import Settings
 from taskmaster.model import TaskStatus
 from taskmaster.scheduler import validation as v
+from taskmaster.scheduler.pool import setup_pool
 from taskmaster.scheduler.sse import EventHub
 from taskmaster.store import BadCursor, Store, create_pool, prepare
 
@@ -118,6 +119,7 @@ async def schedule(request: web.Request) -> web.Response:
     known = await request.app[COMMANDS].get(body.get("command"))
     new = v.new_task(body, settings, known, request.headers.get("Idempotency-Key"))
     task, created = await store.create_task(new)
+    request["tasks_created"] = (new.command, 1 if created else 0)  # for the metrics
     return web.json_response({"id": str(task.id), "task": task.to_json()},
                              status=201 if created else 200)
 
@@ -129,6 +131,7 @@ async def schedule_batch(request: web.Request) -> web.Response:
     known = await request.app[COMMANDS].get(body.get("command"))
     new, count = v.new_batch(body, settings, known)
     ids = await store.create_batch(new, count)
+    request["tasks_created"] = (new.command, len(ids))  # for the metrics
     return web.json_response(
         {"created": len(ids), "command": new.command, "ids": [str(i) for i in ids]}, status=201)
 
@@ -196,6 +199,13 @@ async def cancel_task(request: web.Request) -> web.Response:
     if existing is None:
         return error(404, f"no task {task_id}", "id")
     return error(409, f"task {task_id} is already {existing.status.value}", "id")
+
+
+async def commands(request: web.Request) -> web.Response:
+    """GET /api/commands: the commands tasks may name."""
+    cache = request.app[COMMANDS]
+    cache.loaded = 0.0  # always fresh here: this is how a client learns of new handlers
+    return web.json_response(sorted(await cache.get("")))
 
 
 async def workers(request: web.Request) -> web.Response:
@@ -301,9 +311,14 @@ def make_app(settings: Settings, database_url: str) -> web.Application:
     app.router.add_get("/api/tasks/{id}", get_task)
     app.router.add_post("/api/tasks/{id}/cancel", cancel_task)
     app.router.add_get("/api/workers", workers)
+    app.router.add_get("/api/commands", commands)
     app.router.add_get("/api/logs/stream", logs_stream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    from taskmaster.scheduler.ops import setup_ops  # ops builds on this module
+
+    setup_ops(app)
+    setup_pool(app, settings)
     return app
 
 

@@ -20,6 +20,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 SEEN_LIMIT = 100_000  # deliveries remembered for duplicate detection
 UNACKED_LIMIT = 100_000  # reports kept for resending
+LEAVE_GRACE = 2.0  # seconds a leaving worker waits for the coordinator to close the stream
 _FINAL = {pb.COMPLETED, pb.FAILED, pb.CANCELLED, pb.REJECTED}
 
 
@@ -61,7 +63,7 @@ class Worker:
                  coordinator: str | None = None) -> None:
         self.settings = settings
         self.worker_id = str(uuid.uuid4())
-        self.name = name or settings.worker_name or f"worker-{os.getpid()}"
+        self.name = name or settings.worker_name or default_name()
         self.capacity = max(1, concurrency or settings.concurrency)
         self.target = coordinator or settings.coordinator
         self.host = socket.gethostname()
@@ -74,6 +76,7 @@ class Worker:
         self._report_ready = asyncio.Event()
         self.draining = False
         self._stop = asyncio.Event()  # leave the connection loop
+        self._goodbye = False  # we ended our stream (the coordinator should close its side)
         self.connected = asyncio.Event()
         self.completed = 0
         self.duplicates = 0
@@ -125,7 +128,7 @@ class Worker:
         backoff = 0.05
         while not self._stop.is_set():
             try:
-                await self._session()
+                await self._session_until_stopped()
                 backoff = 0.05
             except Unauthorised as exc:
                 log.error("%s", exc)
@@ -149,6 +152,25 @@ class Worker:
         log.info("worker %s stopped (%d tasks completed)", self.name, self.completed)
         return 0
 
+    async def _session_until_stopped(self) -> None:
+        """One session; once we are leaving, hang up if the coordinator does not close it."""
+        session = asyncio.create_task(self._session())
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({session, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not session.done() and self._goodbye:
+                # we ended our stream: a healthy coordinator closes its side at once, but
+                # a hung or cut-off one (or one stuck on its database) must not keep us
+                await asyncio.wait({session}, timeout=LEAVE_GRACE)
+        finally:
+            stop.cancel()
+            if not session.done():
+                session.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await session
+        if not session.cancelled():
+            session.result()  # the session's error, if any
+
     async def _session(self) -> None:
         options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
                    ("grpc.keepalive_permit_without_calls", 1),
@@ -157,7 +179,10 @@ class Worker:
                    ("grpc.max_reconnect_backoff_ms", 1000)]
         metadata = (("x-taskmaster-token", self.settings.cluster_token),) \
             if self.settings.cluster_token else ()
-        async with grpc.aio.insecure_channel(self.target, options=options) as channel:
+        credentials = channel_credentials(self.settings)
+        channel = (grpc.aio.insecure_channel(self.target, options=options) if credentials is None
+                   else grpc.aio.secure_channel(self.target, credentials, options=options))
+        async with channel:
             stub = pb_grpc.CoordinatorStub(channel)
             out: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
             self._out = out
@@ -366,7 +391,29 @@ class Worker:
         if force or (not self.running and not self._unacked and not self._pending):
             if self._out is not None:
                 self._out.put_nowait(None)  # end our stream: the coordinator sees us leave
+                self._goodbye = True
             self._stop.set()
+
+
+def default_name() -> str:
+    """worker-<pid>; in a container its hostname, which `docker stop` accepts."""
+    if os.getpid() == 1 or os.path.exists("/.dockerenv"):
+        return socket.gethostname()
+    return f"worker-{os.getpid()}"
+
+
+def channel_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """TLS to the coordinator when TASKMASTER_TLS_CA or _CERT is set: trust the CA (or, without
+    one, the certificate itself, as in a stack sharing one self-signed certificate) and
+    present the certificate and key as the client's; None means plain TCP."""
+    if not settings.tls_ca and not settings.tls_cert:
+        return None
+    root = settings.tls_ca or settings.tls_cert
+    client = bool(settings.tls_cert and settings.tls_key)
+    return grpc.ssl_channel_credentials(
+        root_certificates=Path(root).read_bytes(),
+        private_key=Path(settings.tls_key).read_bytes() if client else None,
+        certificate_chain=Path(settings.tls_cert).read_bytes() if client else None)
 
 
 def _rpc_detail(exc: Exception) -> str:
