@@ -108,6 +108,11 @@ class Settings:
     # security and operations
     api_token: str = field(
         default="", metadata={"help": "bearer token required by mutating HTTP endpoints"}
+    rate_limit_burst: int = field(
+        default=0,
+        metadata={"help": "requests a client may send at once before rate_limit applies "
+                          "(0 = twice the rate, at least 1)"},
+    )
     )
     api_read_token: str = field(
         default="", metadata={"help": "bearer token required by reading HTTP endpoints"}
@@ -117,6 +122,18 @@ class Settings:
     )
     pool_url: str = field(
         default="", metadata={"help": "control URL of the process supervisor the scheduler drives"}
+    )
+    tls_cert: str = field(
+        default="",
+        metadata={"help": "PEM certificate file: the coordinator serves gRPC over TLS with it; "
+                          "a worker presents it as its client certificate"},
+    )
+    tls_key: str = field(default="", metadata={"help": "PEM private key file of tls_cert"})
+    tls_ca: str = field(
+        default="",
+        metadata={"help": "PEM CA file: a worker dials the coordinator over TLS and trusts it "
+                          "by this CA; a coordinator given it requires client certificates "
+                          "signed by it"},
     )
     enable_pool_api: bool = field(
         default=False, metadata={"help": "let the scheduler's /api/pool endpoints scale and kill"}

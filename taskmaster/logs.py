@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 # fields that library code passes in `extra` and that JSON lines carry
-FIELDS = ("task_id", "worker_id", "attempt", "request_id")
+FIELDS = ("task_id", "worker_id", "attempt", "request_id",
+          "method", "path", "route", "status", "duration_ms", "remote")
+
+# The HTTP request being served (set by the scheduler's middleware): every line logged
+# while answering it carries its id, even from code that knows nothing of requests.
+REQUEST_ID: ContextVar[str | None] = ContextVar("taskmaster_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +30,8 @@ class JsonFormatter(logging.Formatter):
         }
         for name in FIELDS:
             value = getattr(record, name, None)
+            if value is None and name == "request_id":
+                value = REQUEST_ID.get()
             if value is not None:
                 out[name] = value
         if record.exc_info:
@@ -44,3 +52,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level.upper())
     for noisy in ("aiohttp.access", "pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # the scheduler's access log (one line per request, with its fields) is for JSON logs
+    logging.getLogger("taskmaster.access").setLevel(
+        logging.NOTSET if fmt == "json" else logging.WARNING)

@@ -10,12 +10,14 @@ import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskmaster.config import Settings
+from taskmaster.coordinator.metrics import CoordinatorMetrics, MetricsServer
 from taskmaster.coordinator.service import Coordinator, OutItem, RegistrationRefused, Session
 from taskmaster.model import Report
 from taskmaster.rpc import taskmaster_pb2 as pb
@@ -95,6 +97,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """One worker's session."""
         if not self._authorised(context):
             log.warning("refused a worker from %s: missing or wrong cluster token", context.peer())
+            self.coordinator.counters["joins_refused"] = (
+                self.coordinator.counters.get("joins_refused", 0) + 1)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong cluster token")
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("kind") != "register":
@@ -156,6 +160,19 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         session.send("ack", acks)
 
 
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS credentials from TASKMASTER_TLS_CERT/KEY (and _CA: then client certificates are
+    required); None when no certificate is configured."""
+    if not settings.tls_cert and not settings.tls_key:
+        return None
+    if not (settings.tls_cert and settings.tls_key):
+        raise ValueError("TASKMASTER_TLS_CERT and TASKMASTER_TLS_KEY must be set together")
+    ca = Path(settings.tls_ca).read_bytes() if settings.tls_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())],
+        root_certificates=ca, require_client_auth=ca is not None)
+
+
 class CoordinatorServer:
     """The whole coordinator process: store, logic, gRPC server with health and reflection."""
 
@@ -166,6 +183,8 @@ class CoordinatorServer:
         self.coordinator: Coordinator | None = None
         self.port = 0
         self._pool = None
+        self.metrics: CoordinatorMetrics | None = None
+        self.metrics_server: MetricsServer | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Migrate, start the loops and listen; returns the bound port."""
@@ -173,6 +192,8 @@ class CoordinatorServer:
         self._pool = await create_pool(self.database_url, min_size=2, max_size=8)
         self.coordinator = Coordinator(Store(self._pool), self.settings,
                                        database_url=self.database_url)
+        self.metrics = CoordinatorMetrics(self.coordinator)
+        self.coordinator.observer = self.metrics
         self.server = grpc.aio.server(options=[
             ("grpc.keepalive_time_ms", 10_000),
             ("grpc.keepalive_timeout_ms", 5_000),
@@ -189,16 +210,26 @@ class CoordinatorServer:
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         bind = f"{host or self.settings.host}:{self.settings.coordinator_port if port is None else port}"
-        self.port = self.server.add_insecure_port(bind)
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(bind)
+        else:
+            self.port = self.server.add_secure_port(bind, credentials)
         await self.coordinator.start()
         await self.server.start()
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-        log.info("coordinator listening on %s (port %d)", bind, self.port)
+        log.info("coordinator listening on %s (port %d%s)", bind, self.port,
+                 ", TLS" if credentials is not None else "")
+        if self.settings.metrics_port:
+            self.metrics_server = MetricsServer(self.metrics)
+            await self.metrics_server.start(host or self.settings.host, self.settings.metrics_port)
         return self.port
 
     async def stop(self, grace: float = 2.0) -> None:
         """Stop serving (workers keep their tasks and reconnect to the next coordinator)."""
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.coordinator is not None:
             await self.coordinator.stop()
         if self.server is not None:

@@ -21,7 +21,7 @@ import asyncpg
 from taskmaster.config import Settings
 from taskmaster.coordinator.assignment import STRATEGIES, Candidate
 from taskmaster.model import Report, TaskStatus, merge_reports
-from taskmaster.store import Delivery, Store
+from taskmaster.store import Applied, Delivery, Moved, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,19 @@ class Session:
             return False
 
 
+class Observer:
+    """What the coordinator did, for metrics (taskmaster.coordinator.metrics); no-ops here."""
+
+    def assigned(self, deliveries: list[Delivery]) -> None:
+        """Tasks went out to workers."""
+
+    def applied(self, applied: list[Applied]) -> None:
+        """Reports were accepted and written."""
+
+    def moved(self, moved: Moved) -> None:
+        """Held tasks were taken back from workers (requeued, or failed for good)."""
+
+
 class RegistrationRefused(Exception):
     """A worker may not join (bad token, bad registration)."""
 
@@ -95,6 +108,7 @@ class Coordinator:
         self.stopping = False
         self.outbox_limit = 10_000
         self.on_change: Callable[[], None] = lambda: None  # metrics hook
+        self.observer = Observer()
         self.counters: dict[str, int] = {"assigned": 0, "reports": 0, "refused": 0}
 
     # ---- lifecycle ----
@@ -160,7 +174,8 @@ class Coordinator:
         # held in PostgreSQL but unknown to the worker: the delivery was lost on the way
         lost = [(t, a) for t, a in db_held.items() if in_flight.get(t) != a]
         if lost:
-            await self.store.requeue(lost, f"delivery lost on the way to {name}")
+            self.observer.moved(
+                await self.store.requeue_moved(lost, f"delivery lost on the way to {name}"))
         # held by the worker but no longer its delivery: stop it, drop its result
         revoked = [(t, a) for t, a in in_flight.items() if db_held.get(t) != a]
         session = Session(
@@ -197,14 +212,16 @@ class Coordinator:
     async def _offline(self, worker_ids: list[str], reason: str) -> None:
         for attempt in range(50):
             try:
-                workers, tasks = await self.store.workers_offline(worker_ids, reason)
+                moved = await self.store.workers_offline_moved(worker_ids, reason)
                 break
             except DB_ERRORS:
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
         else:  # pragma: no cover - the reaper finds them later
             return
-        if workers or tasks:
-            log.warning("workers %s offline (%s): %d tasks put back", worker_ids, reason, tasks)
+        self.observer.moved(moved)
+        if moved.workers or moved.total:
+            log.warning("workers %s offline (%s): %d tasks put back", worker_ids, reason,
+                        moved.total)
         self.on_change()
         self.wake()
 
@@ -242,6 +259,7 @@ class Coordinator:
                 log.warning("cannot write %d reports (%s); retrying", len(pairs), exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        self.observer.applied(applied)
         accepted = {(a.worker_id, a.task_id, a.attempt): a.status for a in applied}
         freed = False
         for item in batch:
@@ -296,6 +314,7 @@ class Coordinator:
         candidates = [Candidate(s.worker_id, s.free, len(s.held)) for s in live]
         slots, self._cursor = self.strategy(candidates, self._cursor, self.settings.assign_batch)
         deliveries = await self.store.assign(slots)
+        self.observer.assigned(deliveries)
         by_worker: dict[str, list[Delivery]] = {}
         for d in deliveries:
             by_worker.setdefault(d.worker_id, []).append(d)
@@ -359,9 +378,9 @@ class Coordinator:
                     session.send("cancel", [(task_id, attempt)])
                 reports.append((worker_id, Report(task_id=task_id, attempt=attempt,
                                                   state="failed", error="timed out")))
-            await self.store.apply_reports(
+            self.observer.applied(await self.store.apply_reports(
                 reports, retry_base=self.settings.retry_base, retry_max=self.settings.retry_max
-            )
+            ))
             for worker_id, r in reports:
                 holder = self.sessions.get(worker_id)
                 if holder is not None:
