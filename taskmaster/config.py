@@ -105,23 +105,20 @@ class Settings:
     rate_limit: float = field(
         default=0.0, metadata={"help": "requests per second per client, 0 = unlimited"}
     )
-    # security and operations
-    api_token: str = field(
-        default="", metadata={"help": "bearer token required by mutating HTTP endpoints"}
     rate_limit_burst: int = field(
         default=0,
         metadata={"help": "requests a client may send at once before rate_limit applies "
                           "(0 = twice the rate, at least 1)"},
     )
+    # security and operations
+    api_token: str = field(
+        default="", metadata={"help": "bearer token required by mutating HTTP endpoints"}
     )
     api_read_token: str = field(
         default="", metadata={"help": "bearer token required by reading HTTP endpoints"}
     )
     cluster_token: str = field(
         default="", metadata={"help": "token a worker must present to join the coordinator"}
-    )
-    pool_url: str = field(
-        default="", metadata={"help": "control URL of the process supervisor the scheduler drives"}
     )
     tls_cert: str = field(
         default="",
@@ -134,6 +131,9 @@ class Settings:
         metadata={"help": "PEM CA file: a worker dials the coordinator over TLS and trusts it "
                           "by this CA; a coordinator given it requires client certificates "
                           "signed by it"},
+    )
+    pool_url: str = field(
+        default="", metadata={"help": "control URL of the process supervisor the scheduler drives"}
     )
     enable_pool_api: bool = field(
         default=False, metadata={"help": "let the scheduler's /api/pool endpoints scale and kill"}
