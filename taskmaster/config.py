@@ -77,6 +77,9 @@ class Settings:
     max_batch_count: int = field(
         default=100_000, metadata={"help": "largest count accepted by POST /api/schedule/batch"}
     )
+    max_workers: int = field(
+        default=32, metadata={"help": "most workers /api/pool/scale and `taskmaster scale` accept"}
+    )
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "largest HTTP request body"})
     max_payload_bytes: int = field(
         default=65_536, metadata={"help": "largest task payload (JSON bytes)"}
@@ -198,3 +201,16 @@ def help_for(name: str) -> str:
         if f.name == name:
             return f"{f.metadata.get('help', '')} [env {_env_name(name)}, default {f.default}]"
     raise KeyError(name)
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table (the README's Configuration section)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for f in fields(Settings):
+        default = f.default if f.default != "" else "(empty)"
+        rows.append(f"| `{_env_name(f.name)}` | `{default}` | {f.metadata.get('help', '')} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
