@@ -1,0 +1,1 @@
+"""TaskMaster benchmarks: throughput, latency, scaling, failover, read path (not timed tests)."""

@@ -1,0 +1,113 @@
+"""Command line of the benchmarks: pick scenarios, run them on a fresh stack, report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import report
+from benchmarks.scenarios import SCENARIOS, Options
+from benchmarks.stack import MemorySampler, Server
+
+log = logging.getLogger(__name__)
+
+QUICK = Options(tasks=2000, batch=500, throughput_workers=(1, 2, 4), latency_tasks=200,
+                creates=500, scaling_workers=(1, 2, 4, 8), scaling_tasks_per_slot=5,
+                failover_rounds=1, read_rows=100_000, read_requests=100, sse_events=5000)
+
+
+def _ints(raw: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in raw.split(",") if x.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The benchmark's options."""
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Start a TaskMaster stack per scenario and measure it. Prints one table "
+                    "and writes JSON to benchmarks/results/.")
+    p.add_argument("--quick", action="store_true", help="small figures: a smoke run in ~1 min")
+    p.add_argument("--only", action="append", choices=sorted(SCENARIOS), metavar="SCENARIO",
+                   help=f"run only these scenarios (repeatable): {', '.join(SCENARIOS)}")
+    p.add_argument("--database-url", default="",
+                   help="a PostgreSQL server to create the scenario databases on "
+                        "[default: an embedded PostgreSQL]")
+    p.add_argument("--tasks", type=int, help="no-op tasks per throughput run [default 20000]")
+    p.add_argument("--batch", type=int, help="tasks per POST /api/schedule/batch [default 1000]")
+    p.add_argument("--concurrency", type=int, help="slots per worker in the throughput runs "
+                   "[default 64]")
+    p.add_argument("--workers", type=_ints, help="worker counts of the throughput runs "
+                   "[default 1,2,4]")
+    p.add_argument("--read-rows", type=int, help="tasks stored for the read path [default 1000000]")
+    p.add_argument("--output", type=Path, default=report.RESULTS,
+                   help="folder of the results files [default benchmarks/results]")
+    p.add_argument("--no-save", action="store_true", help="print only, write no files")
+    p.add_argument("--json", action="store_true", help="print the JSON too")
+    return p
+
+
+def options_from(args: argparse.Namespace) -> Options:
+    """The scenario options the flags ask for."""
+    opts = QUICK if args.quick else Options()
+    changes: dict[str, Any] = {}
+    for flag, name in (("tasks", "tasks"), ("batch", "batch"), ("concurrency", "concurrency"),
+                       ("workers", "throughput_workers"), ("read_rows", "read_rows")):
+        value = getattr(args, flag)
+        if value is not None:
+            changes[name] = value
+    return dataclasses.replace(opts, **changes)
+
+
+async def run(opts: Options, only: Sequence[str] = (), database_url: str = "") -> dict[str, Any]:
+    """Run the chosen scenarios (all by default); the results as one dict."""
+    names = [n for n in SCENARIOS if not only or n in only]
+    server = Server(database_url)
+    await server.start()
+    results: dict[str, Any] = {"machine": {**report.machine(), "postgres": server.version,
+                                           "database": "given" if database_url else "embedded"},
+                               "options": dataclasses.asdict(opts), "seconds": {}}
+    memory: dict[str, float] = {}
+    try:
+        for name in names:
+            sampler = MemorySampler()
+            t0 = time.perf_counter()
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            results[name] = await SCENARIOS[name](server, opts, sampler)
+            results["seconds"][name] = round(time.perf_counter() - t0, 1)
+            results[name]["memory_mb"] = sampler.by_role()
+            for role, mb in sampler.by_role().items():
+                memory[role] = max(memory.get(role, 0.0), mb)
+    finally:
+        await server.stop()
+    results["memory_mb"] = memory
+    results["targets"] = report.targets(results)
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m benchmarks` and `taskmaster bench`."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    opts = options_from(args)
+    coro = run(opts, args.only or (), args.database_url)
+    try:
+        import uvloop
+
+        results = uvloop.run(coro)
+    except ImportError:
+        results = asyncio.run(coro)
+    print(report.table(results))
+    if args.json:
+        print(json.dumps(results, indent=2, default=str))
+    if not args.no_save:
+        path = report.write(results, args.output)
+        print(f"\nwritten to {path} and {path.parent / 'latest.json'}")
+    return 0

@@ -1,0 +1,144 @@
+"""The machine a run happened on, the one table of figures, and the results files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+# (label, comparison, goal, where the figure sits in the results)
+TARGETS: list[tuple[str, str, float, tuple[str, ...]]] = [
+    ("drain, 4 workers (tasks/s)", ">=", 7000, ("throughput", "4", "drain_per_s")),
+    ("end-to-end, 4 workers (tasks/s)", ">=", 5000, ("throughput", "4", "e2e_per_s")),
+    ("creates/s, one client", ">=", 2000, ("latency", "creates_per_s")),
+    ("create-to-start p50 (ms)", "<=", 3, ("latency", "create_to_start_ms", "p50")),
+    ("create-to-start p99 (ms)", "<=", 10, ("latency", "create_to_start_ms", "p99")),
+    ("scaling efficiency, 8 workers", ">=", 0.9, ("scaling", "8", "efficiency")),
+    ("failover (s)", "<", 1.0, ("failover", "max_s")),
+    ("/api/stats p99 at 1M rows (ms)", "<", 20, ("read", "stats_ms", "p99")),
+    ("worker peak RSS (MB)", "<", 80, ("memory_mb", "worker")),
+]
+_OPS = {">=": float.__ge__, "<=": float.__le__, "<": float.__lt__}
+
+
+def machine() -> dict[str, Any]:
+    """Cores, CPU, Python and the code's commit (the Postgres version is added later)."""
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = ""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, check=False).stdout.strip()
+    except OSError:
+        pass
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio"
+    return {"host": socket.gethostname(), "cores": os.cpu_count(), "cpu": cpu,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "event_loop": loop, "commit": commit}
+
+
+def lookup(results: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """A figure by path; runs lists are indexed by their worker count."""
+    node: Any = results
+    for key in path:
+        if isinstance(node, dict) and "runs" in node and key.isdigit():
+            node = next((r for r in node["runs"] if r["workers"] == int(key)), None)
+        elif isinstance(node, dict):
+            node = node.get(key)
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured figure and whether it is met."""
+    out = []
+    for label, op, goal, path in TARGETS:
+        value = lookup(results, path)
+        met = None if value is None else _OPS[op](float(value), float(goal))
+        out.append({"target": label, "goal": f"{op} {goal:g}", "measured": value, "met": met})
+    return out
+
+
+def _rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    for r in (results.get("throughput") or {}).get("runs", []):
+        rows.append((f"throughput {r['workers']}w x{r['concurrency']}",
+                     "create / drain / e2e tasks/s",
+                     f"{r['create_per_s']} / {r['drain_per_s']} / {r['e2e_per_s']}"))
+    lat = results.get("latency")
+    if lat:
+        for key in ("create_to_start_ms", "create_to_complete_ms", "request_ms"):
+            s = lat[key]
+            rows.append((f"latency {key[:-3].replace('_', '-')}", "p50 / p95 / p99 ms",
+                         f"{s['p50']} / {s['p95']} / {s['p99']}"))
+        rows.append(("creates, one client", "requests/s", str(lat["creates_per_s"])))
+    sc = results.get("scaling") or {}
+    for r in sc.get("runs", []):
+        rows.append((f"scaling {r['workers']}w ({sc['task_seconds']:g}s tasks)",
+                     "tasks/s (ideal) efficiency",
+                     f"{r['per_s']} ({r['ideal_per_s']}) {r['efficiency']:.0%}"))
+    fo = results.get("failover")
+    if fo:
+        rows.append(("failover after SIGKILL", "median / max s", f"{fo['median_s']} / {fo['max_s']}"))
+    rd = results.get("read")
+    if rd:
+        for key in ("stats_ms", "tasks_ms", "tasks_completed_ms"):
+            s = rd[key]
+            rows.append((f"GET {key[:-3]} ({rd['rows']:,} rows)", "p50 / p99 ms",
+                         f"{s['p50']} / {s['p99']}"))
+        rows.append((f"SSE fan-out, {rd['sse_clients']} clients",
+                     "events/s delivered (per client)",
+                     f"{rd['sse_events_per_s']} ({rd['sse_per_client_per_s']})"
+                     + ("" if rd["sse_complete"] else " INCOMPLETE")))
+    for role, mb in sorted(results.get("memory_mb", {}).items()):
+        rows.append((f"peak RSS {role}", "MB", f"{mb}"))
+    return rows
+
+
+def table(results: dict[str, Any]) -> str:
+    """Every figure of the run as one plain-text table, then the targets."""
+    head = ("figure", "unit", "value")
+    rows = _rows(results)
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(3)]
+    lines = ["  ".join(h.upper().ljust(w) for h, w in zip(head, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+              for r in rows]
+    met = results.get("targets", [])
+    if met:
+        lines.append("")
+        for t in met:
+            mark = {True: "met", False: "MISSED", None: "not run"}[t["met"]]
+            lines.append(f"{mark:8} {t['target']}: {t['measured']} (goal {t['goal']})")
+    return "\n".join(lines)
+
+
+def write(results: dict[str, Any], folder: Path = RESULTS) -> Path:
+    """Write <date>-<host>.json and latest.json; the dated file's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
+    path = folder / f"{stamp}-{results['machine']['host']}.json"
+    text = json.dumps(results, indent=2, default=str) + "\n"
+    path.write_text(text)
+    (folder / "latest.json").write_text(text)
+    return path

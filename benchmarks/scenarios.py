@@ -1,0 +1,292 @@
+"""The scenarios: throughput, latency, scaling, failover and the read path.
+
+Each takes the Server and the options and returns a JSON-able dict. Times that matter
+are read back from PostgreSQL (created_at, assigned_at, started_at, completed_at), so the
+benchmark's own polling does not blur them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from benchmarks.stack import MemorySampler, Server, Stack, stack
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Options:
+    """What the command line chose."""
+
+    tasks: int = 20_000
+    batch: int = 1000
+    concurrency: int = 64
+    throughput_workers: tuple[int, ...] = (1, 2, 4)
+    latency_tasks: int = 1000
+    creates: int = 3000
+    scaling_workers: tuple[int, ...] = (1, 2, 4, 8)
+    scaling_tasks_per_slot: int = 20
+    scaling_seconds: float = 0.1
+    failover_rounds: int = 3
+    read_rows: int = 1_000_000
+    read_requests: int = 300
+    sse_clients: int = 10
+    sse_events: int = 50_000
+
+
+def percentile(values: list[float], p: float) -> float:
+    """The p-th percentile (0-100) by linear interpolation; nan when empty."""
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = (len(s) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max of durations given in seconds, in milliseconds."""
+    ms = [s * 1000 for s in seconds]
+    return {"p50": round(percentile(ms, 50), 2), "p95": round(percentile(ms, 95), 2),
+            "p99": round(percentile(ms, 99), 2), "max": round(max(ms), 2) if ms else float("nan"),
+            "n": len(ms)}
+
+
+async def _span(st: Stack, start_col: str, end_col: str = "completed_at") -> float:
+    """Seconds from the earliest start_col to the latest end_col over all tasks."""
+    value = await st.db.fetchval(
+        f"SELECT extract(epoch FROM max({end_col}) - min({start_col})) FROM tasks")
+    return float(value)
+
+
+# ---- throughput ----
+
+async def throughput(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """No-op tasks through the batch API: create, drain and end-to-end rates per worker count."""
+    rows = []
+    for workers in opts.throughput_workers:
+        async with stack(server, f"throughput{workers}", workers=workers,
+                         concurrency=opts.concurrency, sampler=sampler) as st:
+            rows.append({"workers": workers, "concurrency": opts.concurrency,
+                         **await _drain(st, opts), **await _end_to_end(st, opts)})
+    return {"tasks": opts.tasks, "batch": opts.batch, "runs": rows}
+
+
+async def _drain(st: Stack, opts: Options) -> dict[str, Any]:
+    # Created through the API behind a far-off due time while the workers idle, then
+    # released at once: the drain starts with the whole queue in place and every worker
+    # connected, so neither creation nor process start-up is in the figure.
+    created = await st.create_batches("noop", opts.tasks, opts.batch, delay=3600)
+    await st.db.execute("UPDATE tasks SET scheduled_at = now() WHERE status = 'pending'")
+    await st.db.execute("NOTIFY taskmaster_tasks")
+    await st.wait_finished(opts.tasks)
+    span = await _span(st, "assigned_at")
+    return {"create_per_s": round(opts.tasks / created), "drain_per_s": round(opts.tasks / span),
+            "drain_s": round(span, 3)}
+
+
+async def _end_to_end(st: Stack, opts: Options) -> dict[str, Any]:
+    await st.db.execute("TRUNCATE tasks")
+    await st.db.execute("TRUNCATE task_counts")
+    t0 = time.time()
+    created = await st.create_batches("noop", opts.tasks, opts.batch)
+    await st.wait_finished(opts.tasks)
+    end = float(await st.db.fetchval("SELECT extract(epoch FROM max(completed_at)) FROM tasks"))
+    return {"e2e_per_s": round(opts.tasks / (end - t0)), "e2e_s": round(end - t0, 3),
+            "create_under_load_per_s": round(opts.tasks / created)}
+
+
+# ---- latency ----
+
+async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """Idle workers, tasks created one request at a time: create-to-start/complete, creates/s."""
+    async with stack(server, "latency", workers=2, concurrency=4, sampler=sampler) as st:
+        requests: list[float] = []
+        for _ in range(opts.latency_tasks):
+            t0 = time.perf_counter()
+            await st.post("/api/schedule", {"command": "noop"})
+            requests.append(time.perf_counter() - t0)
+            # let it finish so the next one meets idle workers
+            await asyncio.sleep(0.005)
+        await st.wait_finished(opts.latency_tasks)
+        rows = await st.db.fetch(
+            "SELECT extract(epoch FROM started_at - created_at) AS start,"
+            "       extract(epoch FROM completed_at - created_at) AS done FROM tasks")
+        to_start = [float(r["start"]) for r in rows]
+        to_done = [float(r["done"]) for r in rows]
+
+        # one client, keep-alive, back to back, while the workers run what it creates
+        t0 = time.perf_counter()
+        for _ in range(opts.creates):
+            await st.post("/api/schedule", {"command": "noop"})
+        elapsed = time.perf_counter() - t0
+        await st.wait_finished(opts.latency_tasks + opts.creates)
+    return {"tasks": opts.latency_tasks, "create_to_start_ms": summary_ms(to_start),
+            "create_to_complete_ms": summary_ms(to_done), "request_ms": summary_ms(requests),
+            "creates": opts.creates, "creates_per_s": round(opts.creates / elapsed)}
+
+
+# ---- scaling ----
+
+async def scaling(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """Sleep tasks on 1..8 single-slot workers: measured / ideal throughput."""
+    rows = []
+    async with stack(server, "scaling", workers=0, concurrency=1, sampler=sampler) as st:
+        for workers in opts.scaling_workers:
+            await st.cluster.scale(workers)
+            await st.wait_workers(workers)
+            await st.db.execute("TRUNCATE tasks")
+            await st.db.execute("TRUNCATE task_counts")
+            n = workers * opts.scaling_tasks_per_slot
+            await st.create_batches("sleep", n, opts.batch,
+                                    payload={"seconds": opts.scaling_seconds})
+            await st.wait_finished(n)
+            span = await _span(st, "created_at")
+            measured = n / span
+            ideal = workers / opts.scaling_seconds
+            rows.append({"workers": workers, "tasks": n, "seconds": round(span, 3),
+                         "per_s": round(measured, 2), "ideal_per_s": round(ideal, 2),
+                         "efficiency": round(measured / ideal, 3)})
+    return {"task_seconds": opts.scaling_seconds, "runs": rows}
+
+
+# ---- failover ----
+
+async def failover(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """SIGKILL the worker holding the tasks; time until they run again on another worker."""
+    slots = 4
+    times: list[float] = []
+    async with stack(server, "failover", workers=1, concurrency=slots, sampler=sampler) as st:
+        await st.post("/api/schedule/batch", {"command": "sleep", "count": slots,
+                                              "payload": {"seconds": 3600},
+                                              "max_attempts": 100})
+        await _wait_running(st, slots, attempt=1)
+        for round_ in range(opts.failover_rounds):
+            holder = st.cluster.workers()[-1]
+            await st.cluster.scale(len(st.cluster.workers()) + 1)  # the spare
+            await st.wait_workers(2)
+            t0 = time.time()
+            await st.cluster.kill_worker(holder.name)
+            await _wait_running(st, slots, attempt=round_ + 2)
+            last = await st.db.fetchval("SELECT extract(epoch FROM max(started_at)) FROM tasks")
+            times.append(float(last) - t0)
+        for w in st.cluster.workers():  # their hour-long tasks would hold up a graceful stop
+            await st.cluster.kill_worker(w.name)
+    return {"tasks": slots, "rounds": len(times), "seconds": [round(t, 3) for t in times],
+            "median_s": round(percentile(times, 50), 3), "max_s": round(max(times), 3)}
+
+
+async def _wait_running(st: Stack, n: int, attempt: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = await st.db.fetchval(
+            "SELECT count(*) FROM tasks WHERE status = 'running' AND attempt = $1", attempt)
+        if running >= n:
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"{n} tasks not running at attempt {attempt} after {timeout:g}s")
+
+
+# ---- read path ----
+
+FILL = """
+INSERT INTO tasks (id, command, payload, status, created_at, scheduled_at, assigned_at,
+                   started_at, completed_at, worker_id, progress, result)
+SELECT gen_random_uuid(), 'noop', '{}'::jsonb, 'completed', t, t, t, t + interval '2 ms',
+       t + interval '3 ms', 'bench-worker', 100, 'null'::jsonb
+FROM (SELECT now() - make_interval(secs => i * 0.01) AS t FROM generate_series(1, $1) i) s
+"""
+
+EVENTS = """
+INSERT INTO events (event, task_id, worker_id, data)
+SELECT 'task_completed', gen_random_uuid(), 'bench-worker',
+       jsonb_build_object('attempt', 1, 'command', 'noop', 'duration_ms', 1.0)
+FROM generate_series(1, $1)
+"""
+
+
+async def read_path(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """/api/stats and /api/tasks with many rows stored; SSE fan-out to several clients."""
+    async with stack(server, "readpath", workers=0, concurrency=1, sampler=sampler) as st:
+        t0 = time.perf_counter()
+        await st.db.execute(FILL, opts.read_rows)
+        await st.db.execute("VACUUM ANALYZE tasks")
+        fill_s = time.perf_counter() - t0
+        clients = [SseCounter(st) for _ in range(opts.sse_clients)]
+        readers = [asyncio.create_task(c.run()) for c in clients]
+        try:
+            await asyncio.gather(*(c.connected.wait() for c in clients))
+            out: dict[str, Any] = {"rows": opts.read_rows, "fill_s": round(fill_s, 1),
+                                   "sse_clients": len(clients)}
+            for name, path in (("stats", "/api/stats"), ("tasks", "/api/tasks?limit=100"),
+                               ("tasks_completed",
+                                "/api/tasks?status=completed&limit=100")):
+                out[name + "_ms"] = summary_ms(await _timed_gets(st, path, opts.read_requests))
+            out.update(await _fan_out(st, clients, opts.sse_events))
+        finally:
+            for r in readers:
+                r.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+    return out
+
+
+async def _timed_gets(st: Stack, path: str, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        async with st.http.get(st.api + path) as resp:
+            await resp.read()
+            if resp.status != 200:
+                raise RuntimeError(f"GET {path} -> {resp.status}")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+async def _fan_out(st: Stack, clients: list[SseCounter], n: int) -> dict[str, Any]:
+    for c in clients:
+        c.count = 0
+    t0 = time.perf_counter()
+    await st.db.execute(EVENTS, n)
+    deadline = time.monotonic() + 120
+    while any(c.count < n for c in clients) and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    elapsed = max(c.last_at for c in clients) - t0
+    delivered = sum(min(c.count, n) for c in clients)
+    return {"sse_events": n, "sse_delivered": delivered,
+            "sse_complete": all(c.count >= n for c in clients),
+            "sse_events_per_s": round(delivered / elapsed),
+            "sse_per_client_per_s": round(n / elapsed)}
+
+
+class SseCounter:
+    """An SSE client that only counts the events it receives."""
+
+    def __init__(self, st: Stack) -> None:
+        self.st = st
+        self.count = 0
+        self.last_at = 0.0
+        self.connected = asyncio.Event()
+
+    async def run(self) -> None:
+        """Read the stream until cancelled."""
+        async with self.st.http.get(self.st.api + "/api/logs/stream") as resp:
+            self.connected.set()
+            tail = b""
+            async for chunk in resp.content.iter_any():
+                buf = tail + chunk
+                found = buf.count(b"\nid: ")
+                if found:
+                    self.count += found
+                    self.last_at = time.perf_counter()
+                tail = buf[-4:]
+
+
+SCENARIOS = {
+    "throughput": throughput,
+    "latency": latency,
+    "scaling": scaling,
+    "failover": failover,
+    "read": read_path,
+}

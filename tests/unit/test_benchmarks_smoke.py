@@ -1,0 +1,78 @@
+"""The benchmark harness keeps working: its arithmetic, its report, and a tiny real run.
+
+Not a timed test: the run uses a handful of tasks and asserts only that every scenario
+produced complete, sane figures.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import report
+from benchmarks.cli import build_parser, options_from, run
+from benchmarks.scenarios import Options, percentile, summary_ms
+
+TINY = Options(tasks=60, batch=25, concurrency=4, throughput_workers=(1,), latency_tasks=5,
+               creates=10, scaling_workers=(1, 2), scaling_tasks_per_slot=2,
+               scaling_seconds=0.05, failover_rounds=1, read_rows=500, read_requests=5,
+               sse_clients=2, sse_events=50)
+
+
+def test_percentile_interpolates() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile([3.0], 99) == 3.0
+    assert math.isnan(percentile([], 50))
+    s = summary_ms([0.001, 0.002, 0.003])
+    assert (s["p50"], s["max"], s["n"]) == (2.0, 3.0, 3)
+
+
+def test_flags_shape_the_options() -> None:
+    args = build_parser().parse_args(["--quick", "--tasks", "10", "--workers", "1,3",
+                                      "--only", "latency", "--only", "read"])
+    opts = options_from(args)
+    assert (opts.tasks, opts.throughput_workers) == (10, (1, 3))
+    assert opts.read_rows < Options().read_rows  # --quick
+    assert args.only == ["latency", "read"]
+
+
+def test_targets_compare_in_the_right_direction() -> None:
+    results = {"throughput": {"runs": [{"workers": 4, "drain_per_s": 7001, "e2e_per_s": 10}]},
+               "latency": {"create_to_start_ms": {"p50": 3.0, "p99": 11.0}},
+               "memory_mb": {"worker": 80.0}}
+    met = {t["target"]: t["met"] for t in report.targets(results)}
+    assert met["drain, 4 workers (tasks/s)"] is True
+    assert met["end-to-end, 4 workers (tasks/s)"] is False
+    assert met["create-to-start p50 (ms)"] is True  # <= 3
+    assert met["create-to-start p99 (ms)"] is False
+    assert met["worker peak RSS (MB)"] is False  # < 80
+    assert met["failover (s)"] is None  # not run
+
+
+async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
+    results = await run(TINY, database_url=admin_url)
+
+    assert results["machine"]["cores"] >= 1 and results["machine"]["postgres"]
+    (th,) = results["throughput"]["runs"]
+    assert th["drain_per_s"] > 0 and th["e2e_per_s"] > 0 and th["create_per_s"] > 0
+    lat = results["latency"]
+    assert lat["create_to_start_ms"]["n"] == TINY.latency_tasks
+    assert 0 < lat["create_to_start_ms"]["p50"] <= lat["create_to_complete_ms"]["p99"]
+    assert lat["creates_per_s"] > 0
+    assert [r["workers"] for r in results["scaling"]["runs"]] == [1, 2]
+    assert all(0 < r["efficiency"] <= 1.05 for r in results["scaling"]["runs"])
+    assert results["failover"]["rounds"] == 1 and results["failover"]["max_s"] > 0
+    rd = results["read"]
+    assert rd["sse_complete"] and rd["sse_delivered"] == TINY.sse_clients * TINY.sse_events
+    assert rd["stats_ms"]["n"] == TINY.read_requests
+    assert {"coordinator", "scheduler", "worker"} <= set(results["memory_mb"])
+    assert len(results["targets"]) == len(report.TARGETS)
+
+    text = report.table(results)
+    assert "throughput 1w x4" in text and "SSE fan-out, 2 clients" in text
+    path = report.write(results, tmp_path)
+    assert json.loads(path.read_text()) == json.loads((tmp_path / "latest.json").read_text())
