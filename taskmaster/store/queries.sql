@@ -162,13 +162,11 @@ FROM upd WHERE status = 'draining' AND old_status = 'online';
 -- Workers gone: mark them offline and put their tasks back (attempt + 1), or fail
 -- the tasks that have used up their attempts, or finish the cancellation of those whose
 -- cancel was requested. $2 is the reason recorded.
-WITH gone AS (
-    UPDATE workers SET status = 'offline', offline_at = now()
-    WHERE id = ANY($1::text[]) AND status <> 'offline'
-    RETURNING id, name
-), held AS (
+-- Lock order, as in apply_updates: task rows (by id) before worker rows, or the two deadlock.
+WITH held AS (
     SELECT id FROM tasks
     WHERE worker_id = ANY($1::text[]) AND status IN ('assigned', 'running')
+    ORDER BY id
     FOR UPDATE
 ), upd AS (
     UPDATE tasks t SET
@@ -189,6 +187,11 @@ WITH gone AS (
     FROM held WHERE t.id = held.id
     RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker,
               t.command
+), gone AS (
+    UPDATE workers SET status = 'offline', offline_at = now()
+    WHERE id = ANY($1::text[]) AND status <> 'offline'
+      AND (SELECT count(*) FROM upd) >= 0  -- runs upd (the task locks) first
+    RETURNING id, name
 ), ev AS (
     INSERT INTO events (event, task_id, worker_id, data)
     SELECT CASE WHEN status = 'pending' THEN 'task_reassigned'
@@ -210,6 +213,7 @@ WITH held AS (
     SELECT t.id FROM tasks t
     JOIN unnest($1::uuid[], $2::int[]) AS r(id, attempt) ON t.id = r.id AND t.attempt = r.attempt
     WHERE t.status IN ('assigned', 'running')
+    ORDER BY t.id
     FOR UPDATE OF t
 ), upd AS (
     UPDATE tasks t SET
@@ -297,6 +301,8 @@ WITH u AS (
            t.cancel_requested, t.scheduled_at AS due_at
     FROM tasks t JOIN u ON t.id = u.id AND t.attempt = u.attempt AND t.worker_id = u.worker_id
     WHERE t.status IN ('assigned', 'running')
+    -- task rows in id order, then (counted) worker rows: the order worker_offline keeps
+    ORDER BY t.id
     FOR UPDATE OF t
 ), next AS (
     SELECT u.*, cur.old_status, cur.due_at,

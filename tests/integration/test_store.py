@@ -13,7 +13,7 @@ import pytest
 
 from taskmaster.model import Event, Report, Task, TaskStatus, WorkerStatus
 from taskmaster.store import BadCursor, Delivery, NewTask, Store
-from taskmaster.store.queries import queries
+from taskmaster.store.queries import q, queries
 
 RETRY = {"retry_base": 0.5, "retry_max": 60.0}
 
@@ -745,6 +745,57 @@ async def test_workers_offline_requeues_or_fails_held_tasks(store: Store) -> Non
     assert await store.workers_offline([], "nobody") == (0, 0)
     d = await assign_one(store, "w2")
     assert (d.task_id, d.attempt) == (young, 2)
+
+
+async def wait_until_blocked(
+    pool: asyncpg.Pool, query: str, done: asyncio.Future | None = None
+) -> None:
+    """Wait until a session running query waits on a lock (or done finishes)."""
+    part = query[:200]  # pg_stat_activity keeps only the first kilobyte of a query
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (done is not None and done.done()):
+        waiting = await pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND strpos(query, $1) > 0", part
+        )
+        if waiting:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"nobody blocked on {part!r}"
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("blocked", ["lower id", "higher id"])
+async def test_reports_and_worker_offline_do_not_deadlock(
+    store: Store, database_url: str, blocked: str
+) -> None:
+    """A worker's last reports and its going offline, at the same moment, both go through."""
+    await register(store, "w1")
+    await new_tasks(store, 2)
+    deliveries = sorted(await store.assign(["w1", "w1"]), key=lambda d: d.task_id)
+    held, reported = deliveries if blocked == "lower id" else deliveries[::-1]
+    blocker = await asyncpg.connect(database_url)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        # someone holds one of the worker's tasks: going offline has to wait for it
+        await blocker.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", held.task_id)
+        offline = asyncio.ensure_future(store.workers_offline(["w1"], "gone"))
+        await wait_until_blocked(store.pool, q("worker_offline"))
+        report = asyncio.ensure_future(apply(store, "w1", rep(reported, "completed")))
+        await wait_until_blocked(store.pool, q("apply_updates"), report)
+        await tx.commit()
+        results = await asyncio.wait_for(
+            asyncio.gather(offline, report, return_exceptions=True), 10
+        )
+    finally:
+        await blocker.close()
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    assert (await get(store, held.task_id)).status is TaskStatus.PENDING
+    # tasks are locked in id order: the report on the lower id waits and then is stale
+    expected = TaskStatus.COMPLETED if blocked == "lower id" else TaskStatus.PENDING
+    assert (await get(store, reported.task_id)).status is expected
+    assert results[0] == (1, 2 if expected is TaskStatus.PENDING else 1)
+    await assert_stats_match(store)
 
 
 async def test_orphans_and_held_tasks(store: Store) -> None:
