@@ -308,12 +308,18 @@ class Coordinator:
 
     async def assign_once(self) -> int:
         """One round: claim tasks for the free slots and send them; how many went out."""
-        live = [s for s in self.sessions.values() if s.free > 0]
-        if not live:
+        if not any(s.free > 0 for s in self.sessions.values()):
             return 0
-        candidates = [Candidate(s.worker_id, s.free, len(s.held)) for s in live]
-        slots, self._cursor = self.strategy(candidates, self._cursor, self.settings.assign_batch)
+        # every session, busy ones with 0 free, so the cursor keeps indexing the same workers
+        candidates = [Candidate(s.worker_id, s.free, len(s.held))
+                      for s in self.sessions.values()]
+        start = self._cursor
+        slots, self._cursor = self.strategy(candidates, start, self.settings.assign_batch)
         deliveries = await self.store.assign(slots)
+        if len(deliveries) < len(slots):
+            # fewer tasks than slots: the turn moves past the last worker served, not past
+            # every slot offered (else the first worker would get every trickling task)
+            _, self._cursor = self.strategy(candidates, start, len(deliveries))
         self.observer.assigned(deliveries)
         by_worker: dict[str, list[Delivery]] = {}
         for d in deliveries:

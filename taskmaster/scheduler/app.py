@@ -234,12 +234,23 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
         await resp.write(b"retry: 1000\n\n")
         if last is not None:
             await _replay(request, resp, last, sub.last_id)
-        while True:
-            chunk = await sub.next(settings.sse_keepalive)
+        # aiohttp does not cancel a handler whose client left: look at the connection at
+        # least once a second, so a gone client frees its place (TASKMASTER_MAX_SSE_CLIENTS)
+        tick = min(settings.sse_keepalive, 1.0)
+        quiet_since = time.monotonic()
+        while not sub.closed:
+            chunk = await sub.next(tick)
             if sub.overflowed:
                 await resp.write(b": too slow, buffer full; reconnect with Last-Event-ID\n\n")
                 break
-            await resp.write(chunk if chunk is not None else b": keepalive\n\n")
+            if chunk is not None:
+                await resp.write(chunk)
+                quiet_since = time.monotonic()
+            elif request.transport is None or request.transport.is_closing():
+                break
+            elif time.monotonic() - quiet_since >= settings.sse_keepalive:
+                await resp.write(b": keepalive\n\n")
+                quiet_since = time.monotonic()
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     finally:
@@ -304,6 +315,7 @@ def make_app(settings: Settings, database_url: str) -> web.Application:
     app[SETTINGS] = settings
     app[DATABASE_URL] = database_url
     app.cleanup_ctx.append(_database)
+    app.on_shutdown.append(_end_streams)
     app.router.add_post("/api/schedule", schedule)
     app.router.add_post("/api/schedule/batch", schedule_batch)
     app.router.add_get("/api/stats", stats)
@@ -320,6 +332,12 @@ def make_app(settings: Settings, database_url: str) -> web.Application:
     setup_ops(app)
     setup_pool(app, settings)
     return app
+
+
+async def _end_streams(app: web.Application) -> None:
+    # SSE handlers never end by themselves: end them so shutdown does not wait on them
+    if HUB in app:
+        app[HUB].close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:

@@ -41,6 +41,7 @@ class Subscriber:
         self.count = 0
         self.ready = asyncio.Event()
         self.overflowed = False
+        self.closed = False  # the server is shutting down
         self.last_id = 0
 
     def push(self, last_id: int, chunk: bytes, n: int) -> None:
@@ -55,9 +56,14 @@ class Subscriber:
             self.count += n
         self.ready.set()
 
+    def close(self) -> None:
+        """End the stream (server shutdown): wake the handler so it returns."""
+        self.closed = True
+        self.ready.set()
+
     async def next(self, timeout: float) -> bytes | None:
         """The queued bytes (coalesced), or None after timeout."""
-        if not self.chunks and not self.overflowed:
+        if not self.chunks and not self.overflowed and not self.closed:
             self.ready.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.ready.wait(), timeout)
@@ -94,6 +100,11 @@ class EventHub:
     def unsubscribe(self, sub: Subscriber) -> None:
         """Forget a subscriber."""
         self.subscribers.discard(sub)
+
+    def close(self) -> None:
+        """End every subscriber's stream (the server is shutting down)."""
+        for sub in list(self.subscribers):
+            sub.close()
 
     async def run(self) -> None:
         """Forever: (re)connect, listen, read and broadcast; survives database outages."""
