@@ -117,7 +117,11 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker that dials the coordinator."""
+    from taskmaster.cluster.base import expand_worker_name
+
     settings = settings_from(args)
+    # "worker-{hostname}" gives each compose replica its own name (its container id)
+    settings = settings.with_(worker_name=expand_worker_name(settings.worker_name))
     from taskmaster.worker.handlers import load_modules
 
     commands = load_modules(settings.tasks)
@@ -161,9 +165,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def main() -> None:
+        from taskmaster.cluster.commands import table
         from taskmaster.cluster.local import LocalCluster
 
-        cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency)
+        cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency,
+                               pool_api=not args.no_pool_api)
         print(f"starting TaskMaster: database, coordinator, scheduler, {args.workers} workers ...",
               flush=True)
         try:
@@ -171,18 +177,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         except BaseException:
             await cluster.stop(grace=2.0)
             raise
-        _write_stack_file(settings, cluster)
         db = "embedded PostgreSQL" if not settings.database_url else settings.database_url
         print(f"TaskMaster is up: API {cluster.url}  coordinator {cluster.coordinator_address}  "
               f"database {db}", flush=True)
-        print(_table(cluster.status(), ["name", "role", "pid", "state"]), flush=True)
+        print(table(cluster.status()), flush=True)
+        print(f"control API {cluster.control_url} (taskmaster ps | scale N | kill WORKER | "
+              "coordinator-crash)", flush=True)
         print(f"try: curl {cluster.url}/api/stats    (Ctrl-C stops everything)", flush=True)
         try:
             await _until_signal()
         finally:
             print("stopping ...", flush=True)
             await cluster.stop()
-            _stack_file(settings).unlink(missing_ok=True)
             print("stopped.", flush=True)
 
     return _run(main)
@@ -199,14 +205,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _stack_file(settings: Settings) -> Path:
-    return Path(settings.home) / "stack.json"
+    from taskmaster.cluster.control import stack_path
 
-
-def _write_stack_file(settings: Settings, cluster: Any) -> None:
-    path = _stack_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"url": cluster.url, "coordinator": cluster.coordinator_address,
-                                "members": cluster.status()}, indent=2))
+    return stack_path(settings.home)
 
 
 def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="run the whole stack (embedded PostgreSQL unless configured)")
     p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
+    p.add_argument("--no-pool-api", action="store_true",
+                   help="refuse the scheduler's /api/pool endpoints (enabled by default here)")
     for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
                  "api_token", "cluster_token"):
         option(p, name)
@@ -316,6 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
         option(p, name)
     _common(p)
     p.set_defaults(func=cmd_status)
+
+    from taskmaster.cluster.commands import add_commands
+
+    add_commands(sub, option)
     return parser
 
 

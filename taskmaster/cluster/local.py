@@ -21,6 +21,19 @@ from typing import Any
 
 import aiohttp
 
+from taskmaster.cluster.base import (
+    MemberInfo,
+    UnknownWorker,
+    compose_command,
+    validate_action,
+    validate_workers,
+)
+from taskmaster.cluster.control import (
+    ControlServer,
+    remove_stack_file,
+    stack_path,
+    write_stack_file,
+)
 from taskmaster.config import Settings
 from taskmaster.store import prepare
 from taskmaster.store.embedded import resolve_database
@@ -47,6 +60,7 @@ class Member:
     wanted: bool = True  # supervise: restart when it dies (coordinator, scheduler)
     started_at: float = field(default_factory=time.monotonic)
     exit_code: int | None = None
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
 
     @property
     def pid(self) -> int | None:
@@ -62,27 +76,35 @@ class Member:
             return "running"
         return f"exited({self.proc.returncode})"
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> MemberInfo:
         """A row of the members table."""
         return {"name": self.name, "role": self.role, "pid": self.pid, "state": self.state,
                 "restarts": self.restarts, "host": socket.gethostname()}
 
 
 class LocalCluster:
-    """Start, scale, kill and stop a stack of local processes."""
+    """Start, scale, kill and stop a stack of local processes.
+
+    It also serves the control API (`taskmaster.cluster.control`) that the CLI and the
+    scheduler's /api/pool endpoints drive, records its addresses in $TASKMASTER_HOME/stack.json,
+    and enables the pool API of the scheduler it starts (pool_api=False to refuse it).
+    """
 
     def __init__(self, settings: Settings | None = None, *, workers: int = 3,
                  concurrency: int | None = None, scheduler_port: int | None = None,
                  coordinator_port: int | None = None, extra_env: dict[str, str] | None = None,
-                 supervise: bool = True) -> None:
+                 supervise: bool = True, control: bool = True, pool_api: bool = True,
+                 stack_file: bool = True, coordinator_host: str | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.initial_workers = workers
         self.concurrency = concurrency or self.settings.concurrency
         self.scheduler_port = self.settings.scheduler_port if scheduler_port is None else scheduler_port
         self.coordinator_port = (self.settings.coordinator_port if coordinator_port is None
                                  else coordinator_port)
+        self.coordinator_host = coordinator_host
         self.extra_env = extra_env or {}
         self.supervise = supervise
+        self.pool_api = pool_api and control
         self.members: dict[str, Member] = {}
         self.database_url = ""
         self._db_handle: Any = None
@@ -90,6 +112,11 @@ class LocalCluster:
         self._watch: asyncio.Task[None] | None = None
         self.home = Path(self.settings.home).resolve()
         self.logs = self.home / "logs"
+        self.control = ControlServer(self) if control else None
+        self.stack_file = stack_path(self.home) if stack_file else None
+        # scale and kills one at a time; coordinator/scheduler (re)starts one at a time
+        self._pool_lock = asyncio.Lock()
+        self._core_lock = asyncio.Lock()
 
     # ---- addresses ----
 
@@ -101,7 +128,15 @@ class LocalCluster:
     @property
     def coordinator_address(self) -> str:
         """host:port workers dial."""
-        return f"127.0.0.1:{self.coordinator_port}"
+        host = self.coordinator_host
+        if not host or host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"{host}:{self.coordinator_port}"
+
+    @property
+    def control_url(self) -> str:
+        """Base URL of the control API ("" when it is off)."""
+        return self.control.url if self.control is not None else ""
 
     # ---- lifecycle ----
 
@@ -115,18 +150,32 @@ class LocalCluster:
             self.scheduler_port = free_port()
         if self.coordinator_port == 0:
             self.coordinator_port = free_port()
-        await self._spawn(Member("coordinator", "coordinator", [
-            "coordinator", "--port", str(self.coordinator_port)]))
+        if self.control is not None:
+            await self.control.start()
+        coordinator_args = ["coordinator", "--port", str(self.coordinator_port)]
+        if self.coordinator_host:
+            coordinator_args += ["--host", self.coordinator_host]
+        await self._spawn(Member("coordinator", "coordinator", coordinator_args))
+        scheduler_env = {}
+        if self.control is not None:
+            scheduler_env["TASKMASTER_POOL_URL"] = self.control_url
+            scheduler_env["TASKMASTER_ENABLE_POOL_API"] = "1" if self.pool_api else "0"
         await self._spawn(Member("scheduler", "scheduler", [
-            "scheduler", "--port", str(self.scheduler_port)]))
+            "scheduler", "--port", str(self.scheduler_port)], env=scheduler_env))
         await self.wait_ready()
-        await self.scale(self.initial_workers)
+        async with self._pool_lock:
+            await self._scale(self.initial_workers)
         if self.supervise:
             self._watch = asyncio.create_task(self._supervise(), name="supervise")
+        self._publish()
         return self
 
     async def stop(self, grace: float = 10.0) -> None:
         """Workers first (they drain), then scheduler and coordinator."""
+        if self.stack_file is not None:
+            remove_stack_file(self.stack_file)
+        if self.control is not None:
+            await self.control.stop()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,59 +217,97 @@ class LocalCluster:
         """Worker members that are running, in start order."""
         return [m for m in self.members.values() if m.role == "worker" and m.state == "running"]
 
-    async def scale(self, n: int) -> list[dict[str, Any]]:
+    async def scale(self, n: int) -> list[MemberInfo]:
         """Run exactly n workers: start new ones or stop (gracefully) the newest."""
-        if n < 0:
-            raise ValueError("workers must be >= 0")
-        live = self.workers()
-        for m in live[n:][::-1]:
-            await self._terminate(m, self.settings.drain_grace)
-        for _ in range(n - len(live)):
-            name = f"worker-{self._next_worker}"
-            self._next_worker += 1
-            await self._spawn(Member(name, "worker", [
-                "worker", "--name", name, "--coordinator", self.coordinator_address,
-                "--concurrency", str(self.concurrency)], wanted=False))
+        validate_workers(n, self.settings.max_workers)
+        async with self._pool_lock:
+            await self._scale(n)
+        self._publish()
         return self.status()
 
-    async def kill_worker(self, name: str, graceful: bool = False) -> dict[str, Any]:
+    async def _scale(self, n: int) -> None:
+        live = self.workers()
+        await asyncio.gather(*(self._terminate(m, self.settings.drain_grace) for m in live[n:]))
+        # like `docker compose up --scale`: dead workers come back under their names first
+        dead = [m for m in self.members.values() if m.role == "worker" and m.state != "running"]
+        for _ in range(n - len(live)):
+            if dead:
+                m = dead.pop(0)
+                m.restarts += 1
+            else:
+                name = f"worker-{self._next_worker}"
+                self._next_worker += 1
+                m = Member(name, "worker", [
+                    "worker", "--name", name, "--coordinator", self.coordinator_address,
+                    "--concurrency", str(self.concurrency)], wanted=False)
+            await self._spawn(m)
+
+    async def kill_worker(self, name: str, graceful: bool = False) -> MemberInfo:
         """SIGKILL a worker (or SIGTERM with graceful=True: it drains and leaves)."""
         m = self.members.get(name)
         if m is None or m.role != "worker":
-            raise KeyError(f"no worker named {name!r}; workers: {[w.name for w in self.workers()]}")
-        if graceful:
-            await self._terminate(m, self.settings.drain_grace)
-        else:
-            await self._kill(m)
+            names = ", ".join(w.name for w in self.members.values() if w.role == "worker")
+            raise UnknownWorker(f"no worker named {name!r}; workers: {names or 'none'}")
+        async with self._pool_lock:
+            if graceful:
+                await self._terminate(m, self.settings.drain_grace)
+            else:
+                await self._kill(m)
+        self._publish()
         return m.to_json()
 
-    async def coordinator(self, action: str) -> dict[str, Any]:
-        """kill (SIGKILL; restarted by supervision), stop, start or restart the coordinator."""
+    async def coordinator(self, action: str, restart: bool = True) -> MemberInfo:
+        """kill (SIGKILL: a crash, restarted by supervision unless restart=False), stop,
+        start or restart the coordinator."""
+        validate_action(action)
         m = self.members["coordinator"]
-        if action == "kill":
-            await self._kill(m, keep_wanted=True)
-        elif action == "stop":
-            m.wanted = False
-            await self._terminate(m, 5.0)
-        elif action == "start":
-            m.wanted = True
-            if m.state != "running":
+        async with self._core_lock:
+            if action == "kill":
+                if not restart:
+                    m.wanted = False
+                await self._kill(m, keep_wanted=True)
+            elif action == "stop":
+                await self._terminate(m, 5.0)
+            elif action == "start":
+                m.wanted = True
+                if m.state != "running":
+                    await self._spawn(m)
+            else:  # restart
+                await self._terminate(m, 5.0)
+                m.wanted = True
                 await self._spawn(m)
-        elif action == "restart":
-            await self._terminate(m, 5.0)
-            m.wanted = True
-            await self._spawn(m)
-        else:
-            raise ValueError(f"unknown coordinator action {action!r}: kill, stop, start, restart")
+        self._publish()
         return m.to_json()
 
-    def status(self) -> list[dict[str, Any]]:
+    def status(self) -> list[MemberInfo]:
         """Every member with pid and state."""
         return [m.to_json() for m in self.members.values()]
 
+    def describe(self) -> dict[str, Any]:
+        """What GET /api/pool answers: manager, addresses, running workers, members."""
+        return {"manager": "local", "scheduler": self.url, "coordinator": self.coordinator_address,
+                "workers": len(self.workers()), "max_workers": self.settings.max_workers,
+                "members": self.status()}
+
+    def compose_command(self, action: str, arg: str | int | None = None, *,
+                        graceful: bool = False, restart: bool = True) -> str:
+        """The docker compose command doing on the compose stack what `action` does here."""
+        return compose_command(action, arg, graceful=graceful, restart=restart,
+                               workers=self.initial_workers)
+
+    def _publish(self) -> None:
+        """Rewrite the stack file (the CLI finds the control API through it)."""
+        if self.stack_file is None:
+            return
+        write_stack_file(self.stack_file, {
+            "pid": os.getpid(), "url": self.url, "coordinator": self.coordinator_address,
+            "control_url": self.control_url, "home": str(self.home),
+            "database": "embedded" if self._db_handle is not None else "external",
+            "members": self.status()})
+
     # ---- processes ----
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, m: Member) -> dict[str, str]:
         env = dict(os.environ)
         env.update(self.settings.env())
         env.update({
@@ -230,6 +317,7 @@ class LocalCluster:
             "PYTHONUNBUFFERED": "1",
         })
         env.update(self.extra_env)
+        env.update(m.env)
         return env
 
     async def _spawn(self, m: Member) -> None:
@@ -237,7 +325,7 @@ class LocalCluster:
         try:
             m.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "taskmaster", *m.args,
-                env=self._env(), stdout=log_file, stderr=asyncio.subprocess.STDOUT,
+                env=self._env(m), stdout=log_file, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True)
         finally:
             log_file.close()
@@ -267,7 +355,7 @@ class LocalCluster:
             await self._kill(m)
 
     async def _supervise(self) -> None:
-        """Restart a coordinator or scheduler that died (restart: always)."""
+        """Restart a coordinator or scheduler that died (restart: unless-stopped)."""
         while True:
             await asyncio.sleep(0.1)
             for m in list(self.members.values()):
@@ -277,9 +365,14 @@ class LocalCluster:
                     backoff = min(0.1 * 2 ** min(m.restarts, 5), 2.0)
                     if time.monotonic() - m.started_at < backoff:
                         continue
-                    m.restarts += 1
-                    log.warning("%s exited with %s; restarting it", m.name, m.proc.returncode)
-                    await self._spawn(m)
+                    async with self._core_lock:
+                        if not m.wanted or m.proc is None or m.proc.returncode is None:
+                            continue
+                        m.restarts += 1
+                        log.warning("%s exited with %s; restarting it", m.name,
+                                    m.proc.returncode)
+                        await self._spawn(m)
+                    self._publish()
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The last lines of a member's log."""

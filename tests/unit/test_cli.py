@@ -29,6 +29,8 @@ def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
 
 PARSER = build_parser()
 COMMANDS = commands(PARSER)
+# the positional arguments a command needs before its flags can be parsed
+POSITIONALS = {("scale",): ["2"], ("kill",): ["worker-1"], ("healthcheck",): ["http", "http://x"]}
 SETTING_FLAGS = [
     (path, action.option_strings[0], action.dest)
     for path, sub in COMMANDS.items()
@@ -92,6 +94,7 @@ def test_flag_defaults_from_its_variable_and_overrides_it(
     monkeypatch: pytest.MonkeyPatch, path: tuple[str, ...], flag: str, name: str
 ) -> None:
     kind = SETTING_TYPES[name]
+    path = (*path, *POSITIONALS.get(path, []))
     variable = f"TASKMASTER_{name.upper()}"
     if kind is bool:
         assert getattr(settings_from(PARSER.parse_args([*path])), name) is False

@@ -1,0 +1,319 @@
+"""CLI commands that act on a running local stack from another terminal.
+
+`taskmaster ps`, `scale N`, `kill WORKER [--graceful]`, `coordinator-crash [--no-restart]`,
+`coordinator-stop`, `coordinator-start`, `coordinator-restart`, and `healthcheck grpc|http`
+(which compose healthchecks use, so images need no extra tools). They find the stack through
+$TASKMASTER_HOME/stack.json (or --control-url), show progress, then the members table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import aiohttp
+
+from taskmaster.cluster.control import ControlClient, ControlError, NoStack, find_control_url
+from taskmaster.config import Settings
+
+COLUMNS = ("name", "role", "pid", "host", "state", "restarts")
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
+    """A plain-text table, one row per dict."""
+    cells = [[str(r.get(c)) if r.get(c) is not None else "-" for c in columns] for r in rows]
+    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+class Stack:
+    """The running stack as seen from the CLI: its control API and its scheduler."""
+
+    def __init__(self, settings: Settings, control_url: str) -> None:
+        self.settings = settings
+        self.control = ControlClient(control_url, token=settings.api_token)
+        self.read_token = settings.api_read_token or settings.api_token
+
+    async def online_workers(self, scheduler: str) -> set[str] | None:
+        """Names the scheduler lists as online (None when it cannot be asked)."""
+        headers = {"Authorization": f"Bearer {self.read_token}"} if self.read_token else {}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+                async with http.get(scheduler + "/api/workers", headers=headers) as resp:
+                    if resp.status != 200:
+                        return None
+                    rows = await resp.json()
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+            return None
+        return {str(w.get("name")) for w in rows if w.get("status") == "online"}
+
+    async def wait_workers(self, pool: dict[str, Any], timeout: float) -> bool:
+        """Until the scheduler shows exactly the running local workers online; prints progress."""
+        workers = [m for m in pool["members"] if m["role"] == "worker"]
+        running = {m["name"] for m in workers if m["state"] == "running"}
+        gone = {m["name"] for m in workers} - running
+        deadline = time.monotonic() + timeout
+        last: tuple[int, int] | None = None
+        while True:
+            online = await self.online_workers(pool["scheduler"])
+            if online is not None:
+                now = (len(running & online), len(gone & online))
+                if now != last:
+                    extra = f", {now[1]} stopped still listed online" if now[1] else ""
+                    _say(f"  workers online: {now[0]}/{len(running)}{extra}")
+                    last = now
+                if now == (len(running), 0):
+                    return True
+            if time.monotonic() > deadline:
+                _say(f"  gave up waiting after {timeout:g}s (see GET {pool['scheduler']}"
+                     "/api/workers)")
+                return False
+            await asyncio.sleep(0.1)
+
+    async def wait_coordinator(self, old_pid: int | None, timeout: float) -> dict[str, Any]:
+        """Until the coordinator runs again (another pid) and answers its gRPC health check."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pool = await self.control.pool()
+            m = _member(pool, "coordinator")
+            if m and m["state"] == "running" and m["pid"] != old_pid:
+                ok, _ = await asyncio.to_thread(grpc_health, pool["coordinator"], 1.0)
+                if ok:
+                    return pool
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the coordinator is not back after {timeout:g}s")
+            await asyncio.sleep(0.1)
+
+
+def _member(pool: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((m for m in pool["members"] if m["name"] == name), None)
+
+
+def _run_async(settings: Settings, body: Callable[[Stack], Any]) -> int:
+    async def main() -> int:
+        try:
+            url = find_control_url(settings.home, settings.pool_url)
+        except NoStack as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        stack = Stack(settings, url)
+        try:
+            return int(await body(stack) or 0)
+        except ControlError as exc:
+            print(f"error: {exc.body.get('error', exc)}", file=sys.stderr)
+            return 1
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            print(f"error: cannot reach the stack's control API at {url} ({exc}); is "
+                  "`taskmaster up` still running?", file=sys.stderr)
+            return 1
+        except TimeoutError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            await stack.control.close()
+
+    return asyncio.run(main())
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from taskmaster.cli import settings_from
+
+    return settings_from(args)
+
+
+# ---- commands ----
+
+def cmd_ps(args: argparse.Namespace) -> int:
+    """Print the members of the running stack."""
+
+    async def body(stack: Stack) -> int:
+        pool = await stack.control.pool()
+        _say(f"scheduler {pool['scheduler']}   coordinator {pool['coordinator']}   "
+             f"workers running: {pool['workers']}")
+        _say(table(pool["members"]))
+        return 0
+
+    return _run_async(_settings(args), body)
+
+
+def cmd_scale(args: argparse.Namespace) -> int:
+    """Run exactly N workers."""
+
+    async def body(stack: Stack) -> int:
+        before = {m["name"]: m for m in (await stack.control.pool())["members"]}
+        running = sum(1 for m in before.values() if m["role"] == "worker"
+                      and m["state"] == "running")
+        _say(f"scaling from {running} to {args.workers} workers ...")
+        after = (await stack.control.scale(args.workers))["members"]
+        for m in after:
+            old = before.get(m["name"])
+            if m["role"] != "worker":
+                continue
+            if m["state"] == "running" and (old is None or old["pid"] != m["pid"]):
+                _say(f"  started {m['name']} (pid {m['pid']})")
+            elif old is not None and old["state"] == "running" and m["state"] != "running":
+                _say(f"  stopped {m['name']} ({m['state']})")
+        return await _finish(stack, args)
+
+    return _run_async(_settings(args), body)
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    """SIGKILL one worker, or SIGTERM it with --graceful."""
+
+    async def body(stack: Stack) -> int:
+        how = ("stopping {} (SIGTERM: it finishes its tasks, then leaves) ..." if args.graceful
+               else "killing {} (SIGKILL: its tasks go back to the queue) ...")
+        _say(how.format(args.worker))
+        member = (await stack.control.kill_worker(args.worker, graceful=args.graceful))["member"]
+        _say(f"  {member['name']}: {member['state']}")
+        return await _finish(stack, args)
+
+    return _run_async(_settings(args), body)
+
+
+def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
+    def command(args: argparse.Namespace) -> int:
+        restart = not getattr(args, "no_restart", False)
+
+        async def body(stack: Stack) -> int:
+            old = _member(await stack.control.pool(), "coordinator")
+            old_pid = old["pid"] if old else None
+            _say({"kill": "crashing the coordinator (SIGKILL) ...",
+                  "stop": "stopping the coordinator (SIGTERM) ...",
+                  "start": "starting the coordinator ...",
+                  "restart": "restarting the coordinator ..."}[action])
+            member = (await stack.control.coordinator(action, restart=restart))["member"]
+            _say(f"  coordinator: {member['state']}")
+            comes_back = action in ("start", "restart") or (action == "kill" and restart)
+            if action == "kill":
+                _say("  the supervisor restarts it, like a compose restart policy ..." if restart
+                     else "  it stays down: `taskmaster coordinator-start` brings it back")
+            if comes_back and not args.no_wait:
+                pool = await stack.wait_coordinator(
+                    old_pid if action != "start" else None, args.timeout)
+                m = _member(pool, "coordinator")
+                _say(f"  coordinator back (pid {m['pid'] if m else '?'}), serving gRPC health; "
+                     "workers reconnect on their own")
+            return await _finish(stack, args)
+
+        return _run_async(_settings(args), body)
+
+    command.__doc__ = f"{action} the coordinator of the running stack."
+    return command
+
+
+async def _finish(stack: Stack, args: argparse.Namespace) -> int:
+    pool = await stack.control.pool()
+    ok = True
+    if not args.no_wait:
+        ok = await stack.wait_workers(pool, args.timeout)
+        pool = await stack.control.pool()
+    _say(table(pool["members"]))
+    return 0 if ok else 1
+
+
+# ---- healthchecks (compose uses them; no curl or grpc_health_probe in the image) ----
+
+def grpc_health(target: str, timeout: float, service: str = "") -> tuple[bool, str]:
+    """Ask a gRPC server's health service; (serving, status text)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
+        except grpc.RpcError as exc:
+            return False, f"{exc.code().name}: {exc.details()}"
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return reply.status == health_pb2.HealthCheckResponse.SERVING, status
+
+
+def http_health(url: str, timeout: float) -> tuple[bool, str]:
+    """GET a URL; (2xx, status text)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300, f"HTTP {resp.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, str(getattr(exc, "reason", exc))
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Exit 0 when the target is healthy, 1 otherwise (for container healthchecks)."""
+    if args.kind == "grpc":
+        ok, text = grpc_health(args.target, args.timeout, args.service)
+    else:
+        ok, text = http_health(args.target, args.timeout)
+    print(f"{args.target}: {text}", flush=True)
+    return 0 if ok else 1
+
+
+# ---- parser ----
+
+def add_commands(sub: Any, option: Callable[..., None]) -> None:
+    """Add the stack-control and healthcheck subcommands to the `taskmaster` parser."""
+
+    def common(p: argparse.ArgumentParser, wait: bool = True) -> None:
+        option(p, "pool_url", "--control-url", metavar="URL")
+        option(p, "api_token")
+        option(p, "api_read_token")
+        option(p, "home")
+        option(p, "log_level")
+        if wait:
+            p.add_argument("--no-wait", action="store_true",
+                           help="return once the processes are started or signalled")
+            p.add_argument("--timeout", type=float, default=60.0,
+                           help="seconds to wait for the workers to show up [default 60]")
+
+    p = sub.add_parser("ps", help="members of the running stack (pid, host, state)")
+    common(p, wait=False)
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("scale", help="run exactly N workers on the running stack")
+    p.add_argument("workers", type=int, metavar="N", help="number of workers")
+    common(p)
+    p.set_defaults(func=cmd_scale)
+
+    p = sub.add_parser("kill", help="SIGKILL a worker of the running stack (--graceful: SIGTERM)")
+    p.add_argument("worker", metavar="WORKER", help="worker name, as `taskmaster ps` shows")
+    p.add_argument("--graceful", action="store_true",
+                   help="SIGTERM: the worker finishes its tasks, then leaves")
+    common(p)
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("coordinator-crash",
+                       help="SIGKILL the coordinator; the supervisor restarts it")
+    p.add_argument("--no-restart", action="store_true",
+                   help="leave it down (until `taskmaster coordinator-start`)")
+    common(p)
+    p.set_defaults(func=_coordinator_command("kill"))
+    for action, text in (("stop", "stop the coordinator (SIGTERM); it stays down"),
+                         ("start", "start a stopped coordinator"),
+                         ("restart", "stop the coordinator and start it again")):
+        p = sub.add_parser(f"coordinator-{action}", help=text)
+        common(p)
+        p.set_defaults(func=_coordinator_command(action))
+
+    p = sub.add_parser("healthcheck", help="exit 0 if a gRPC or HTTP endpoint is healthy")
+    p.add_argument("kind", choices=("grpc", "http"), help="grpc: the gRPC health service; "
+                   "http: a GET answering 2xx")
+    p.add_argument("target", metavar="TARGET", help="HOST:PORT (grpc) or URL (http)")
+    p.add_argument("--service", default="", help="gRPC health service name [default: server]")
+    p.add_argument("--timeout", type=float, default=3.0, help="seconds [default 3]")
+    option(p, "log_level")
+    p.set_defaults(func=cmd_healthcheck)

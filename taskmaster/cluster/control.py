@@ -1,0 +1,295 @@
+"""The control API of a running local stack, its client, and the stack file that finds it.
+
+The process that runs a `LocalCluster` (`taskmaster up`, `taskmaster demo`, a notebook)
+serves this small aiohttp API on 127.0.0.1. The CLI (`taskmaster scale`, `kill`, `ps`,
+`coordinator-*`) and the scheduler's /api/pool endpoints drive the stack through it. Its
+paths are those of the scheduler's /api/pool, so one client speaks to both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import json
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import aiohttp
+from aiohttp import web
+
+from taskmaster.cluster.base import (
+    InvalidRequest,
+    UnknownWorker,
+    validate_action,
+    validate_flag,
+    validate_workers,
+)
+
+if TYPE_CHECKING:
+    from taskmaster.cluster.local import LocalCluster
+
+log = logging.getLogger(__name__)
+
+STACK_FILE = "stack.json"
+CLUSTER: web.AppKey[LocalCluster] = web.AppKey("cluster")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# ---- the stack file ----
+
+def stack_path(home: Path | str) -> Path:
+    """Where a running stack records its addresses: $TASKMASTER_HOME/stack.json."""
+    return Path(home) / STACK_FILE
+
+
+def write_stack_file(path: Path, info: dict[str, Any]) -> None:
+    """Write the stack file atomically (readers never see half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(info, indent=2))
+    tmp.replace(path)
+
+
+def remove_stack_file(path: Path) -> None:
+    """Remove the stack file if it is ours (another stack may have replaced it)."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+class NoStack(Exception):
+    """No running stack could be found or reached."""
+
+
+def find_control_url(home: Path | str, given: str = "") -> str:
+    """The control URL: the one given, else the stack file's; NoStack explains what is wrong."""
+    if given:
+        return given.rstrip("/")
+    path = stack_path(home)
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise NoStack(f"no running stack: {path} does not exist. Start one with "
+                      "`taskmaster up` (same TASKMASTER_HOME), or pass --control-url") from None
+    except (OSError, ValueError) as exc:
+        raise NoStack(f"cannot read {path}: {exc}") from None
+    url = info.get("control_url")
+    if not url:
+        raise NoStack(f"{path} names no control URL (was the stack started with an older "
+                      "version, or without a control API?)")
+    pid = info.get("pid")
+    if isinstance(pid, int) and not _alive(pid):
+        raise NoStack(f"no running stack: {path} was left by process {pid}, which is gone. "
+                      "Start one with `taskmaster up`")
+    return str(url).rstrip("/")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---- the server ----
+
+def _bearer_ok(request: web.Request, token: str) -> bool:
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
+@web.middleware
+async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    token = request.app[CLUSTER].settings.api_token
+    if token and request.path != "/healthz" and not _bearer_ok(request, token):
+        return web.json_response(
+            {"error": "missing or wrong bearer token (Authorization: Bearer <token>)",
+             "field": "Authorization"}, status=401)
+    try:
+        return await handler(request)
+    except InvalidRequest as exc:
+        return web.json_response(exc.to_json(), status=exc.status)
+    except UnknownWorker as exc:
+        return web.json_response({"error": str(exc), "field": "name"}, status=404)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return web.json_response({"error": exc.reason, "field": None}, status=exc.status)
+
+
+async def read_body(request: web.Request) -> dict[str, Any]:
+    """The JSON object body of a request ({} when empty)."""
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise InvalidRequest(400, "body is not valid JSON", "body") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(400, "body must be a JSON object", "body")
+    return body
+
+
+def _cluster(request: web.Request) -> LocalCluster:
+    return request.app[CLUSTER]
+
+
+async def _pool(request: web.Request) -> web.Response:
+    return web.json_response(_cluster(request).describe())
+
+
+async def _scale(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    body = await read_body(request)
+    if "workers" not in body:
+        raise InvalidRequest(422, "workers is required", "workers")
+    n = validate_workers(body["workers"], cluster.settings.max_workers)
+    members = await cluster.scale(n)
+    return web.json_response({"workers": n, "members": members})
+
+
+async def _kill(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    graceful = validate_flag(await read_body(request), "graceful", False)
+    member = await cluster.kill_worker(request.match_info["name"], graceful=graceful)
+    return web.json_response({"member": member, "members": cluster.status()})
+
+
+async def _coordinator(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    action = validate_action(request.match_info["action"])
+    restart = validate_flag(await read_body(request), "restart", True)
+    member = await cluster.coordinator(action, restart=restart)
+    return web.json_response({"member": member, "members": cluster.status()})
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def make_control_app(cluster: LocalCluster) -> web.Application:
+    """The control API of one LocalCluster (same paths as the scheduler's /api/pool)."""
+    app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024)
+    app[CLUSTER] = cluster
+    app.router.add_get("/api/pool", _pool)
+    app.router.add_post("/api/pool/scale", _scale)
+    app.router.add_post("/api/pool/workers/{name}/kill", _kill)
+    app.router.add_post("/api/pool/coordinator/{action}", _coordinator)
+    app.router.add_get("/healthz", _healthz)
+    return app
+
+
+class ControlServer:
+    """The control API listening on 127.0.0.1 (port 0: any free port)."""
+
+    def __init__(self, cluster: LocalCluster, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.cluster = cluster
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the API."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> str:
+        """Listen; returns the URL."""
+        self._runner = web.AppRunner(make_control_app(self.cluster), handle_signals=False,
+                                     access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = int(sock.getsockname()[1])
+        await web.SockSite(self._runner, sock).start()
+        log.info("control API listening on %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+
+# ---- the client ----
+
+class ControlError(Exception):
+    """An error answer of a control API (or of the scheduler's /api/pool)."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        self.body = body if isinstance(body, dict) else {"error": str(body)}
+        super().__init__(f"{status}: {self.body.get('error', body)}")
+
+    @property
+    def command(self) -> str | None:
+        """The docker compose command suggested instead (a 501 of the scheduler)."""
+        value = self.body.get("command")
+        return str(value) if value else None
+
+
+class ControlClient:
+    """Client of a control API: pool(), scale(n), kill_worker(name), coordinator(action)."""
+
+    def __init__(self, url: str, token: str = "", timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ControlClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        if self._session is None:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(
+                headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout))
+        async with self._session.request(method, self.url + path, json=body) as resp:
+            raw = await resp.read()
+            try:
+                data = json.loads(raw) if raw else {}
+            except ValueError:
+                data = {"error": raw.decode(errors="replace")[:500]}
+            if resp.status >= 400:
+                raise ControlError(resp.status, data)
+            return dict(data)
+
+    async def pool(self) -> dict[str, Any]:
+        """What the pool manager runs: {"manager", "members", "workers", "scheduler", ...}."""
+        return await self._call("GET", "/api/pool")
+
+    async def scale(self, n: int) -> dict[str, Any]:
+        """Run exactly n workers."""
+        return await self._call("POST", "/api/pool/scale", {"workers": n})
+
+    async def kill_worker(self, name: str, graceful: bool = False) -> dict[str, Any]:
+        """SIGKILL a worker, or SIGTERM it (drain) when graceful."""
+        return await self._call("POST", f"/api/pool/workers/{quote(name, safe='')}/kill",
+                                {"graceful": graceful})
+
+    async def coordinator(self, action: str, restart: bool = True) -> dict[str, Any]:
+        """kill (restarted unless restart=False), stop, start or restart the coordinator."""
+        return await self._call("POST", f"/api/pool/coordinator/{quote(action, safe='')}",
+                                {"restart": restart})
