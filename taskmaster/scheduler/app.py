@@ -25,6 +25,8 @@ SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", EventHub)
+# (command, how many) a request created, for the tasks-created counter (scheduler/ops.py)
+TASKS_CREATED = web.RequestKey("tasks_created", tuple)
 
 DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
@@ -119,7 +121,7 @@ async def schedule(request: web.Request) -> web.Response:
     known = await request.app[COMMANDS].get(body.get("command"))
     new = v.new_task(body, settings, known, request.headers.get("Idempotency-Key"))
     task, created = await store.create_task(new)
-    request["tasks_created"] = (new.command, 1 if created else 0)  # for the metrics
+    request[TASKS_CREATED] = (new.command, 1 if created else 0)
     return web.json_response({"id": str(task.id), "task": task.to_json()},
                              status=201 if created else 200)
 
@@ -131,7 +133,7 @@ async def schedule_batch(request: web.Request) -> web.Response:
     known = await request.app[COMMANDS].get(body.get("command"))
     new, count = v.new_batch(body, settings, known)
     ids = await store.create_batch(new, count)
-    request["tasks_created"] = (new.command, len(ids))  # for the metrics
+    request[TASKS_CREATED] = (new.command, len(ids))
     return web.json_response(
         {"created": len(ids), "command": new.command, "ids": [str(i) for i in ids]}, status=201)
 

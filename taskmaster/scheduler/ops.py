@@ -25,7 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.process_collector import ProcessCollector
 
 from taskmaster.logs import REQUEST_ID
-from taskmaster.scheduler.app import DB_ERRORS, HUB, SETTINGS, STORE, error
+from taskmaster.scheduler.app import DB_ERRORS, HUB, SETTINGS, STORE, TASKS_CREATED, error
 
 log = logging.getLogger(__name__)
 # The access log has its own name, like aiohttp.access, so it can be switched on alone.
@@ -39,8 +39,6 @@ _GOOD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_TRACKED_CLIENTS = 10_000  # token buckets kept; the least recently seen go first
 
-# A request handler records tasks it created here, for the tasks-created counter.
-CREATED_KEY = "tasks_created"
 
 
 class SchedulerMetrics:
@@ -129,6 +127,7 @@ class RateLimiter:
 
 
 METRICS = web.AppKey("metrics", SchedulerMetrics)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 LIMITER = web.AppKey("rate_limiter", RateLimiter)
 OPENAPI = web.AppKey("openapi", bytes)
 
@@ -149,7 +148,7 @@ def request_id_of(request: web.Request) -> str:
 async def ops_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id (header in and out, in every log line), metrics and the access log."""
     rid = request_id_of(request)
-    request["request_id"] = rid
+    request[REQUEST_ID_KEY] = rid
     token = REQUEST_ID.set(rid)
     started = time.perf_counter()
     status = 500
@@ -168,7 +167,7 @@ async def ops_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         route = _route_label(request)
         metrics = request.app[METRICS]
         metrics.observe(request.method, route, status, elapsed)
-        created = request.get(CREATED_KEY)
+        created = request.get(TASKS_CREATED)
         if created is not None and status < 300:
             metrics.tasks_created.labels(created[0]).inc(created[1])
         access_log.info(
@@ -198,7 +197,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
 
 async def _add_request_id(request: web.Request, response: web.StreamResponse) -> None:
     # on_response_prepare also reaches streams (SSE) and errors raised as exceptions
-    rid = request.get("request_id")
+    rid = request.get(REQUEST_ID_KEY)
     if rid is not None:
         response.headers[REQUEST_ID_HEADER] = rid
 

@@ -36,12 +36,38 @@ def parse_json(raw: bytes) -> Mapping[str, Any]:
         raise InvalidInput(400, "request body is empty; send a JSON object", "body")
     try:
         body = json.loads(raw)
+    except RecursionError:
+        raise InvalidInput(400, "request body is nested too deeply", "body") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput(400, f"request body is not valid JSON: {exc}", "body") from None
     if not isinstance(body, dict):
         raise InvalidInput(400, f"request body must be a JSON object, not {type(body).__name__}",
                            "body")
+    for name, value in body.items():
+        why = unstorable(name) or unstorable(value)
+        if why:
+            raise InvalidInput(422, f"{name} contains {why}, which PostgreSQL cannot store", name)
     return body
+
+
+def unstorable(value: Any) -> str | None:
+    """Why PostgreSQL would refuse the text in a JSON value (a NUL, an unpaired surrogate)."""
+    stack = [value]
+    while stack:  # a loop, not recursion: the value may be nested ~1000 deep
+        v = stack.pop()
+        if isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+        elif isinstance(v, str):
+            if "\x00" in v:
+                return "a NUL character (\\u0000)"
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                return "an unpaired UTF-16 surrogate"
+    return None
 
 
 def _int(body: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -130,9 +156,10 @@ def new_task(body: Mapping[str, Any], settings: Settings, known: set[str],
     """POST /api/schedule's body as a NewTask."""
     _check_fields(body, SINGLE_FIELDS)
     key = body.get("idempotency_key", header_key)
-    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY):
-        raise InvalidInput(422, f"idempotency_key must be a string of 1 to {MAX_KEY} characters",
-                           "idempotency_key")
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_KEY
+                            or unstorable(key)):
+        raise InvalidInput(422, f"idempotency_key must be a string of 1 to {MAX_KEY} characters "
+                           "(UTF-8, no NUL)", "idempotency_key")
     return NewTask(**_common(body, settings, known), idempotency_key=key)
 
 
