@@ -117,11 +117,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker that dials the coordinator."""
-    from taskmaster.cluster.base import expand_worker_name
-
     settings = settings_from(args)
-    # "worker-{hostname}" gives each compose replica its own name (its container id)
-    settings = settings.with_(worker_name=expand_worker_name(settings.worker_name))
     from taskmaster.worker.handlers import load_modules
 
     commands = load_modules(settings.tasks)

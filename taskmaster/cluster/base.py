@@ -7,9 +7,7 @@ scheduler's /api/pool endpoints only need what is here.
 
 from __future__ import annotations
 
-import os
 import shlex
-import socket
 from collections.abc import Sequence
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
@@ -78,11 +76,6 @@ class Cluster(Protocol):
     def compose_command(self, action: str, arg: str | int | None = None, *,
                         graceful: bool = False, restart: bool = True) -> str:
         """The docker compose command line doing the same as `action` on a compose stack."""
-
-
-def expand_worker_name(template: str) -> str:
-    """A worker name with {hostname} and {pid} filled in ("" stays "": the default name)."""
-    return template.replace("{hostname}", socket.gethostname()).replace("{pid}", str(os.getpid()))
 
 
 def validate_workers(value: Any, max_workers: int) -> int:

@@ -1,0 +1,191 @@
+"""compose.yaml and the Dockerfile: valid compose, real `taskmaster` commands, sane wiring.
+
+No Docker engine runs the file here; these tests are what keeps it honest.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from taskmaster.cli import build_parser
+from taskmaster.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE = ROOT / "compose.yaml"
+_VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> Any:
+    """Compose's ${VAR:-default} with the defaults (what an empty environment gives)."""
+    if isinstance(value, str):
+        return _VARIABLE.sub(lambda m: m.group(2) or "", value)
+    if isinstance(value, list):
+        return [interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v) for k, v in value.items()}
+    return value
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return interpolate(yaml.safe_load(COMPOSE.read_text()))
+
+
+def argv(command: Any) -> list[str]:
+    """A command or healthcheck test as an argv list (exec form or a shell string)."""
+    if isinstance(command, str):
+        return shlex.split(command)
+    if command and command[0] in ("CMD", "CMD-SHELL"):
+        return argv(command[1]) if command[0] == "CMD-SHELL" else list(command[1:])
+    return list(command)
+
+
+def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+         str(path)], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_compose_file_validates_against_the_compose_specification() -> None:
+    done = check_jsonschema(COMPOSE)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_validator_does_reject_a_broken_file(tmp_path: Path) -> None:
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(COMPOSE.read_text().replace("    depends_on:\n", "    depends_onn:\n", 1))
+    done = check_jsonschema(broken)
+    assert done.returncode != 0
+    assert "depends_onn" in done.stdout + done.stderr
+
+
+def test_the_services_of_the_seed(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"postgres", "coordinator", "scheduler", "worker"}
+
+
+def test_each_taskmaster_command_is_a_real_subcommand_with_real_options(
+    compose: dict[str, Any],
+) -> None:
+    parser = build_parser()
+    checked = []
+    for name, service in compose["services"].items():
+        commands = [service.get("command")]
+        if "healthcheck" in service:
+            commands.append(service["healthcheck"]["test"])
+        for command in filter(None, commands):
+            args = argv(command)
+            if args[0] != "taskmaster":
+                continue
+            try:
+                parsed = parser.parse_args(args[1:])
+            except SystemExit:
+                pytest.fail(f"{name}: `{shlex.join(args)}` is not a valid taskmaster command line")
+            checked.append((name, parsed.command))
+    assert ("coordinator", "coordinator") in checked
+    assert ("coordinator", "healthcheck") in checked
+    assert ("scheduler", "scheduler") in checked
+    assert ("scheduler", "healthcheck") in checked
+    assert ("worker", "worker") in checked
+
+
+def test_the_parser_refuses_what_does_not_exist() -> None:
+    # the check above would be worthless if argparse accepted anything
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["worker", "--coordinatr", "coordinator:8080"])
+
+
+def test_depends_on_names_existing_services_with_valid_conditions(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    for name, service in services.items():
+        depends = service.get("depends_on", {})
+        for other, spec in (depends.items() if isinstance(depends, dict)
+                            else ((d, {}) for d in depends)):
+            assert other in services, f"{name} depends on a missing service {other!r}"
+            assert other != name
+            condition = spec.get("condition", "service_started")
+            assert condition in ("service_started", "service_healthy",
+                                 "service_completed_successfully")
+            if condition == "service_healthy":
+                assert "healthcheck" in services[other], f"{other} has no healthcheck"
+    assert services["coordinator"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["scheduler"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert services["worker"]["depends_on"]["coordinator"]["condition"] == "service_healthy"
+
+
+def test_healthchecks(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert argv(services["postgres"]["healthcheck"]["test"])[0] == "pg_isready"
+    assert argv(services["coordinator"]["healthcheck"]["test"])[1:3] == ["healthcheck", "grpc"]
+    scheduler = argv(services["scheduler"]["healthcheck"]["test"])
+    assert scheduler[1:3] == ["healthcheck", "http"]
+    assert scheduler[3].endswith(":8081/readyz")
+
+
+def test_postgres_keeps_its_data_in_a_volume(compose: dict[str, Any]) -> None:
+    postgres = compose["services"]["postgres"]
+    assert postgres["image"] == "postgres:16"
+    volume = postgres["volumes"][0].split(":")[0]
+    assert volume in compose["volumes"]
+
+
+def test_workers_scale_and_stay_down_when_stopped(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
+    assert worker["restart"] == "no"
+    assert argv(worker["command"])[2:4] == ["--coordinator", "coordinator:8080"]
+    # `docker stop` must give a draining worker its grace period
+    grace = int(worker["environment"]["TASKMASTER_DRAIN_GRACE"])
+    assert int(worker["stop_grace_period"].rstrip("s")) > grace
+
+
+def test_coordinator_and_scheduler_come_back_after_a_crash(compose: dict[str, Any]) -> None:
+    for name in ("postgres", "coordinator", "scheduler"):
+        assert compose["services"][name]["restart"] == "unless-stopped"
+    for name in ("coordinator", "scheduler", "worker"):
+        # with an init process as PID 1, `os.kill(-1, SIGKILL)` inside is a crash
+        assert compose["services"][name]["init"] is True
+
+
+def test_scheduler_publishes_8081_and_listens_on_all_interfaces(compose: dict[str, Any]) -> None:
+    scheduler = compose["services"]["scheduler"]
+    assert any(str(p).endswith("8081:8081") for p in scheduler["ports"])
+    assert argv(scheduler["command"])[2:4] == ["--host", "0.0.0.0"]
+
+
+def test_environment_names_real_settings(compose: dict[str, Any]) -> None:
+    known = {f"TASKMASTER_{f.name.upper()}" for f in fields(Settings)}
+    for name, service in compose["services"].items():
+        for variable, value in (service.get("environment") or {}).items():
+            if variable.startswith("TASKMASTER_"):
+                assert variable in known, f"{name}: {variable} is no setting"
+                Settings.from_env({variable: str(value)})  # parses
+
+
+def test_environment_defaults_come_from_variables() -> None:
+    raw = yaml.safe_load(COMPOSE.read_text())
+    env = raw["x-taskmaster"]["environment"]
+    assert env["TASKMASTER_API_TOKEN"] == "${TASKMASTER_API_TOKEN:-}"
+    assert "${POSTGRES_PASSWORD:-" in env["TASKMASTER_DATABASE_URL"]
+
+
+def test_dockerfile_installs_the_package_on_python_311_slim() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert re.search(r"^FROM python:3\.11-slim\b", dockerfile, re.M)
+    assert re.search(r"pip install .*'?\.(\[\w+\])?'?", dockerfile)
+    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY")}
+    assert {"pyproject.toml", "taskmaster", "proto"} <= copied
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    assert not ignored & {"pyproject.toml", "README.md", "taskmaster", "proto"}
+
