@@ -104,6 +104,7 @@ class Coordinator:
         self._wake = asyncio.Event()
         self._writes: asyncio.Queue[_PendingWrite] = asyncio.Queue(maxsize=10_000)
         self._tasks: list[asyncio.Task[None]] = []
+        self._offlines: set[asyncio.Task[None]] = set()  # see disconnected()
         self._started = time.monotonic()
         self.stopping = False
         self.outbox_limit = 10_000
@@ -124,9 +125,9 @@ class Coordinator:
     async def stop(self) -> None:
         """Stop the loops; workers are not marked offline (they will reconnect)."""
         self.stopping = True
-        for t in self._tasks:
+        for t in [*self._tasks, *self._offlines]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._offlines]:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         for s in self.sessions.values():
@@ -207,7 +208,12 @@ class Coordinator:
         if self.stopping or self.sessions.get(session.worker_id) is not session:
             return
         del self.sessions[session.worker_id]
-        await self._offline([session.worker_id], reason)
+        # A vanished peer usually cancels the RPC that calls us: the write must not go
+        # with it, or the worker's tasks wait for the reaper (a whole heartbeat timeout).
+        write = asyncio.create_task(self._offline([session.worker_id], reason))
+        self._offlines.add(write)
+        write.add_done_callback(self._offlines.discard)
+        await asyncio.shield(write)
 
     async def _offline(self, worker_ids: list[str], reason: str) -> None:
         for attempt in range(50):

@@ -1,0 +1,35 @@
+"""A worker that vanishes gets its tasks put back at once, even though the vanishing
+cancels the RPC that reports it (as grpc.aio does when the peer's socket closes)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from taskmaster.config import Settings
+from taskmaster.coordinator.service import Coordinator
+from taskmaster.store import NewTask, Store
+
+
+async def test_a_cancelled_rpc_still_puts_the_workers_tasks_back(store: Store) -> None:
+    coordinator = Coordinator(store, Settings())
+    session, _ = await coordinator.register(
+        worker_id="w-1", name="w-1", host="h", pid=1, capacity=2, commands=["noop"],
+        in_flight={})
+    await store.create_batch(NewTask(command="noop"), 2)
+    assert await coordinator.assign_once() == 2
+
+    rpc = asyncio.create_task(coordinator.disconnected(session, "worker w-1 lost"))
+    await asyncio.sleep(0)  # the offline write is under way ...
+    rpc.cancel()  # ... when the RPC goes away
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = await store.pool.fetch("SELECT status, attempt, worker_id FROM tasks")
+        if all(r["status"] == "pending" for r in rows):
+            break
+        await asyncio.sleep(0.01)
+    assert [(r["status"], r["attempt"], r["worker_id"]) for r in rows] == [("pending", 2, None)] * 2
+    status = await store.pool.fetchval("SELECT status FROM workers WHERE id = 'w-1'")
+    assert status == "offline"
+    await coordinator.stop()
