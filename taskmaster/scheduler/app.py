@@ -87,7 +87,16 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 def _bearer_ok(request: web.Request, token: str) -> bool:
     given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    # surrogateescape: a header with non-UTF-8 bytes is a wrong token, not a crash
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               f"Bearer {token}".encode())
+
+
+def _unauthorised() -> web.Response:
+    resp = error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                 "Authorization")
+    resp.headers["WWW-Authenticate"] = "Bearer"
+    return resp
 
 
 @web.middleware
@@ -97,14 +106,12 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     public = request.path in ("/healthz", "/readyz")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         if settings.api_token and not _bearer_ok(request, settings.api_token):
-            return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                         "Authorization")
+            return _unauthorised()
     elif settings.api_read_token and not public:
         ok = _bearer_ok(request, settings.api_read_token) or (
             bool(settings.api_token) and _bearer_ok(request, settings.api_token))
         if not ok:
-            return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                         "Authorization")
+            return _unauthorised()
     return await handler(request)
 
 

@@ -29,12 +29,12 @@ from schemathesis.specs.openapi.checks import (
 
 from taskmaster.scheduler.app import make_app
 from taskmaster.scheduler.ops import openapi_document
-from tests.integration.live import TEST_SETTINGS, live_scheduler
+from tests.helpers import fast_settings, serve_scheduler
 
 TOKEN = "fuzz-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 # the pool API on, without a pool manager: the compose case (501 with a command)
-SETTINGS = TEST_SETTINGS.with_(api_token=TOKEN, enable_pool_api=True, max_batch_count=50)
+SETTINGS = fast_settings(api_token=TOKEN, enable_pool_api=True, max_batch_count=50)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 EXAMPLES = {GenerationMode.POSITIVE: 25, GenerationMode.NEGATIVE: 15}
@@ -91,8 +91,9 @@ def test_every_operation_answers_errors_in_the_error_schema() -> None:
 
 
 async def test_served_document_is_the_one_in_the_repository(database_url: str) -> None:
-    async with live_scheduler(database_url, SETTINGS) as s, aiohttp.ClientSession() as http:
-        async with http.get(s.url + "/api/openapi.json") as resp:
+    async with serve_scheduler(SETTINGS, database_url) as (url, _app), \
+            aiohttp.ClientSession() as http:
+        async with http.get(url + "/api/openapi.json") as resp:
             assert resp.status == 200
             assert resp.content_type == "application/json"
             assert await resp.json() == openapi_document()
@@ -126,13 +127,13 @@ async def test_schemathesis_finds_no_server_error_and_no_answer_off_the_schema(
         database_url: str) -> None:
     operations = [r.ok() for r in load_schema().exclude(path=STREAM).get_all_operations()]
     assert len(operations) == len(documented()) - 1
-    async with live_scheduler(database_url, SETTINGS) as s:
+    async with serve_scheduler(SETTINGS, database_url) as (url, _app):
         # a few real tasks so that reads have something to show
         async with aiohttp.ClientSession(headers=AUTH) as http:
-            async with http.post(s.url + "/api/schedule/batch",
+            async with http.post(url + "/api/schedule/batch",
                                  json={"command": "noop", "count": 5}) as resp:
                 assert resp.status == 201
-        failures, calls = await asyncio.to_thread(_fuzz, s.url, operations, EXAMPLES, CHECKS)
+        failures, calls = await asyncio.to_thread(_fuzz, url, operations, EXAMPLES, CHECKS)
     assert not failures, "\n\n".join(failures)
     assert len(calls) == len(operations) and min(calls.values()) >= 20, calls
 
@@ -141,9 +142,9 @@ async def test_invalid_bodies_are_refused(database_url: str) -> None:
     """Deliberately invalid requests to the create endpoints get a 4xx, never a success."""
     schema = load_schema()
     operations = [schema[path]["POST"] for path in ("/api/schedule", "/api/schedule/batch")]
-    async with live_scheduler(database_url, SETTINGS) as s:
+    async with serve_scheduler(SETTINGS, database_url) as (url, _app):
         failures, calls = await asyncio.to_thread(
-            _fuzz, s.url, operations, {GenerationMode.NEGATIVE: 60},
+            _fuzz, url, operations, {GenerationMode.NEGATIVE: 60},
             [*CHECKS, negative_data_rejection])
     assert not failures, "\n\n".join(failures)
     assert min(calls.values()) >= 20, calls
@@ -190,16 +191,16 @@ async def test_success_answers_match_the_schema(database_url: str) -> None:
         assert "taskmaster_tasks_created_total" in call("/metrics", "GET", 200)
         call("/api/openapi.json", "GET", 200)
 
-    async with live_scheduler(database_url, SETTINGS) as s:
-        await asyncio.to_thread(run, s.url)
+    async with serve_scheduler(SETTINGS, database_url) as (url, _app):
+        await asyncio.to_thread(run, url)
 
 
 async def test_event_stream_as_documented(database_url: str) -> None:
     """The SSE route, outside the fuzzer (it never ends): its type, and its 400."""
     schema = load_schema()
-    async with live_scheduler(database_url, SETTINGS) as s:
+    async with serve_scheduler(SETTINGS, database_url) as (url, _app):
         async with aiohttp.ClientSession() as http:
-            async with http.get(s.url + STREAM) as resp:
+            async with http.get(url + STREAM) as resp:
                 assert resp.status == 200
                 assert resp.content_type == "text/event-stream"
                 assert resp.headers["X-Request-ID"]
@@ -207,7 +208,7 @@ async def test_event_stream_as_documented(database_url: str) -> None:
 
         def bad_last_id() -> None:
             case = schema[STREAM]["GET"].Case(headers={"Last-Event-ID": "nope"})
-            resp = case.call_and_validate(base_url=s.url, checks=CHECKS, timeout=10)
+            resp = case.call_and_validate(base_url=url, checks=CHECKS, timeout=10)
             assert resp.status_code == 400
 
         await asyncio.to_thread(bad_last_id)
