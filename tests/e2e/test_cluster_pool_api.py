@@ -1,0 +1,171 @@
+"""The scheduler's /api/pool: forwarded to the stack's supervisor, refused unless enabled,
+answered with the docker compose command where no supervisor exists."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from taskmaster.client import ApiError, Client
+from taskmaster.cluster.base import CRASH_SNIPPET
+from taskmaster.cluster.local import LocalCluster
+from taskmaster.config import Settings
+from taskmaster.store import Store
+from tests.helpers import serve_scheduler, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "pool-secret"
+
+
+async def call(method: str, url: str, body: Any = None, token: str | None = TOKEN,
+               raw: bytes | None = None) -> tuple[int, Any]:
+    """One HTTP request; (status, decoded JSON)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as http, http.request(
+            method, url, json=body if raw is None else None, data=raw, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+@pytest.fixture
+async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    """A local stack with an API token; its scheduler's pool API is on (the default)."""
+    settings = Settings(database_url=database_url, home=tmp_path / "home", metrics_port=0,
+                        api_token=TOKEN, drain_grace=10.0, heartbeat_interval=0.5)
+    stack = LocalCluster(settings, workers=2, scheduler_port=0, coordinator_port=0, extra_env={
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
+    try:
+        await stack.start()
+        yield stack
+    finally:
+        await stack.stop(grace=5.0)
+
+
+async def online(url: str) -> set[str]:
+    _, workers = await call("GET", url + "/api/workers")
+    return {w["name"] for w in workers if w["status"] == "online"}
+
+
+async def test_pool_endpoints_drive_the_local_stack(cluster: LocalCluster) -> None:
+    url = cluster.url
+    status, body = await call("POST", url + "/api/pool/scale", {"workers": 3}, token=None)
+    assert status == 401 and body["field"] == "Authorization"
+    # the supervisor's own control API honours the token too
+    status, _ = await call("GET", cluster.control_url + "/api/pool", token=None)
+    assert status == 401
+
+    status, pool = await call("GET", url + "/api/pool")
+    assert status == 200 and pool["manager"] == "local" and pool["workers"] == 2
+
+    status, body = await call("POST", url + "/api/pool/scale", {"workers": 3})
+    assert status == 200 and body["workers"] == 3
+    await wait_for(lambda: _equals(online(url), {"worker-1", "worker-2", "worker-3"}), 20,
+                   message="three workers online")
+
+    # the client the notebook panels use fits the endpoints
+    async with Client(url, token=TOKEN) as client:
+        killed = (await client.kill_worker("worker-3"))["member"]
+        assert killed["state"] == "exited(-9)"
+        drained = (await client.kill_worker("worker-2", graceful=True))["member"]
+        assert drained["state"] == "exited(0)"
+        await wait_for(lambda: _equals(online(url), {"worker-1"}), 20,
+                       message="only worker-1 online")
+
+        old_pid = (await client.pool())["members"][0]["pid"]
+        crashed = (await client.coordinator("kill"))["member"]
+        assert crashed["state"] == "exited(-9)"
+
+        async def restarted() -> bool:
+            coordinator = (await client.pool())["members"][0]
+            return coordinator["state"] == "running" and coordinator["pid"] != old_pid
+
+        await wait_for(restarted, 20, message="the supervisor to restart the coordinator")
+
+        with pytest.raises(ApiError) as info:
+            await client.kill_worker("worker-99")
+        assert info.value.status == 404 and info.value.field == "name"
+
+    for body, raw in (({"workers": 33}, None), ({"workers": "3"}, None), ({"workers": True}, None),
+                      ({}, None), (None, b"{not json")):
+        status, error = await call("POST", url + "/api/pool/scale", body, raw=raw)
+        assert status in (400, 422), (body, raw, status)
+        assert error["field"] in ("workers", "body")
+    status, error = await call("POST", url + "/api/pool/scale", {"workers": 33})
+    assert "TASKMASTER_MAX_WORKERS" in error["error"]
+    status, error = await call("POST", url + "/api/pool/coordinator/explode")
+    assert status == 422 and error["field"] == "action"
+    status, error = await call("POST", url + "/api/pool/workers/worker-1/kill",
+                               {"graceful": "yes"})
+    assert status == 422 and error["field"] == "graceful"
+    assert await online(url) == {"worker-1"}, "a refused request changed something"
+
+    # the Python object is a pool the panels can drive too
+    await cluster.scale(2)
+    await wait_for(lambda: _equals(online(url), {"worker-1", "worker-2"}), 20,
+                   message="a killed worker to come back under its name")
+
+
+async def _equals(names: Any, expected: set[str]) -> bool:
+    return await names == expected
+
+
+async def test_pool_api_is_refused_unless_enabled(database_url: str) -> None:
+    async with serve_scheduler(Settings(metrics_port=0), database_url) as (url, _app):
+        for method, path in (("GET", "/api/pool"), ("POST", "/api/pool/scale"),
+                             ("POST", "/api/pool/workers/w1/kill"),
+                             ("POST", "/api/pool/coordinator/kill")):
+            status, body = await call(method, url + path, {"workers": 1}, token=None)
+            assert status == 403, (method, path)
+            assert "TASKMASTER_ENABLE_POOL_API" in body["error"]
+
+
+async def test_local_stack_can_refuse_its_pool_api(database_url: str, tmp_path: Path) -> None:
+    settings = Settings(database_url=database_url, home=tmp_path, metrics_port=0)
+    async with LocalCluster(settings, workers=0, scheduler_port=0, coordinator_port=0,
+                            pool_api=False) as stack:
+        status, body = await call("POST", stack.url + "/api/pool/scale", {"workers": 1})
+        assert status == 403 and "TASKMASTER_ENABLE_POOL_API" in body["error"]
+        assert stack.workers() == []
+
+
+async def test_without_a_pool_manager_the_answer_is_the_compose_command(
+    database_url: str, store: Store
+) -> None:
+    await store.upsert_worker(worker_id="6f1c", name="3f2a1b9c0d12", host="3f2a1b9c0d12",
+                              pid=7, capacity=1, commands=["sleep"])
+    settings = Settings(enable_pool_api=True, metrics_port=0)
+    async with serve_scheduler(settings, database_url) as (url, _app):
+        expected = [
+            ("GET", "/api/pool", None, "docker compose ps --all"),
+            ("POST", "/api/pool/scale", {"workers": 5}, "docker compose up --scale worker=5 -d"),
+            ("POST", "/api/pool/workers/3f2a1b9c0d12/kill", {"graceful": True},
+             "docker stop 3f2a1b9c0d12"),
+            ("POST", "/api/pool/workers/3f2a1b9c0d12/kill", None, "docker kill 3f2a1b9c0d12"),
+            ("POST", "/api/pool/coordinator/start", None, "docker compose start coordinator"),
+            ("POST", "/api/pool/coordinator/kill", {"restart": False},
+             "docker compose kill coordinator"),
+            ("POST", "/api/pool/coordinator/kill", None,
+             f"docker compose exec -T coordinator python -c '{CRASH_SNIPPET}'"),
+        ]
+        for method, path, body, command in expected:
+            status, answer = await call(method, url + path, body, token=None)
+            assert status == 501, (path, answer)
+            assert answer["command"] == command
+            assert "TASKMASTER_POOL_URL" in answer["error"]
+        # bad input is still a 4xx, not a command
+        status, answer = await call("POST", url + "/api/pool/scale", {"workers": -1}, token=None)
+        assert status == 422 and answer["field"] == "workers"
+        status, answer = await call("POST", url + "/api/pool/workers/nobody/kill", token=None)
+        assert status == 404 and answer["field"] == "name"
+
+
+async def test_an_unreachable_pool_manager_is_a_502(database_url: str) -> None:
+    settings = Settings(enable_pool_api=True, pool_url="http://127.0.0.1:9", metrics_port=0)
+    async with serve_scheduler(settings, database_url) as (url, _app):
+        status, answer = await call("POST", url + "/api/pool/scale", {"workers": 1}, token=None)
+        assert status == 502
+        assert "127.0.0.1:9" in answer["error"]
