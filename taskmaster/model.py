@@ -44,6 +44,7 @@ EVENT_TYPES = (
     "task_failed",
     "task_retrying",
     "task_reassigned",
+    "task_cancel_requested",
     "task_cancelled",
     "task_rejected",
     "worker_online",

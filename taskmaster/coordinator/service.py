@@ -26,7 +26,9 @@ from taskmaster.store import Applied, Delivery, Moved, Store
 log = logging.getLogger(__name__)
 
 DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
+             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError,
+             # lost a lock race: the statement rolled back whole, so running it again is safe
+             asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
 # Outbox items: ("registered", revoked refs) | ("assign", [Delivery]) |
 # ("ack", [(seq, accepted, reason)]) | ("cancel", [(task_id, attempt)]) | ("close", reason)
@@ -49,6 +51,7 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
     beat: bool = False  # a heartbeat arrived since the last flush
     closed: bool = False
+    goodbye: bool = False  # the worker ended its stream itself: drained, it left
 
     @property
     def free(self) -> int:
@@ -210,10 +213,28 @@ class Coordinator:
         del self.sessions[session.worker_id]
         # A vanished peer usually cancels the RPC that calls us: the write must not go
         # with it, or the worker's tasks wait for the reaper (a whole heartbeat timeout).
-        write = asyncio.create_task(self._offline([session.worker_id], reason))
+        write = asyncio.create_task(self._left(session, reason) if session.goodbye
+                                    else self._offline([session.worker_id], reason))
         self._offlines.add(write)
         write.add_done_callback(self._offlines.discard)
         await asyncio.shield(write)
+
+    async def _left(self, session: Session, reason: str) -> None:
+        """A drained worker left: what it still holds went out as it was leaving.
+
+        It says goodbye only with nothing running and its reports acknowledged, so
+        assignments still held for it crossed the goodbye and never started: they go back
+        as refused deliveries, without using up an attempt (then it goes offline).
+        """
+        with contextlib.suppress(*DB_ERRORS):  # else _offline requeues them (attempt used)
+            held = await self.store.held_tasks(session.worker_id)
+            if held:
+                error = f"{reason} before starting it"
+                self.observer.applied(await self.store.apply_reports(
+                    [(session.worker_id, Report(task_id=t, attempt=a, state="rejected",
+                                                error=error)) for t, a in held.items()],
+                    retry_base=self.settings.retry_base, retry_max=self.settings.retry_max))
+        await self._offline([session.worker_id], reason)
 
     async def _offline(self, worker_ids: list[str], reason: str) -> None:
         for attempt in range(50):

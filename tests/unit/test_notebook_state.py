@@ -120,18 +120,19 @@ def test_polled_tasks_fill_free_rows_but_never_go_back_in_time() -> None:
 
 
 def test_completed_per_second_and_sample_ring() -> None:
+    now = int(time.time())  # completions are bucketed against the real clock
     state = DashboardState(window=10)
-    for second, n in ((NOW - 5, 2), (NOW - 3, 4), (NOW - 30, 9)):
+    for second, n in ((now - 5, 2), (now - 3, 4), (now - 30, 9)):
         for i in range(n):
             state.apply(ev("task_completed", f"t{second}-{i}", timestamp=iso(second + 0.5)))
-    xs, ys = state.completed_series(now=NOW)
-    assert xs[0] >= NOW - 10 and xs[-1] == NOW - 1
+    xs, ys = state.completed_series(now=now)
+    assert xs[0] >= now - 10 and xs[-1] == now - 1
     by_second = dict(zip(xs, ys, strict=True))
-    assert by_second[NOW - 5] == 2 and by_second[NOW - 3] == 4 and by_second[NOW - 4] == 0
+    assert by_second[now - 5] == 2 and by_second[now - 3] == 4 and by_second[now - 4] == 0
     assert sum(ys) == 6  # the completion outside the window was not counted
     for i in range(25):
-        state.set_stats({"queue_depth": i, "running": 1}, now=NOW - 25 + i)
-    assert len(state.samples) == 10 and state.samples[-1] == (NOW - 1, 24, 1)
+        state.set_stats({"queue_depth": i, "running": 1}, now=now - 25 + i)
+    assert len(state.samples) == 10 and state.samples[-1] == (now - 1, 24, 1)
 
 
 def test_summary_has_no_ids() -> None:
