@@ -165,7 +165,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         from taskmaster.cluster.local import LocalCluster
 
         cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency,
-                               pool_api=not args.no_pool_api)
+                               pool_api=not args.no_pool_api,
+                               coordinator_host=args.coordinator_host)
         print(f"starting TaskMaster: database, coordinator, scheduler, {args.workers} workers ...",
               flush=True)
         try:
@@ -258,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
     p.add_argument("--no-pool-api", action="store_true",
                    help="refuse the scheduler's /api/pool endpoints (enabled by default here)")
+    p.add_argument("--coordinator-host", default=None, metavar="ADDRESS",
+                   help="address the coordinator binds; 0.0.0.0 lets workers on other hosts "
+                   "join [default 127.0.0.1]")
     for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
                  "api_token", "cluster_token"):
         option(p, name)
