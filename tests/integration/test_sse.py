@@ -114,6 +114,23 @@ async def test_reconnect_with_last_event_id_replays_exactly_what_was_missed(
         assert scheduled(again) == missed[2:]
 
 
+async def test_replay_is_bounded_and_says_what_it_skipped(database_url: str) -> None:
+    async with scheduler(database_url, sse_replay=5) as (url, _, http):
+        ids = await schedule(http, url, 12)
+        newest = (await fetch(database_url, "SELECT max(id) AS m FROM events"))[0]["m"]
+        async with stream(http, url, {"Last-Event-ID": str(newest - 12)}) as sse:
+            notice = None
+            while notice is None:
+                msg = await sse.next(10)
+                assert msg is not None
+                if msg.data and msg.data["event"] == "replay_truncated":
+                    notice = msg.data
+            replayed = await sse.events(count_scheduled(5))
+    assert notice == {"event": "replay_truncated", "missed_after": newest - 12,
+                      "resumed_after": newest - 5}
+    assert scheduled(replayed) == ids[-5:]
+
+
 async def test_a_bad_last_event_id_is_a_400_naming_it(database_url: str) -> None:
     async with scheduler(database_url) as (url, _, http), \
             http.get(url + STREAM, headers={"Last-Event-ID": "yesterday"}) as resp:
