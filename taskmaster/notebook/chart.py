@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import ipywidgets as widgets
@@ -81,3 +82,46 @@ class ThroughputChart(widgets.VBox):
 
     def __repr__(self) -> str:
         return "ThroughputChart()"
+
+
+PALETTE = ("#2563eb", "#16a34a", "#d97706", "#7c3aed", "#dc2626")
+
+
+class BarChart(widgets.VBox):
+    """Grouped bars: a group per category (e.g. worker), a bar per series (e.g. strategy).
+
+    `data` maps each series name to {category: value}; missing values count as 0.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Mapping[str, float]],
+        *,
+        title: str = "",
+        ylabel: str = "",
+        height: str = "280px",
+        **kwargs: Any,
+    ) -> None:
+        self.series = list(data)
+        self.categories = sorted({c for values in data.values() for c in values})
+        self.values = np.array(
+            [[float(data[s].get(c, 0.0)) for c in self.categories] for s in self.series]
+        ).reshape(len(self.series), len(self.categories))
+        x, y = bqplot.OrdinalScale(), bqplot.LinearScale(min=0.0)
+        self.bars = bqplot.Bars(
+            x=self.categories, y=self.values, scales={"x": x, "y": y}, type="grouped",
+            labels=self.series, display_legend=True,
+            colors=list(PALETTE[: max(1, len(self.series))]),
+        )
+        self.figure = bqplot.Figure(
+            marks=[self.bars],
+            axes=[bqplot.Axis(scale=x), bqplot.Axis(scale=y, orientation="vertical",
+                                                    label=ylabel)],
+            title=title, legend_location="top-right", animation_duration=0,
+            layout=widgets.Layout(height=height, width="100%"),
+            fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20},
+        )
+        super().__init__(children=[self.figure], **kwargs)
+
+    def __repr__(self) -> str:
+        return f"BarChart({len(self.series)} series x {len(self.categories)} categories)"

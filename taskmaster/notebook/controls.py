@@ -12,6 +12,7 @@ import asyncio
 import html
 import inspect
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -65,6 +66,7 @@ class ActionPanel(widgets.VBox):
         self.toast_text = ""
         self.toast_ok = True
         self.pending: asyncio.Future[Any] | None = None
+        self.elapsed = 0.0  # seconds the last action took (its API round trip)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def show(self, text: str, ok: bool = True) -> None:
@@ -82,6 +84,7 @@ class ActionPanel(widgets.VBox):
         """Run action() (sync or async) in the running loop; toast done(result) or the error."""
 
         async def run() -> Any:
+            started = time.perf_counter()
             try:
                 result = action()
                 if inspect.isawaitable(result):
@@ -90,6 +93,8 @@ class ActionPanel(widgets.VBox):
                 log.info("action failed: %s", exc)
                 self.show(error_text(exc, instead), ok=False)
                 return exc
+            finally:
+                self.elapsed = time.perf_counter() - started
             self.show(done(result))
             return result
 

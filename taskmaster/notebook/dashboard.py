@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import ipywidgets as widgets
 
+from taskmaster.notebook.analysis import Audit, EventRecord, audit
 from taskmaster.notebook.chart import ThroughputChart
 from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, WorkerControlPanel
 from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.state import DashboardState
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
+
+_FINAL_EVENTS = frozenset({"task_completed", "task_failed", "task_cancelled"})
 
 
 class Dashboard(widgets.VBox):
@@ -55,6 +58,8 @@ class Dashboard(widgets.VBox):
             render_hz=render_hz,
             poll_interval=poll_interval,
         )
+        self.events = EventRecord()  # every event, for measuring what the panels show
+        self.feed.listeners.append(self.events)
         half = widgets.Layout(width="50%")
         super().__init__(
             children=[
@@ -78,6 +83,58 @@ class Dashboard(widgets.VBox):
     async def stop(self) -> None:
         """Stop the feed and wait for it."""
         await self.feed.stop()
+
+    async def ready(self, timeout: float = 30.0) -> DashboardState:
+        """Wait until the event stream is connected and stats and workers were polled."""
+        if not self.feed.running:
+            self.start()
+        return await self.feed.wait_for(
+            lambda s: s.connection == "connected" and bool(s.stats), timeout
+        )
+
+    async def next_event(
+        self, predicate: Callable[[dict[str, Any]], Any], timeout: float = 30.0,
+        after: int | None = None,
+    ) -> dict[str, Any]:
+        """The first event received after `after` (an `events.mark()`; default now) that
+        satisfies predicate; TimeoutError otherwise."""
+        position = [self.events.mark() if after is None else after]
+        found: list[dict[str, Any]] = []
+
+        def seen(_state: DashboardState) -> bool:
+            fresh = self.events.since(position[0])
+            position[0] += len(fresh)
+            found.extend(e for e in fresh if predicate(e))
+            return bool(found)
+
+        await self.feed.wait_for(seen, timeout)
+        return found[0]
+
+    async def wait_done(self, task_ids: Iterable[str], timeout: float = 60.0) -> Audit:
+        """Wait until each task has completed, failed or been cancelled (as the events tell);
+        return the audit of their completions."""
+        ids = [str(t) for t in task_ids]
+        left = set(ids)
+        position = [0]
+
+        def finished(_state: DashboardState) -> bool:
+            fresh = self.events.since(position[0])
+            position[0] += len(fresh)
+            for e in fresh:
+                if e.get("event") in _FINAL_EVENTS:
+                    left.discard(str(e.get("task_id")))
+            return not left
+
+        try:
+            await self.feed.wait_for(finished, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{len(left)} of {len(ids)} tasks not finished within "
+                               f"{timeout}s; {self.state.summary()}") from None
+        return audit(self.events.events, ids)
+
+    def worker_name(self, worker_id: Any) -> str:
+        """A worker's name from its id (as the panels show it)."""
+        return self.state.worker_name(worker_id)
 
     async def refresh(self) -> DashboardState:
         """Poll everything once and redraw now (no background task needed)."""

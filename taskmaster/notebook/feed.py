@@ -44,6 +44,8 @@ class Feed:
         self.client = client
         self.state = state if state is not None else DashboardState()
         self.views: list[Renderable] = list(views)
+        # called with every event, in order (e.g. an EventRecord that keeps them for measuring)
+        self.listeners: list[Callable[[dict[str, Any]], Any]] = []
         self.poll_interval = poll_interval
         self.tasks_interval = tasks_interval
         self.render_period = 1.0 / min(5.0, max(1.0, render_hz))  # bounded redraw rate
@@ -103,6 +105,8 @@ class Feed:
                 last_event_id=state.last_event_id, on_status=self._connection
             ):
                 state.apply(event)
+                for listener in self.listeners:
+                    listener(event)
                 self._notify()
                 n += 1
                 if n % YIELD_EVERY == 0:

@@ -1,0 +1,360 @@
+"""connect(): the stack a notebook drives, the one `taskmaster demo` runs or its own.
+
+    stack = await connect(workers=3)     # TASKMASTER_URL if it answers, else a new stack
+    dash = await stack.dashboard()       # every panel, fed by the event stream
+    ...
+    await stack.close()                  # or let the kernel exit
+
+A stack of its own runs as child processes of the kernel (LocalCluster: coordinator,
+scheduler, workers, free ports) on an embedded PostgreSQL in a temporary folder, or on a
+uniquely named database of the server TASKMASTER_DATABASE_URL names (dropped at close).
+A small watchdog process stops all of it when the kernel dies without closing it (a
+kernel killed by nbval or by a restart), so nothing outlives the notebook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pandas as pd
+
+from taskmaster.client import ApiError, Client
+from taskmaster.config import Settings
+from taskmaster.notebook.dashboard import Dashboard
+from taskmaster.store import Store, create_pool, prepare
+from taskmaster.store.db import database_name, with_database
+
+log = logging.getLogger(__name__)
+
+URL_VARIABLE = "TASKMASTER_URL"
+
+
+async def connect(
+    workers: int | None = 3,
+    *,
+    url: str | None = None,
+    own: bool | None = None,
+    concurrency: int | None = None,
+    timeout: float = 60.0,
+    **settings: Any,
+) -> Stack:
+    """The stack at TASKMASTER_URL (or `url`) if it answers, else a new one in this kernel.
+
+    `workers`: how many workers are online when it returns (None: as they are).
+    `own=True` always starts a new stack; so do Settings fields given as keywords
+    (e.g. `assign_strategy="random"`, `heartbeat_interval=0.5`), which only a new stack
+    can honour.
+    """
+    url = url or os.environ.get(URL_VARIABLE, "")
+    if own is None:
+        own = bool(settings) or not url
+    if not own:
+        client = Client(url, token=os.environ.get("TASKMASTER_API_TOKEN") or None, timeout=10)
+        if await client.readyz():
+            stack = Stack(client, pool=client)
+            if workers is not None:
+                await stack.ensure_workers(workers, timeout)
+            return stack
+        await client.close()
+        log.info("no stack answers at %s; starting one in this kernel", url)
+    return await Stack.start(workers or 0, concurrency=concurrency, timeout=timeout, **settings)
+
+
+class Stack:
+    """A running stack: its API client, its pool controls and, when started here, its cluster."""
+
+    def __init__(self, client: Client, pool: Any, cluster: Any = None, *,
+                 home: Path | None = None, database_url: str = "", drop_database: bool = False,
+                 watchdog: subprocess.Popen[bytes] | None = None) -> None:
+        self.client = client
+        self.pool = pool  # what WorkerControlPanel drives: the cluster, or the Client's /api/pool
+        self.cluster = cluster
+        self.home = home
+        self.database_url = database_url
+        self._drop_database = drop_database
+        self._watchdog = watchdog
+        self._dashboards: list[Dashboard] = []
+        self.closed = False
+
+    # ---- starting ----
+
+    @classmethod
+    async def start(cls, workers: int = 3, *, concurrency: int | None = None,
+                    timeout: float = 60.0, **overrides: Any) -> Stack:
+        """A new stack of local processes, in a temporary home, on free ports."""
+        from taskmaster.cluster.local import LocalCluster
+
+        home = Path(tempfile.mkdtemp(prefix="taskmaster-notebook-")).resolve()
+        # the embedded server's runtime files: not in home, which close() removes
+        os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
+        server = os.environ.get("TASKMASTER_DATABASE_URL", "")
+        database_url = ""
+        if server:  # a database of our own on that server, dropped at close
+            database_url = with_database(server, f"tm_nb_{os.getpid()}_{secrets.token_hex(4)}")
+        overrides.setdefault("metrics_port", 0)  # 9090 may be taken by another stack
+        settings = Settings.from_env(home=home, database_url=database_url, **overrides)
+        watchdog = _start_watchdog(home, database_url)
+        cluster = LocalCluster(settings, workers=workers, concurrency=concurrency,
+                               scheduler_port=0, coordinator_port=0)
+        stack = cls(Client(cluster.url), pool=cluster, cluster=cluster, home=home,
+                    database_url=database_url, drop_database=bool(server), watchdog=watchdog)
+        try:
+            await cluster.start()
+            stack.client = Client(cluster.url)  # the port is known once started
+            stack.database_url = cluster.database_url
+            atexit.register(stack._kill_now)
+            await stack.wait_workers(workers, timeout)
+        except BaseException:
+            await stack.close()
+            raise
+        return stack
+
+    async def ensure_workers(self, n: int, timeout: float = 60.0) -> None:
+        """Scale the pool to n workers if it has another number, and wait for them."""
+        online = await self.online_workers()
+        if len(online) != n:
+            try:
+                await _maybe_await(self.pool.scale(n))
+            except ApiError as exc:  # no pool manager: say what to run instead
+                raise RuntimeError(
+                    f"the stack has {len(online)} workers online, the notebook wants {n}, and "
+                    f"it cannot scale it: {exc.error}"
+                    + (f"; run: {exc.command}" if exc.command else "")
+                ) from exc
+        await self.wait_workers(n, timeout)
+
+    # ---- reading ----
+
+    @property
+    def url(self) -> str:
+        """The scheduler's base URL."""
+        return self.client.base_url
+
+    @property
+    def owned(self) -> bool:
+        """True when this kernel started the stack (and close() stops it)."""
+        return self.cluster is not None
+
+    async def online_workers(self) -> list[dict[str, Any]]:
+        """GET /api/workers, the online ones, by name."""
+        workers = await self.client.workers()
+        return sorted((w for w in workers if w.get("status") == "online"),
+                      key=lambda w: str(w.get("name")))
+
+    async def members(self) -> pd.DataFrame:
+        """The stack's processes: component, role, address and state (no pids)."""
+        rows = []
+        if self.cluster is not None:
+            database = "external server" if self._drop_database else "embedded, Unix socket"
+            rows.append(("postgresql", "database", database, "running"))
+            addresses = {"coordinator": f"gRPC {self.cluster.coordinator_address}",
+                         "scheduler": f"HTTP {self.cluster.url}"}
+            for m in self.cluster.status():
+                role = str(m["role"])
+                where = addresses.get(role, f"dials {self.cluster.coordinator_address}")
+                rows.append((str(m["name"]), role, where, str(m["state"])))
+        else:
+            try:
+                pool = await self.client.pool()
+                rows += [(str(m.get("name")), str(m.get("role")), "", str(m.get("state")))
+                         for m in pool.get("members", [])]
+            except ApiError:  # no pool manager: what the API tells
+                rows.append(("scheduler", "scheduler", f"HTTP {self.url}", "running"))
+                rows += [(str(w.get("name")), "worker", str(w.get("host")), str(w.get("status")))
+                         for w in await self.client.workers()]
+        return pd.DataFrame(rows, columns=["member", "role", "address", "state"])
+
+    async def worker(self, name: str) -> dict[str, Any]:
+        """The online worker with this name (KeyError when there is none)."""
+        for w in await self.online_workers():
+            if w.get("name") == name:
+                return w
+        raise KeyError(f"no online worker named {name!r}")
+
+    async def wait_workers(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Wait until exactly n workers are online; return them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            online = await self.online_workers()
+            if len(online) == n:
+                return online
+            if time.monotonic() > deadline:
+                names = ", ".join(str(w.get("name")) for w in online) or "none"
+                raise TimeoutError(f"{n} workers not online within {timeout}s; online: {names}")
+            await asyncio.sleep(0.1)
+
+    async def wait_idle(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until nothing is pending, assigned or running; return the stats."""
+        return await self.client.wait_until(
+            lambda s: s["pending"] == s["assigned"] == s["running"] == 0, timeout
+        )
+
+    # ---- panels ----
+
+    async def dashboard(self, **options: Any) -> Dashboard:
+        """Every panel in one layout, started and connected to the event stream."""
+        online = await self.online_workers()
+        options.setdefault("workers", len(online))
+        dash = Dashboard(self.client, pool=self.pool, **options)
+        self._dashboards.append(dash)
+        dash.start()
+        await dash.ready()
+        return dash
+
+    # ---- what only a stack of our own can do ----
+
+    def _own(self, what: str) -> Any:
+        if self.cluster is None:
+            raise RuntimeError(f"{what} needs a stack started by this notebook: "
+                               "connect(own=True)")
+        return self.cluster
+
+    async def use_strategy(self, strategy: str, timeout: float = 30.0) -> None:
+        """Restart the coordinator with TASKMASTER_ASSIGN_STRATEGY=strategy; wait for the workers."""
+        from taskmaster.coordinator.assignment import STRATEGIES
+
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        cluster = self._own("changing the assignment strategy")
+        cluster.extra_env["TASKMASTER_ASSIGN_STRATEGY"] = strategy
+        n = len(await self.online_workers())
+        await self.after_events(
+            lambda: cluster.coordinator("restart"),
+            lambda e: e.get("event") == "worker_online", n, timeout,
+        )
+
+    async def after_events(self, action: Callable[[], Any],
+                           predicate: Callable[[dict[str, Any]], bool], count: int = 1,
+                           timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Run action() once the event stream is open; return the first `count` events
+        after it that satisfy predicate (TimeoutError otherwise)."""
+        connected = asyncio.Event()
+        found: list[dict[str, Any]] = []
+
+        def status(text: str) -> None:
+            if text == "connected":
+                connected.set()
+
+        async def collect() -> None:
+            async for event in self.client.events(on_status=status):
+                if predicate(event):
+                    found.append(event)
+                    if len(found) >= count:
+                        return
+
+        reader = asyncio.create_task(collect())
+        try:
+            await asyncio.wait_for(connected.wait(), timeout)
+            await _maybe_await(action())
+            await asyncio.wait_for(asyncio.shield(reader), timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{count} matching events not seen within {timeout}s "
+                               f"(saw {len(found)})") from None
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        return found
+
+    @contextlib.asynccontextmanager
+    async def scratch_store(self) -> AsyncIterator[Store]:
+        """A Store on a new, migrated database of the stack's server, dropped afterwards.
+
+        No coordinator or worker touches it: a notebook plays their parts step by step.
+        """
+        self._own("a scratch database")
+        url = with_database(self.database_url, f"tm_scratch_{secrets.token_hex(4)}")
+        await prepare(url)
+        pool = await create_pool(url, min_size=1, max_size=2)
+        try:
+            yield Store(pool)
+        finally:
+            await pool.close()
+            await _drop(url)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        """The last lines of a member's log (coordinator, scheduler, worker-1, ...)."""
+        return self._own("reading member logs").log_tail(name, lines)
+
+    # ---- stopping ----
+
+    async def close(self) -> None:
+        """Stop the panels' feeds; stop the stack if this kernel started it."""
+        if self.closed:
+            return
+        self.closed = True
+        for dash in self._dashboards:
+            await dash.stop()
+        await self.client.close()
+        if self.cluster is None:
+            return
+        with contextlib.suppress(ValueError):
+            atexit.unregister(self._kill_now)
+        try:
+            await self.cluster.stop(grace=5.0)
+            if self._drop_database and self.database_url:
+                await _drop(self.database_url)
+        finally:
+            if self.home is not None:
+                shutil.rmtree(self.home, ignore_errors=True)
+            if self._watchdog is not None:
+                self._watchdog.terminate()
+                await asyncio.to_thread(self._watchdog.wait)
+
+    def _kill_now(self) -> None:
+        """At interpreter exit: kill the members at once (the watchdog does the rest)."""
+        for member in getattr(self.cluster, "members", {}).values():
+            proc = member.proc
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+
+    def __repr__(self) -> str:
+        where = "started here" if self.owned else "connected"
+        return f"Stack({where})"
+
+
+async def _maybe_await(value: Any) -> Any:
+    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+        return await value
+    return value
+
+
+async def _drop(url: str) -> None:
+    """Drop the database the URL names (closing its connections)."""
+    admin = await asyncpg.connect(with_database(url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+def _runtime_dir() -> Path:
+    path = Path(tempfile.gettempdir()) / f"taskmaster-runtime-{os.getuid()}"
+    path.mkdir(mode=0o700, exist_ok=True)
+    return path
+
+
+def _start_watchdog(home: Path, database_url: str) -> subprocess.Popen[bytes]:
+    """A process that cleans up after this kernel if it dies without close()."""
+    args = [sys.executable, "-m", "taskmaster.notebook.watchdog", "--pid", str(os.getpid()),
+            "--home", str(home)]
+    if database_url:
+        args += ["--drop-database", database_url]
+    return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
