@@ -385,3 +385,22 @@ async def test_unknown_commands_are_refused_at_creation_not_by_a_worker(
             tid = await wait_for(accepted, message="the command to become known")
             [done] = await wait_final(store, [uuid.UUID(tid)])
     assert done.status is TaskStatus.COMPLETED
+
+
+async def test_a_cancel_wins_over_a_requeue_when_the_worker_is_lost(
+    coordinator: Any, store: Store
+) -> None:
+    a = FakeWorker(coordinator.port, "fake-a")
+    try:
+        await a.connect()
+        task, _ = await store.create_task(NewTask(command="noop"))
+        await a.receive("assign")
+        assert (await a.report(str(task.id), 1, pb.RUNNING)).accepted
+        assert (await store.cancel_task(task.id)) is not None
+        cancel = await a.receive("cancel")
+        assert [(r.task_id, r.attempt) for r in cancel.cancel.tasks] == [(str(task.id), 1)]
+        await a.leave()  # lost before it could report the cancellation
+    finally:
+        await a.close()
+    await wait_for(lambda: _status_is(store, task.id, "cancelled"), message="the cancellation")
+    assert (await task_of(store, task.id)).cancelled_at is not None
