@@ -90,6 +90,8 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- wakes the assigner when a task comes back to pending; two linear scans, not a join of the
+-- transition tables (they have no index: a join is quadratic in the rows updated)
 CREATE FUNCTION tasks_counted_update() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO task_counts (status, delta)
@@ -99,8 +101,8 @@ BEGIN
             SELECT status, -1 AS d FROM old_rows
         ) changes
         GROUP BY status HAVING sum(d) <> 0;
-    IF EXISTS (SELECT 1 FROM new_rows n JOIN old_rows o USING (id)
-               WHERE n.status = 'pending' AND o.status <> 'pending') THEN
+    IF EXISTS (SELECT 1 FROM new_rows WHERE status = 'pending')
+       AND EXISTS (SELECT 1 FROM old_rows WHERE status <> 'pending') THEN
         PERFORM pg_notify('taskmaster_tasks', '');
     END IF;
     RETURN NULL;
