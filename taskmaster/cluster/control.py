@@ -109,6 +109,10 @@ def _bearer_ok(request: web.Request, token: str) -> bool:
 
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if "Origin" in request.headers:
+        # only programs call this API; a web page must not reach it through a browser
+        return web.json_response({"error": "requests from web pages are refused",
+                                  "field": "Origin"}, status=403)
     token = request.app[CLUSTER].settings.api_token
     if token and request.path != "/healthz" and not _bearer_ok(request, token):
         return web.json_response(

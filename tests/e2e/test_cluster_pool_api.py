@@ -57,6 +57,12 @@ async def test_pool_endpoints_drive_the_local_stack(cluster: LocalCluster) -> No
     # the supervisor's own control API honours the token too
     status, _ = await call("GET", cluster.control_url + "/api/pool", token=None)
     assert status == 401
+    # and a web page cannot reach it through a browser, token or not
+    async with aiohttp.ClientSession() as http, http.post(
+            cluster.control_url + "/api/pool/scale", data='{"workers": 0}',
+            headers={"Origin": "http://evil.example", "Content-Type": "text/plain",
+                     "Authorization": f"Bearer {TOKEN}"}) as resp:
+        assert resp.status == 403 and (await resp.json())["field"] == "Origin"
 
     status, pool = await call("GET", url + "/api/pool")
     assert status == 200 and pool["manager"] == "local" and pool["workers"] == 2
