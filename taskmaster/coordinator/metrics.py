@@ -79,7 +79,7 @@ class CoordinatorMetrics(Observer):
                                          "Deliveries sent to workers.")
         self.tasks_completed = by_command("taskmaster_tasks_completed_total", "Tasks completed.")
         self.tasks_failed = by_command("taskmaster_tasks_failed_total",
-                                       "Tasks failed for good (out of attempts, or timed out last).")
+                                       "Tasks failed for good (out of attempts).")
         self.tasks_retried = by_command("taskmaster_tasks_retried_total",
                                         "Failed attempts put back to run again after a backoff.")
         self.tasks_reassigned = by_command(
