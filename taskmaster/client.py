@@ -22,7 +22,7 @@ from taskmaster import __version__
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8081"
-COORDINATOR_ACTIONS = ("kill", "start", "restart")
+COORDINATOR_ACTIONS = ("kill", "stop", "start", "restart")
 # statuses worth retrying on the event stream: the scheduler is restarting or overloaded
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -279,11 +279,11 @@ class Client:
         path = f"/api/pool/workers/{quote(name, safe='')}/kill"
         return await self._json("POST", path, {"graceful": graceful})
 
-    async def coordinator(self, action: str) -> dict[str, Any]:
-        """Kill, start or restart the coordinator."""
+    async def coordinator(self, action: str, restart: bool = True) -> dict[str, Any]:
+        """Kill (restarted by the supervisor unless restart=False), stop, start or restart it."""
         if action not in COORDINATOR_ACTIONS:
             raise ValueError(f"action must be one of {', '.join(COORDINATOR_ACTIONS)}")
-        return await self._json("POST", f"/api/pool/coordinator/{action}")
+        return await self._json("POST", f"/api/pool/coordinator/{action}", {"restart": restart})
 
     # health
     async def healthz(self) -> bool:
