@@ -168,7 +168,28 @@ class LocalCluster:
         if self.supervise:
             self._watch = asyncio.create_task(self._supervise(), name="supervise")
         self._publish()
+        await self.wait_workers(self.initial_workers)
         return self
+
+    async def wait_workers(self, n: int, timeout: float = 60.0) -> None:
+        """Until n workers are online (registered with the coordinator)."""
+        deadline = time.monotonic() + timeout
+        online = -1
+        async with aiohttp.ClientSession(headers=self._auth_headers()) as http:
+            while time.monotonic() < deadline:
+                with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
+                    async with http.get(self.url + "/api/stats") as resp:
+                        if resp.status == 200:
+                            online = int((await resp.json())["workers_online"])
+                            if online >= n:
+                                return
+                await asyncio.sleep(0.05)
+        raise TimeoutError(f"{online} of {n} workers online after {timeout:g}s; "
+                           f"coordinator log:\n{self.log_tail('coordinator')}")
+
+    def _auth_headers(self) -> dict[str, str]:
+        token = self.settings.api_read_token or self.settings.api_token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     async def stop(self, grace: float = 10.0) -> None:
         """Workers first (they drain), then scheduler and coordinator."""
