@@ -55,7 +55,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         raise InvalidRequest(400, "body is not valid JSON", "body") from None
     if not isinstance(body, dict):
         raise InvalidRequest(400, "body must be a JSON object", "body")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -149,3 +150,26 @@ async def test_create_endpoints_never_answer_5xx(database_url: str) -> None:
         for path in ("/api/schedule", "/api/schedule/batch"):
             created += await asyncio.to_thread(fuzz, url, path)
     assert await count_rows(database_url) == created
+
+
+async def test_every_post_route_survives_hostile_bodies(database_url: str) -> None:
+    """Every POST route, the pool's included (enabled, no manager: 501 is its answer)."""
+    hostile = [b"[" * 5000 + b"]" * 5000, b'{"a": ' * 3000 + b"1" + b"}" * 3000,
+               b"\xff\xfe\x00", b'{"x": "\\u0000\\ud800"}', b"NaN", b"{" * 10, b'"' * 7]
+    settings = SETTINGS.with_(enable_pool_api=True)
+    async with serve_scheduler(settings, database_url) as (url, app):
+        posts = sorted({r.resource.canonical for r in app.router.routes()
+                        if r.method == "POST" and r.resource is not None})
+        assert len(posts) >= 6
+
+        def run() -> None:
+            for path in posts:
+                target = path.replace("{id}", str(uuid.uuid4())).replace(
+                    "{name}", "w1").replace("{action}", "restart")
+                for body in hostile:
+                    status, ctype, _raw = post(url, target, body, None)
+                    assert status < 500 or status == 501, (path, body[:20], status)
+                    assert ctype.startswith("application/json"), (path, status)
+
+        await asyncio.to_thread(run)
+    assert await count_rows(database_url) == 0
