@@ -38,6 +38,7 @@ _GOOD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # probes and scrapes are never rate limited: an orchestrator must always see the truth
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 MAX_TRACKED_CLIENTS = 10_000  # token buckets kept; the least recently seen go first
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 
@@ -138,6 +139,11 @@ def _route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def _method_label(request: web.Request) -> str:
+    """The method, or "other": clients may send any token as a method."""
+    return request.method if request.method in KNOWN_METHODS else "other"
+
+
 def request_id_of(request: web.Request) -> str:
     """The request id: the client's X-Request-ID when it is sane, else a new one."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
@@ -166,7 +172,7 @@ async def ops_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         elapsed = time.perf_counter() - started
         route = _route_label(request)
         metrics = request.app[METRICS]
-        metrics.observe(request.method, route, status, elapsed)
+        metrics.observe(_method_label(request), route, status, elapsed)
         created = request.get(TASKS_CREATED)
         if created is not None and status < 300:
             metrics.tasks_created.labels(created[0]).inc(created[1])

@@ -72,6 +72,8 @@ async def test_scheduler_metrics_move_with_requests(database_url: str) -> None:
             assert resp.status == 401
         async with http.get(url + "/no/such/page") as resp:
             assert resp.status == 404
+        async with http.put(url + "/api/tasks/42") as resp:
+            assert resp.status == 405
         stream = await http.get(url + "/api/logs/stream")
         try:
             after = await scrape(http, url + "/metrics")
@@ -92,6 +94,7 @@ async def test_scheduler_metrics_move_with_requests(database_url: str) -> None:
     assert requests("/api/schedule", 401) == 1
     assert requests("/api/schedule/batch", 201) == 1
     assert requests("unmatched", 404, "GET") == 1  # raw paths never become labels
+    assert requests("unmatched", 405, "PUT") == 1
     assert requests("/metrics", 200, "GET") == 1  # the first scrape
     assert value(after, "taskmaster_http_request_duration_seconds_count",
                  method="POST", route="/api/schedule") == 5
