@@ -176,11 +176,12 @@ async def ops_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         created = request.get(TASKS_CREATED)
         if created is not None and status < 300:
             metrics.tasks_created.labels(created[0]).inc(created[1])
-        access_log.info(
-            "%s %s %d %.1fms", request.method, request.path_qs, status, elapsed * 1000,
-            extra={"request_id": rid, "method": request.method, "path": request.path,
-                   "route": route, "status": status, "duration_ms": round(elapsed * 1000, 3),
-                   "remote": request.remote})
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s %d %.1fms", request.method, request.path_qs, status, elapsed * 1000,
+                extra={"request_id": rid, "method": request.method, "path": request.path,
+                       "route": route, "status": status,
+                       "duration_ms": round(elapsed * 1000, 3), "remote": request.remote})
         REQUEST_ID.reset(token)
 
 
