@@ -168,6 +168,9 @@ async def ops_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     except asyncio.CancelledError:
         status = 499  # the client went away first (nginx's convention)
         raise
+    except Exception:
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return error(500, f"internal server error (request id {rid} in the server's log)")
     finally:
         elapsed = time.perf_counter() - started
         route = _route_label(request)

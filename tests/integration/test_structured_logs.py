@@ -16,10 +16,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from taskmaster.cluster.local import free_port
 from taskmaster.logs import JsonFormatter
-from taskmaster.scheduler.app import STORE
+from taskmaster.scheduler.app import STORE, make_app
 from tests.helpers import fast_settings, run_workers, serve_coordinator, serve_scheduler
 
 
@@ -137,3 +138,29 @@ async def test_the_scheduler_command_logs_json_lines(database_url: str) -> None:
     [stats] = [r for r in records if r.get("request_id") == "from-the-cli"]
     assert (stats["logger"], stats["route"], stats["status"]) == ("taskmaster.access",
                                                                   "/api/stats", 200)
+
+
+async def test_an_unexpected_error_is_a_json_500_logged_with_its_request_id(
+        database_url: str, json_log: io.StringIO) -> None:
+    async def boom(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = make_app(fast_settings(), database_url)
+    app.router.add_get("/boom", boom)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://{host}:{port}/boom", headers={"X-Request-ID": "b-1"}) as resp:
+            assert resp.status == 500
+            assert resp.headers["X-Request-ID"] == "b-1"
+            body = await resp.json()
+    finally:
+        await runner.cleanup()
+    assert "b-1" in body["error"] and body["field"] is None
+    [logged] = [r for r in lines(json_log) if r["logger"] == "taskmaster.scheduler.ops"]
+    assert logged["request_id"] == "b-1" and "RuntimeError: a bug" in logged["exception"]
+
