@@ -178,3 +178,22 @@ async def test_stop_cancels_a_feed_that_cannot_connect() -> None:
         await feed.wait_for(lambda s: s.connection.startswith("disconnected"), timeout=10)
         await feed.stop()
     assert not feed.running
+
+
+async def test_dashboard_records_every_event_for_measuring(scheduler: Scheduler) -> None:
+    ids = [f"task-{i:05d}" for i in range(N_TASKS)]
+    async with Client(scheduler.url, backoff_min=0.01) as client:
+        dash = Dashboard(client, poll_interval=0.05)
+        await dash.ready()
+        assert dash.state.connection == "connected" and dash.state.stats
+        mark = dash.events.mark()
+        scheduler.released.set()
+        first = await dash.next_event(lambda e: e["event"] == "task_completed", after=mark)
+        outcome = await dash.wait_done(ids, timeout=20)
+        with pytest.raises(TimeoutError, match="1 of 1 tasks not finished"):
+            await dash.wait_done(["no-such-task"], timeout=0.05)
+        await dash.stop()
+    assert first["task_id"] == "task-00000"
+    assert outcome.ok and outcome.completed_once == N_TASKS
+    assert [e["id"] for e in dash.events.since(mark)] == list(range(1, 5 * N_TASKS + 1))
+    assert dash.worker_name("w1") == "worker-1"
