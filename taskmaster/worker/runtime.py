@@ -36,6 +36,9 @@ SEEN_LIMIT = 100_000  # deliveries remembered for duplicate detection
 UNACKED_LIMIT = 100_000  # reports kept for resending
 LEAVE_GRACE = 2.0  # seconds a leaving worker waits for the coordinator to close the stream
 _FINAL = {pb.COMPLETED, pb.FAILED, pb.CANCELLED, pb.REJECTED}
+# A task that ends sooner than this after it starts sends one report, not two: its final
+# report carries the start time and the coordinator records the task_running event from it.
+RUNNING_REPORT_DELAY = 0.02
 
 
 def _now_us() -> int:
@@ -303,11 +306,14 @@ class Worker:
         return report
 
     async def _execute(self, rt: Running, handler: Any, timeout: float) -> None:
-        self._queue_report(pb.StatusUpdate(task_id=rt.task_id, attempt=rt.attempt,
-                                           state=pb.RUNNING, started_at_us=rt.started_us))
+        running = pb.StatusUpdate(task_id=rt.task_id, attempt=rt.attempt, state=pb.RUNNING,
+                                  started_at_us=rt.started_us)
+        timer = asyncio.get_running_loop().call_later(
+            RUNNING_REPORT_DELAY, self._queue_report, running)
         update = pb.StatusUpdate(task_id=rt.task_id, attempt=rt.attempt, started_at_us=rt.started_us)
         try:
-            result = await asyncio.wait_for(run_handler(handler, rt.ctx), timeout or None)
+            async with asyncio.timeout(timeout or None):  # no extra task, unlike wait_for
+                result = await run_handler(handler, rt.ctx)
             update.state = pb.COMPLETED
             update.progress = 100
             update.result_json = json.dumps(result, default=str)
@@ -322,6 +328,7 @@ class Worker:
         except Exception as exc:
             update.state, update.error = pb.FAILED, f"{type(exc).__name__}: {exc}"
         finally:
+            timer.cancel()
             update.finished_at_us = _now_us()
             self.running.pop(rt.task_id, None)
         self._queue_report(update)
