@@ -142,7 +142,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             async for msg in requests:
                 kind = msg.WhichOneof("kind")
                 if kind == "heartbeat":
-                    self.coordinator.heartbeat(session, draining=msg.heartbeat.draining)
+                    beat = msg.heartbeat
+                    self.coordinator.heartbeat(session, draining=beat.draining, in_flight=[
+                        (uuid.UUID(r.task_id), r.attempt) for r in beat.in_flight
+                    ] if beat.draining else None)
                 elif kind == "status":
                     reports = [report_from_pb(u) for u in msg.status.updates]
                     task = asyncio.create_task(self._write(session, reports))

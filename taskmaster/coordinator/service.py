@@ -30,6 +30,11 @@ DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
              # lost a lock race: the statement rolled back whole, so running it again is safe
              asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 
+# A live worker redials at least every 1.5 s (worker/runtime.py: backoff capped at 1 s,
+# jitter up to x1.5); a restarted coordinator waits this much beyond a heartbeat timeout
+# before it declares a worker it has not heard from gone.
+REDIAL_GRACE = 2.0
+
 # Outbox items: ("registered", revoked refs) | ("assign", [Delivery]) |
 # ("ack", [(seq, accepted, reason)]) | ("cancel", [(task_id, attempt)]) | ("close", reason)
 OutItem = tuple[str, Any]
@@ -51,7 +56,8 @@ class Session:
     last_seen: float = field(default_factory=time.monotonic)
     beat: bool = False  # a heartbeat arrived since the last flush
     closed: bool = False
-    goodbye: bool = False  # the worker ended its stream itself: drained, it left
+    # deliveries still running at its latest draining heartbeat (None: not draining)
+    draining_holds: set[tuple[uuid.UUID, int]] | None = None
 
     @property
     def free(self) -> int:
@@ -197,13 +203,20 @@ class Coordinator:
         self.wake()
         return session, revoked
 
-    def heartbeat(self, session: Session, *, draining: bool) -> None:
-        """A sign of life; draining workers get no new tasks."""
+    def heartbeat(self, session: Session, *, draining: bool,
+                  in_flight: Iterable[tuple[uuid.UUID, int]] | None = None) -> None:
+        """A sign of life; draining workers get no new tasks.
+
+        A draining worker starts nothing new, so what its draining heartbeat does not list
+        as in flight (and it still holds when it leaves) never started on it.
+        """
         session.last_seen = time.monotonic()
         session.beat = True
         if draining and not session.draining:
             log.info("worker %s draining", session.name, extra={"worker_id": session.worker_id})
         session.draining = draining
+        if draining and in_flight is not None:
+            session.draining_holds = set(in_flight)
 
     async def disconnected(self, session: Session, reason: str) -> None:
         """The worker's stream ended: put its tasks back at once (unless we are stopping)."""
@@ -213,26 +226,30 @@ class Coordinator:
         del self.sessions[session.worker_id]
         # A vanished peer usually cancels the RPC that calls us: the write must not go
         # with it, or the worker's tasks wait for the reaper (a whole heartbeat timeout).
-        write = asyncio.create_task(self._left(session, reason) if session.goodbye
+        write = asyncio.create_task(self._left(session, reason)
+                                    if session.draining_holds is not None
                                     else self._offline([session.worker_id], reason))
         self._offlines.add(write)
         write.add_done_callback(self._offlines.discard)
         await asyncio.shield(write)
 
     async def _left(self, session: Session, reason: str) -> None:
-        """A drained worker left: what it still holds went out as it was leaving.
+        """A draining worker left (drained, or died draining).
 
-        It says goodbye only with nothing running and its reports acknowledged, so
-        assignments still held for it crossed the goodbye and never started: they go back
-        as refused deliveries, without using up an attempt (then it goes offline).
+        Deliveries it still holds that its last draining heartbeat did not list as in
+        flight crossed its drain on the way: it never started them, so they go back as
+        refused deliveries, without using up an attempt. The rest go back as for any lost
+        worker (attempt + 1).
         """
+        running = session.draining_holds or set()
         with contextlib.suppress(*DB_ERRORS):  # else _offline requeues them (attempt used)
             held = await self.store.held_tasks(session.worker_id)
-            if held:
+            unstarted = [(t, a) for t, a in held.items() if (t, a) not in running]
+            if unstarted:
                 error = f"{reason} before starting it"
                 self.observer.applied(await self.store.apply_reports(
                     [(session.worker_id, Report(task_id=t, attempt=a, state="rejected",
-                                                error=error)) for t, a in held.items()],
+                                                error=error)) for t, a in unstarted],
                     retry_base=self.settings.retry_base, retry_max=self.settings.retry_max))
         await self._offline([session.worker_id], reason)
 
@@ -395,8 +412,9 @@ class Coordinator:
             s.send("close", "missed heartbeats")
         if silent:
             await self._offline([s.worker_id for s in silent], f"missed heartbeats for {timeout:g}s")
-        # after a restart, give every live worker one timeout to come back first
-        if now - self._started > timeout:
+        # after a restart, give every live worker one timeout (and the longest pause between
+        # two of its dials) to come back first
+        if now - self._started > timeout + REDIAL_GRACE:
             stale = await self.store.stale_workers(timeout, list(self.sessions))
             orphans = [w for w in await self.store.orphan_holders() if w not in self.sessions]
             gone = sorted(set(stale) | set(orphans))

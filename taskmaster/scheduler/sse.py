@@ -19,11 +19,13 @@ import asyncpg
 
 from taskmaster.model import Event
 from taskmaster.store import Store
+from taskmaster.store.queries import q
 
 log = logging.getLogger(__name__)
 
 FETCH = 2000  # events read per query
 GAP_WAIT = 0.5  # seconds to wait for a transaction holding a lower id to commit
+HORIZON_WAIT = 2.0  # at start, seconds to wait for transactions that may hold lower ids
 
 
 def encode(event: Event) -> bytes:
@@ -127,7 +129,7 @@ class EventHub:
             conn.add_termination_listener(lambda _c: closed.set())
             await conn.add_listener("taskmaster_events", lambda *_: self._wake.set())
             if self.last_id == 0:
-                self.last_id = await self.store.last_event_id()
+                self.last_id = await self._horizon(conn)
             self.ready.set()
             while not closed.is_set():
                 await self._drain()
@@ -139,6 +141,20 @@ class EventHub:
         finally:
             with contextlib.suppress(Exception):
                 await conn.close(timeout=1)
+
+    async def _horizon(self, conn: asyncpg.Connection) -> int:
+        """Where a fresh hub starts: the newest event id, once nothing lower can still appear.
+
+        Transactions running when it was read may commit lower ids later; starting past
+        them would hide those events from replay, so wait (bounded) for them to end.
+        """
+        row = await conn.fetchrow(q("event_horizon"))
+        deadline = time.monotonic() + HORIZON_WAIT
+        while row["running"] and time.monotonic() < deadline:
+            if not await conn.fetchval(q("still_running"), row["running"]):
+                break
+            await asyncio.sleep(0.01)
+        return int(row["id"])
 
     async def _drain(self) -> None:
         while True:

@@ -116,6 +116,18 @@ SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2;
 -- name: last_event_id
 SELECT coalesce(max(id), 0) AS id FROM events;
 
+-- name: event_horizon
+-- The newest event id, and the transactions still running when it was read: an id is
+-- taken at insert but shows at commit, so those may yet commit lower ids.
+SELECT coalesce(max(id), 0) AS id,
+       ARRAY(SELECT pg_snapshot_xip(pg_current_snapshot()))::text[] AS running
+FROM events;
+
+-- name: still_running
+-- How many of these transactions ($1, xid8 as text) have not ended yet.
+SELECT count(*) AS n FROM unnest($1::text[]) AS x
+WHERE pg_xact_status(x::xid8) = 'in progress';
+
 -- name: prune_events
 DELETE FROM events WHERE ts < now() - make_interval(secs => $1);
 

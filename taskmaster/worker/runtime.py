@@ -150,7 +150,7 @@ class Worker:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 1.0)
+            backoff = min(backoff * 2, 1.0)  # the coordinator's REDIAL_GRACE relies on it
         await self._cancel_all("worker stopped")
         log.info("worker %s stopped (%d tasks completed)", self.name, self.completed)
         return 0
@@ -235,6 +235,8 @@ class Worker:
             await asyncio.sleep(0)  # let more reports gather into the next batch
 
     async def _heartbeats(self, out: asyncio.Queue[pb.WorkerMessage | None]) -> None:
+        # nothing before the coordinator admits us: a refusal then reaches us as such
+        await self.connected.wait()
         seq = 0
         while True:
             seq += 1

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.conftest import Feed, Stack, StackFactory, assert_exactly_once, wait_for
+from tests.chaos.harness import Feed, Stack, StackFactory, assert_exactly_once
 from tests.chaos.tasks import marks
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -19,9 +20,9 @@ async def test_coordinator_sigkill_and_restart(stack: StackFactory, tmp_path: Pa
     done = tmp_path / "marks"
     done.mkdir()
     async with Feed(s.url) as feed:
-        await wait_for(lambda: feed.connects, 10, "the SSE feed")
+        await wait_for(lambda: feed.connects, 10, message="the SSE feed")
         ids = await s.batch("chaos-sleep", 40, {"seconds": 1.5, "marks": str(done)})
-        await wait_for(lambda: _running(s, 12), 10, "all 12 slots busy")
+        await wait_for(lambda: _running(s, 12), 10, message="all 12 slots busy")
         running = {r["id"]: r["worker_id"] for r in await s.fetch(
             "SELECT id::text, worker_id FROM tasks WHERE status = 'running'")}
         worker_ids = {r["id"] for r in await s.fetch("SELECT id FROM workers")}
@@ -42,13 +43,13 @@ async def test_coordinator_sigkill_and_restart(stack: StackFactory, tmp_path: Pa
         def finished_unheard() -> list[str]:
             return [t for t, _, _ in marks(done) if t in running]
 
-        unheard = await wait_for(finished_unheard, 10, "a running task to finish in the outage")
+        unheard = await wait_for(finished_unheard, 10, message="a running task to finish in the outage")
         assert await s.unfinished(unheard) == len(unheard)  # nobody recorded them yet
 
         await s.cluster.coordinator("start")
         restarted_at = dt.datetime.now(dt.UTC)
         await wait_for(lambda: _rejoined(feed, worker_ids, killed_at), 20,
-                       "every worker (same id) to register with the new coordinator")
+                       message="every worker (same id) to register with the new coordinator")
         await s.wait_completed(ids, timeout=60)
         attempts = await assert_exactly_once(s, feed, ids)
 

@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.conftest import (
+from tests.chaos.harness import (
     Feed,
     Postgres,
     Stack,
     StackFactory,
     assert_exactly_once,
-    wait_for,
 )
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -28,9 +28,9 @@ async def test_postgres_stopped_and_started(throwaway_postgres: Postgres,
     pg = throwaway_postgres
     s = await stack(workers=3, concurrency=4, database=pg.url)
     async with Feed(s.url) as feed:
-        await wait_for(lambda: feed.connects, 10, "the SSE feed")
+        await wait_for(lambda: feed.connects, 10, message="the SSE feed")
         ids = await s.batch("sleep", 300, {"seconds": 0.2})
-        await wait_for(lambda: _completed_some(s, ids), 20, "the run to be under way")
+        await wait_for(lambda: _completed_some(s, ids), 20, message="the run to be under way")
         pids = {m.name: m.pid for m in s.cluster.members.values()}
 
         await asyncio.to_thread(pg.stop)
@@ -84,4 +84,4 @@ async def _retry_post(s: Stack) -> tuple[int, Any, Any]:
             "POST", "/api/schedule", {"command": "sleep", "payload": {"seconds": 0.1}})
         return (status, body, headers) if status != 503 else None
 
-    return await wait_for(post, 20, "the scheduler to accept tasks again", 0.2)
+    return await wait_for(post, 20, message="the scheduler to accept tasks again", interval=0.2)

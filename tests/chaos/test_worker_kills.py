@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.chaos.conftest import Feed, StackFactory, assert_exactly_once, wait_for
+from tests.chaos.harness import Feed, StackFactory, assert_exactly_once
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.chaos
 
@@ -21,7 +22,7 @@ async def test_sigkill_a_worker_every_second(stack: StackFactory) -> None:
     """Each kill puts the dead worker's tasks back at once; all 2,000 complete exactly once."""
     s = await stack(workers=WORKERS, concurrency=8)
     async with Feed(s.url) as feed:
-        await wait_for(lambda: feed.connects, 10, "the SSE feed")
+        await wait_for(lambda: feed.connects, 10, message="the SSE feed")
         # 0.35 s each on 32 slots: the run outlasts the kills (at least 2000 * 0.35 / 32 s)
         ids = await s.batch("sleep", TASKS, {"seconds": 0.35}, max_attempts=10)
         rng = random.Random()
