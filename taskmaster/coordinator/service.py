@@ -339,16 +339,25 @@ class Coordinator:
     # ---- assignment ----
 
     async def _assign_loop(self) -> None:
+        short = True
         while True:
             timeout = self.settings.poll_interval
-            due = await self.store.next_due()
-            if due is not None:
-                timeout = min(timeout, max(0.0, due.timestamp() - time.time()) + 0.001)
+            # Only a round that left free slots empty has run out of due tasks: only then
+            # can a delayed task be next, and only then is it cheap to find (the pending
+            # index holds no backlog to walk). Full slots wake us when they free up.
+            if short:
+                due = await self.store.next_due()
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due.timestamp() - time.time()) + 0.001)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
-            while await self.assign_once() == self.settings.assign_batch:
-                pass
+            while True:
+                free = min(sum(s.free for s in self.sessions.values()), self.settings.assign_batch)
+                sent = await self.assign_once()
+                if sent < self.settings.assign_batch:
+                    break
+            short = sent < free
 
     async def assign_once(self) -> int:
         """One round: claim tasks for the free slots and send them; how many went out."""
