@@ -47,7 +47,8 @@ class ThroughputChart(widgets.VBox):
         }
         self.figure = bqplot.Figure(
             marks=list(self.lines.values()),
-            axes=[bqplot.Axis(scale=x, label="time"), bqplot.Axis(scale=y, side="left")],
+            axes=[bqplot.Axis(scale=x, label="time", tick_format="%H:%M:%S"),
+                  bqplot.Axis(scale=y, side="left")],
             title="Throughput",
             legend_location="top-left",
             animation_duration=0,

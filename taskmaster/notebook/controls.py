@@ -24,6 +24,15 @@ from taskmaster.notebook.state import DashboardState
 log = logging.getLogger(__name__)
 
 DEFAULT_COMMANDS = ("demo-job", "noop", "sleep", "fail", "flaky", "cpu")
+_LABEL = {"description_width": "initial"}
+
+
+def _wrap() -> widgets.Layout:
+    return widgets.Layout(flex_flow="row wrap", align_items="center")
+
+
+def _middle() -> widgets.Layout:
+    return widgets.Layout(align_items="center")
 
 
 class PoolOps(Protocol):
@@ -134,15 +143,18 @@ class BulkTaskPanel(ActionPanel):
         options = list(commands or DEFAULT_COMMANDS)
         if command not in options:
             options.insert(0, command)
-        self.command = widgets.Dropdown(options=options, value=command, description="Command")
+        self.command = widgets.Dropdown(options=options, value=command, description="Command",
+                                        style=_LABEL, layout=widgets.Layout(width="200px"))
         # unbounded on purpose: a bad count reaches the API, whose 4xx text is shown
-        self.count = widgets.IntText(value=count, description="Count")
-        self.delay = widgets.FloatText(value=delay, description="Delay (s)")
+        self.count = widgets.IntText(value=count, description="Count", style=_LABEL,
+                                     layout=widgets.Layout(width="140px"))
+        self.delay = widgets.FloatText(value=delay, description="Delay (s)", style=_LABEL,
+                                       layout=widgets.Layout(width="140px"))
         self.button = widgets.Button(description="Create Tasks", button_style="primary")
         self.button.on_click(self._clicked)
         self.children = [
             widgets.HTML("<b>Bulk Task Creation</b>"),
-            widgets.HBox([self.command, self.count, self.delay]),
+            widgets.HBox([self.command, self.count, self.delay], layout=_wrap()),
             widgets.HBox([self.button, self.toast]),
         ]
         self.add_class("tm-panel")
@@ -198,7 +210,7 @@ class DockerCommands:
 
 
 def _code(text: str) -> str:
-    return f'<code style="user-select:all">{html.escape(text)}</code>'
+    return f'<code style="user-select:all;font-size:11px">{html.escape(text)}</code>'
 
 
 class WorkerControlPanel(ActionPanel):
@@ -225,7 +237,8 @@ class WorkerControlPanel(ActionPanel):
         self.state = state if state is not None else DashboardState()
         self.docker = docker or DockerCommands()
         self.slider = widgets.IntSlider(
-            value=workers, min=0, max=max_workers, description="Workers"
+            value=workers, min=0, max=max_workers, description="Workers", style=_LABEL,
+            layout=widgets.Layout(width="240px"),
         )
         self.scale_button = widgets.Button(description="Scale", button_style="primary")
         self.scale_command = widgets.HTML()
@@ -243,14 +256,15 @@ class WorkerControlPanel(ActionPanel):
             button.on_click(lambda _b, a=action: self.coordinator(a))
             self.coordinator_buttons[action] = button
             command = widgets.HTML(_code(self.docker.coordinator(action)))
-            rows.append(widgets.HBox([button, command]))
+            button.layout = widgets.Layout(width="170px")
+            rows.append(widgets.HBox([button, command], layout=_middle()))
         self.worker_buttons: dict[str, dict[str, widgets.Button]] = {}
         self._containers: dict[str, str] = {}
         self.worker_rows = widgets.VBox()
         self._worker_key: tuple[tuple[str, str], ...] | None = None
         self.children = [
             widgets.HTML("<b>Worker Control</b>"),
-            widgets.HBox([self.slider, self.scale_button, self.scale_command]),
+            widgets.HBox([self.slider, self.scale_button, self.scale_command], layout=_middle()),
             self.worker_rows,
             *rows,
             self.toast,
@@ -320,7 +334,8 @@ class WorkerControlPanel(ActionPanel):
                 + _code(self.docker.kill_worker(container or name, graceful=True))
             )
             rows.append(
-                widgets.HBox([widgets.Label(name), kill, stop, widgets.HTML(commands)])
+                widgets.HBox([widgets.Label(name, layout=widgets.Layout(width="80px")),
+                              kill, stop, widgets.HTML(commands)], layout=_middle())
             )
         self.worker_rows.children = rows
         for row in old:  # closed, so that rebuilt rows do not pile up in the kernel

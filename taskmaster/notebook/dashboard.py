@@ -60,10 +60,10 @@ class Dashboard(widgets.VBox):
         )
         self.events = EventRecord()  # every event, for measuring what the panels show
         self.feed.listeners.append(self.events)
-        half = widgets.Layout(width="50%")
         super().__init__(
             children=[
-                widgets.HBox([_sized(self.bulk, half), _sized(self.controls, half)]),
+                widgets.HBox([_sized(self.bulk, widgets.Layout(width="40%")),
+                              _sized(self.controls, widgets.Layout(width="60%"))]),
                 self.stats,
                 self.chart,
                 widgets.HBox([

@@ -74,10 +74,13 @@ class View(widgets.VBox):
 
     title = ""
     sections: tuple[str, ...] = ()
+    max_height: str | None = None  # long panels scroll instead of growing the page
 
     def __init__(self, state: DashboardState | None = None, **kwargs: Any) -> None:
         self.state = state if state is not None else DashboardState()
         self.body = widgets.HTML()
+        if self.max_height:
+            self.body.layout = widgets.Layout(max_height=self.max_height, overflow="auto")
         header = widgets.HTML(f"<b>{html.escape(self.title)}</b>")
         super().__init__(children=[header, self.body], **kwargs)
         self.add_class("tm-panel")
@@ -170,6 +173,7 @@ class TaskMonitor(View):
 
     title = "Live Task Monitor"
     sections = ("tasks",)
+    max_height = "420px"
 
     def draw(self, state: DashboardState) -> str:
         """One row per recent task, newest first."""
@@ -197,6 +201,7 @@ class ActivityLog(View):
 
     title = "Activity Log"
     sections = ("log",)
+    max_height = "420px"
 
     def __init__(
         self, state: DashboardState | None = None, lines: int = 50, **kwargs: Any
