@@ -93,6 +93,10 @@ class EventRecord:
         """The events received after a mark()."""
         return self.events[max(0, mark - self.dropped):]
 
+    def count(self, kind: str, since: int = 0) -> int:
+        """How many events of this type arrived after the mark `since`."""
+        return sum(1 for e in self.since(since) if e.get("event") == kind)
+
     def of(self, task_ids: Iterable[str]) -> list[dict[str, Any]]:
         """The events about these tasks."""
         wanted = set(map(str, task_ids))

@@ -145,6 +145,7 @@ class Distribution:
     tasks: Counter[str] = field(default_factory=Counter)
     long: Counter[str] = field(default_factory=Counter)
     busy: dict[str, float] = field(default_factory=dict)  # seconds of work
+    pickup: list[float] = field(default_factory=list)  # seconds from due to assigned
     completed: int = 0
     expected: int = 0
 
@@ -184,14 +185,16 @@ async def run_trickle(client: Any, strategy: str, load: Trickle = Trickle(),
         result.tasks[name] += 1
         result.long[name] += long
         result.busy[name] = result.busy.get(name, 0.0) + _seconds(task)
+        result.pickup.append(_seconds(task, "scheduled_at", "assigned_at"))
     return result
 
 
-def _seconds(task: Mapping[str, Any]) -> float:
-    start, end = task.get("started_at"), task.get("completed_at")
-    if not (start and end):
+def _seconds(task: Mapping[str, Any], start: str = "started_at", end: str = "completed_at"
+             ) -> float:
+    first, last = task.get(start), task.get(end)
+    if not (first and last):
         return 0.0
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return (datetime.fromisoformat(last) - datetime.fromisoformat(first)).total_seconds()
 
 
 def strategy_table(results: Sequence[Distribution]) -> pd.DataFrame:

@@ -231,6 +231,10 @@ class Stack:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
         cluster = self._own("changing the assignment strategy")
+        current = cluster.extra_env.get("TASKMASTER_ASSIGN_STRATEGY",
+                                        cluster.settings.assign_strategy)
+        if strategy == current:
+            return
         cluster.extra_env["TASKMASTER_ASSIGN_STRATEGY"] = strategy
         n = len(await self.online_workers())
         await self.after_events(
