@@ -103,10 +103,17 @@ async def ensure_database(url: str) -> None:
         await admin.close()
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Nothing to reset: no code sets session state on a pooled connection."""
+
+
 async def create_pool(
     url: str, *, min_size: int = 1, max_size: int = 10, **kw: Any
 ) -> asyncpg.Pool:
     """An asyncpg pool with our codecs."""
+    # asyncpg's default reset runs a query (UNLISTEN, RESET ALL, ...) on every release: a
+    # second round trip for each statement we send
+    kw.setdefault("reset", _keep_session)
     pool = await asyncpg.create_pool(
         url, min_size=min_size, max_size=max_size, init=init_connection, **kw
     )
