@@ -227,12 +227,15 @@ async def _finish(stack: Stack, args: argparse.Namespace) -> int:
 
 # ---- healthchecks (compose uses them; no curl or grpc_health_probe in the image) ----
 
-def grpc_health(target: str, timeout: float, service: str = "") -> tuple[bool, str]:
-    """Ask a gRPC server's health service; (serving, status text)."""
+def grpc_health(target: str, timeout: float, service: str = "",
+                credentials: Any = None) -> tuple[bool, str]:
+    """Ask a gRPC server's health service; (serving, status text). TLS with credentials."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(target) as channel:
+    channel = (grpc.secure_channel(target, credentials) if credentials is not None
+               else grpc.insecure_channel(target))
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout)
@@ -256,7 +259,11 @@ def http_health(url: str, timeout: float) -> tuple[bool, str]:
 def cmd_healthcheck(args: argparse.Namespace) -> int:
     """Exit 0 when the target is healthy, 1 otherwise (for container healthchecks)."""
     if args.kind == "grpc":
-        ok, text = grpc_health(args.target, args.timeout, args.service)
+        from taskmaster.worker.runtime import channel_credentials
+
+        # the same TLS settings the workers use to dial the coordinator
+        credentials = channel_credentials(Settings.from_env())
+        ok, text = grpc_health(args.target, args.timeout, args.service, credentials)
     else:
         ok, text = http_health(args.target, args.timeout)
     print(f"{args.target}: {text}", flush=True)

@@ -104,7 +104,8 @@ def _alive(pid: int) -> bool:
 
 def _bearer_ok(request: web.Request, token: str) -> bool:
     given = request.headers.get("Authorization", "")
-    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+    # surrogateescape: a header that is not UTF-8 is a wrong token, not a crash
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
 
 
 @web.middleware
