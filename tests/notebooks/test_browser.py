@@ -17,8 +17,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -44,6 +45,12 @@ def chromium() -> str:
             return candidate
     pytest.fail("the browser test needs Chromium: `apt-get install chromium` "
                 "(`make install-test` installs it)", pytrace=False)
+
+
+@pytest.fixture
+def executable() -> str:
+    """The browser, checked before anything is started."""
+    return chromium()
 
 
 @pytest.fixture
@@ -89,7 +96,7 @@ def lab(tmp_path: Path, stack: Stack) -> Iterator[str]:
         log.close()
 
 
-async def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
     """Poll an async predicate until it returns something truthy."""
     deadline = time.monotonic() + timeout
     while True:
@@ -121,10 +128,9 @@ LINES_WITH_DATA = """() => [...document.querySelectorAll('.bqplot path.line')]
     .map(p => p.getAttribute('d') || '').filter(d => d.length > 20 && d.includes('L')).length"""
 
 
-async def test_dashboard_in_chromium(lab: str, stack: Stack) -> None:
+async def test_dashboard_in_chromium(executable: str, lab: str, stack: Stack) -> None:
     from playwright.async_api import async_playwright
 
-    executable = chromium()
     await wait_for(lambda: lab_ready(lab), 60, "JupyterLab to answer")
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=executable, headless=True,
