@@ -16,7 +16,7 @@ from taskmaster.config import Settings
 from taskmaster.model import TaskStatus
 from taskmaster.scheduler import validation as v
 from taskmaster.scheduler.pool import setup_pool
-from taskmaster.scheduler.sse import EventHub
+from taskmaster.scheduler.sse import EventHub, encode_feed
 from taskmaster.store import BadCursor, Store, create_pool, prepare
 
 log = logging.getLogger(__name__)
@@ -282,8 +282,6 @@ def _last_event_id(request: web.Request) -> int | None:
 
 
 async def _replay(request: web.Request, resp: web.StreamResponse, last: int, upto: int) -> None:
-    from taskmaster.scheduler.sse import encode
-
     settings, store = request.app[SETTINGS], request.app[STORE]
     if upto - last > settings.sse_replay:
         skipped_to = upto - settings.sse_replay
@@ -292,10 +290,10 @@ async def _replay(request: web.Request, resp: web.StreamResponse, last: int, upt
             "\n\n".encode())
         last = skipped_to
     while last < upto:
-        events = [e for e in await store.events_after(last, 1000) if e.id <= upto]
+        events = [e for e in await store.feed_after(last, 1000) if e.id <= upto]
         if not events:
             break
-        await resp.write(b"".join(encode(e) for e in events))
+        await resp.write(b"".join(map(encode_feed, events)))
         last = events[-1].id
 
 

@@ -18,12 +18,15 @@ from collections import deque
 import asyncpg
 
 from taskmaster.model import Event
-from taskmaster.store import Store
+from taskmaster.store import FeedEvent, Store
 from taskmaster.store.queries import q
 
 log = logging.getLogger(__name__)
 
 FETCH = 2000  # events read per query
+# A burst of commits notifies many times: read at most this often (seconds), so each read
+# takes many events. The first event after a quiet spell is read at once.
+READ_INTERVAL = 0.005
 GAP_WAIT = 0.5  # seconds to wait for a transaction holding a lower id to commit
 HORIZON_WAIT = 2.0  # at start, seconds to wait for transactions that may hold lower ids
 
@@ -32,6 +35,23 @@ def encode(event: Event) -> bytes:
     """One SSE message in the seed's format, with an id for resuming."""
     data = json.dumps(event.to_json(), separators=(",", ":"))
     return f"id: {event.id}\ndata: {data}\n\n".encode()
+
+
+def encode_feed(e: FeedEvent) -> bytes:
+    """The same message as encode(), its details spliced in from PostgreSQL's JSON text."""
+    data = e.data_json if e.data_json.startswith("{") else "{}"  # details are an object
+    out = ['id: ', str(e.id), '\ndata: {"event":', json.dumps(e.event)]
+    if e.task_id is not None:
+        out += [',"task_id":"', e.task_id, '"']
+    out += [',"timestamp":"', e.timestamp.isoformat(), '"']
+    if e.worker_id is not None:
+        out += [',"worker_id":', json.dumps(e.worker_id)]
+    if len(data) > 2:  # later keys win, as in Event.to_json; jsonb text has no raw newline
+        out += [",", data[1:]]
+    else:
+        out.append("}")
+    out.append("\n\n")
+    return "".join(out).encode()
 
 
 class Subscriber:
@@ -132,11 +152,15 @@ class EventHub:
                 self.last_id = await self._horizon(conn)
             self.ready.set()
             while not closed.is_set():
+                read_at = time.monotonic()
                 await self._drain()
                 timeout = GAP_WAIT / 10 if self._gap_since is not None else self.poll
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout)
+                pause = READ_INTERVAL - (time.monotonic() - read_at)
+                if pause > 0:
+                    await asyncio.sleep(pause)
             raise ConnectionError("event notification connection lost")
         finally:
             with contextlib.suppress(Exception):
@@ -158,35 +182,42 @@ class EventHub:
 
     async def _drain(self) -> None:
         while True:
-            events = await self.store.events_after(self.last_id, FETCH)
-            ready = self._contiguous(events)
-            if ready:
-                self._broadcast(ready)
-            if len(ready) < FETCH:
+            if self.subscribers:
+                events = await self.store.feed_after(self.last_id, FETCH)
+                ids = [e.id for e in events]
+            else:  # nobody to send them to: only keep up with the ids
+                ids = await self.store.event_ids_after(self.last_id, FETCH)
+                if self.subscribers:  # someone came meanwhile: read those events for them
+                    continue
+                events = []
+            n = self._contiguous(ids)
+            if n and events:
+                self._broadcast(events[:n])
+            if n < FETCH:
                 return
 
-    def _contiguous(self, events: list[Event]) -> list[Event]:
-        """The events up to the first gap in ids; a gap older than GAP_WAIT is skipped."""
-        out: list[Event] = []
+    def _contiguous(self, ids: list[int]) -> int:
+        """How many ids run without a gap; a gap older than GAP_WAIT is skipped."""
+        n = 0
         expected = self.last_id + 1
-        for e in events:
-            if e.id != expected:
+        for i in ids:
+            if i != expected:
                 now = time.monotonic()
                 if self._gap_since is None:
                     self._gap_since = now
                 if now - self._gap_since < GAP_WAIT:
                     break  # a lower id may still commit: wait for it
                 self._gap_since = None  # rolled back: skip the hole
-            out.append(e)
-            expected = e.id + 1
+            n += 1
+            expected = i + 1
         else:
             self._gap_since = None
-        if out:
-            self.last_id = out[-1].id
-        return out
+        if n:
+            self.last_id = ids[n - 1]
+        return n
 
-    def _broadcast(self, events: list[Event]) -> None:
-        chunk = b"".join(encode(e) for e in events)
+    def _broadcast(self, events: list[FeedEvent]) -> None:
+        chunk = b"".join(map(encode_feed, events))
         last = events[-1].id
         for sub in list(self.subscribers):
             sub.push(last, chunk, len(events))

@@ -1,12 +1,21 @@
 """PostgreSQL persistence: schema, migrations, named queries and the Store."""
 
 from taskmaster.store.db import create_pool, ensure_database, migrate, prepare
-from taskmaster.store.store import Applied, BadCursor, Delivery, Moved, NewTask, Store
+from taskmaster.store.store import (
+    Applied,
+    BadCursor,
+    Delivery,
+    FeedEvent,
+    Moved,
+    NewTask,
+    Store,
+)
 
 __all__ = [
     "Applied",
     "BadCursor",
     "Delivery",
+    "FeedEvent",
     "Moved",
     "NewTask",
     "Store",

@@ -113,6 +113,14 @@ SELECT upd.*, (SELECT count(*) FROM note) AS notified FROM upd;
 -- name: events_after
 SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2;
 
+-- name: feed_after
+-- What the SSE feed sends: data stays JSON text, spliced into the message undecoded.
+SELECT id, event, ts, task_id::text AS task_id, worker_id, data::text AS data
+FROM events WHERE id > $1 ORDER BY id LIMIT $2;
+
+-- name: event_ids_after
+SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2;
+
 -- name: last_event_id
 SELECT coalesce(max(id), 0) AS id FROM events;
 

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 
@@ -42,6 +42,17 @@ class Delivery:
     payload_json: str
     timeout_seconds: float
     worker_id: str
+
+
+class FeedEvent(NamedTuple):
+    """An event as the SSE feed sends it: the model's Event, with data left as JSON text."""
+
+    id: int
+    event: str
+    timestamp: datetime
+    task_id: str | None
+    worker_id: str | None
+    data_json: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +205,14 @@ class Store:
         return [
             Event.from_record(r) for r in await self.pool.fetch(q("events_after"), last_id, limit)
         ]
+
+    async def feed_after(self, last_id: int, limit: int) -> list[FeedEvent]:
+        """Events with id > last_id, oldest first, as the SSE feed sends them."""
+        return [FeedEvent(*r) for r in await self.pool.fetch(q("feed_after"), last_id, limit)]
+
+    async def event_ids_after(self, last_id: int, limit: int) -> list[int]:
+        """Only the ids of the events with id > last_id, oldest first."""
+        return [r[0] for r in await self.pool.fetch(q("event_ids_after"), last_id, limit)]
 
     async def last_event_id(self) -> int:
         """The newest event id (0 when none)."""
