@@ -80,9 +80,6 @@ class Settings:
     max_workers: int = field(
         default=32, metadata={"help": "most workers /api/pool/scale and `taskmaster scale` accept"}
     )
-    max_workers: int = field(
-        default=32, metadata={"help": "most workers /api/pool/scale and `taskmaster scale` accept"}
-    )
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "largest HTTP request body"})
     max_payload_bytes: int = field(
         default=65_536, metadata={"help": "largest task payload (JSON bytes)"}
