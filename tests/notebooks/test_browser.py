@@ -3,7 +3,8 @@
 As in `taskmaster demo`: a stack runs, and JupyterLab's kernels find it through
 TASKMASTER_URL. The test opens 00_dashboard.ipynb, runs all its cells, clicks the button in
 the page, checks through the API that the tasks were created and ran, and that the bqplot
-chart drew lines with data. Its screenshot is docs/dashboard.png, which the README shows.
+chart drew lines with data. With TASKMASTER_UPDATE_SCREENSHOT=1 the screenshot refreshes
+docs/dashboard.png, which the README shows.
 """
 
 from __future__ import annotations
