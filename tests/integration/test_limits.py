@@ -176,9 +176,10 @@ def test_the_limiter_remembers_a_bounded_number_of_clients() -> None:
 
 
 def test_every_limit_is_a_setting_and_documented() -> None:
-    doc = (Path(__file__).parents[2] / "docs" / "limits.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    doc = readme.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
     for name in ("max_body_bytes", "max_batch_count", "max_payload_bytes", "max_page_size",
                  "max_sse_clients", "sse_queue", "rate_limit", "rate_limit_burst"):
         variable = f"TASKMASTER_{name.upper()}"
         assert variable in help_for(name)
-        assert f"`{variable}`" in doc, f"docs/limits.md does not name {variable}"
+        assert f"`{variable}`" in doc, f"the README's Limits section does not name {variable}"
