@@ -33,3 +33,10 @@ def test_documented_settings_exist() -> None:
              "TASKMASTER_UPDATE_SCREENSHOT", "TASKMASTER_MAX"}  # TASKMASTER_MAX_* as a family
     named = set(re.findall(r"TASKMASTER_[A-Z_]+[A-Z]", README))
     assert named <= known | extra, f"README names unknown variables: {sorted(named - known - extra)}"
+
+
+def test_settings_table_is_fresh() -> None:
+    from taskmaster.config import markdown_table
+
+    table = README.split("<!-- settings:start -->\n", 1)[1].split("<!-- settings:end -->", 1)[0]
+    assert table.strip() == markdown_table(), "paste `python -m taskmaster.config` into the README"
