@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 QUICK = Options(tasks=2000, batch=500, throughput_workers=(1, 2, 4), latency_tasks=200,
                 creates=500, scaling_workers=(1, 2, 4, 8), scaling_tasks_per_slot=5,
-                failover_rounds=1, read_rows=100_000, read_requests=100, sse_events=5000)
+                failover_rounds=1, partition_rounds=0, read_rows=100_000, read_requests=100,
+                sse_events=5000)
 
 
 def _ints(raw: str) -> tuple[int, ...]:

@@ -26,9 +26,10 @@ class Options:
     latency_tasks: int = 1000
     creates: int = 3000
     scaling_workers: tuple[int, ...] = (1, 2, 4, 8)
-    scaling_tasks_per_slot: int = 20
+    scaling_tasks_per_slot: int = 30
     scaling_seconds: float = 0.1
-    failover_rounds: int = 3
+    failover_rounds: int = 5
+    partition_rounds: int = 1
     read_rows: int = 1_000_000
     read_requests: int = 300
     sse_clients: int = 10
@@ -80,22 +81,26 @@ async def _drain(st: Stack, opts: Options) -> dict[str, Any]:
     # connected, so neither creation nor process start-up is in the figure.
     created = await st.create_batches("noop", opts.tasks, opts.batch, delay=3600)
     await st.db.execute("UPDATE tasks SET scheduled_at = now() WHERE status = 'pending'")
+    st.cpu.start()
     await st.db.execute("NOTIFY taskmaster_tasks")
     await st.wait_finished(opts.tasks)
+    cpu = st.cpu.per_task(opts.tasks)
     span = await _span(st, "assigned_at")
     return {"create_per_s": round(opts.tasks / created), "drain_per_s": round(opts.tasks / span),
-            "drain_s": round(span, 3)}
+            "drain_s": round(span, 3), "drain_cpu_us_per_task": cpu}
 
 
 async def _end_to_end(st: Stack, opts: Options) -> dict[str, Any]:
     await st.db.execute("TRUNCATE tasks")
     await st.db.execute("TRUNCATE task_counts")
+    st.cpu.start()
     t0 = time.time()
     created = await st.create_batches("noop", opts.tasks, opts.batch)
     await st.wait_finished(opts.tasks)
+    cpu = st.cpu.per_task(opts.tasks)
     end = float(await st.db.fetchval("SELECT extract(epoch FROM max(completed_at)) FROM tasks"))
     return {"e2e_per_s": round(opts.tasks / (end - t0)), "e2e_s": round(end - t0, 3),
-            "create_under_load_per_s": round(opts.tasks / created)}
+            "create_under_load_per_s": round(opts.tasks / created), "e2e_cpu_us_per_task": cpu}
 
 
 # ---- latency ----
@@ -117,15 +122,23 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
         to_start = [float(r["start"]) for r in rows]
         to_done = [float(r["done"]) for r in rows]
 
-        # one client, keep-alive, back to back, while the workers run what it creates
-        t0 = time.perf_counter()
-        for _ in range(opts.creates):
-            await st.post("/api/schedule", {"command": "noop"})
-        elapsed = time.perf_counter() - t0
+        # one client, keep-alive, back to back: while the workers run what it creates ...
+        running = await _creates(st, opts.creates, {"command": "noop"})
         await st.wait_finished(opts.latency_tasks + opts.creates)
+        # ... and the create path alone, no worker to hand the tasks to
+        await st.cluster.scale(0)
+        alone = await _creates(st, opts.creates, {"command": "noop"})
     return {"tasks": opts.latency_tasks, "create_to_start_ms": summary_ms(to_start),
             "create_to_complete_ms": summary_ms(to_done), "request_ms": summary_ms(requests),
-            "creates": opts.creates, "creates_per_s": round(opts.creates / elapsed)}
+            "creates": opts.creates, "creates_per_s": alone,
+            "creates_while_running_per_s": running}
+
+
+async def _creates(st: Stack, n: int, body: dict[str, Any]) -> int:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        await st.post("/api/schedule", body)
+    return round(n / (time.perf_counter() - t0))
 
 
 # ---- scaling ----
@@ -155,38 +168,12 @@ async def scaling(server: Server, opts: Options, sampler: MemorySampler) -> dict
 # ---- failover ----
 
 async def failover(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
-    """SIGKILL the worker holding the tasks; time until they run again on another worker."""
-    slots = 4
-    times: list[float] = []
-    async with stack(server, "failover", workers=1, concurrency=slots, sampler=sampler) as st:
-        await st.post("/api/schedule/batch", {"command": "sleep", "count": slots,
-                                              "payload": {"seconds": 3600},
-                                              "max_attempts": 100})
-        await _wait_running(st, slots, attempt=1)
-        for round_ in range(opts.failover_rounds):
-            holder = st.cluster.workers()[-1]
-            await st.cluster.scale(len(st.cluster.workers()) + 1)  # the spare
-            await st.wait_workers(2)
-            t0 = time.time()
-            await st.cluster.kill_worker(holder.name)
-            await _wait_running(st, slots, attempt=round_ + 2)
-            last = await st.db.fetchval("SELECT extract(epoch FROM max(started_at)) FROM tasks")
-            times.append(float(last) - t0)
-        for w in st.cluster.workers():  # their hour-long tasks would hold up a graceful stop
-            await st.cluster.kill_worker(w.name)
-    return {"tasks": slots, "rounds": len(times), "seconds": [round(t, 3) for t in times],
-            "median_s": round(percentile(times, 50), 3), "max_s": round(max(times), 3)}
+    """SIGKILL (and partition) the worker holding tasks: until they run again elsewhere."""
+    from benchmarks.failover import run
 
-
-async def _wait_running(st: Stack, n: int, attempt: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        running = await st.db.fetchval(
-            "SELECT count(*) FROM tasks WHERE status = 'running' AND attempt = $1", attempt)
-        if running >= n:
-            return
-        await asyncio.sleep(0.01)
-    raise TimeoutError(f"{n} tasks not running at attempt {attempt} after {timeout:g}s")
+    # its own stack and database, on the same server (a second embedded one when none given)
+    return await run(server.given_url, rounds=opts.failover_rounds,
+                     partition_rounds=opts.partition_rounds)
 
 
 # ---- read path ----

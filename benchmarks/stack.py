@@ -126,6 +126,42 @@ class MemorySampler:
         return out
 
 
+class CpuMeter:
+    """CPU seconds each role (and the scenario database's PostgreSQL backends) used."""
+
+    def __init__(self, cluster: LocalCluster, database: str) -> None:
+        self.cluster = cluster
+        self.database = database
+        self._start: dict[int, tuple[str, float]] = {}
+
+    def _now(self) -> dict[int, tuple[str, float]]:
+        out: dict[int, tuple[str, float]] = {}
+        procs = [(m.role, m.pid) for m in self.cluster.members.values() if m.pid]
+        for p in psutil.process_iter(["cmdline"]):
+            # a backend's title: "postgres: [<cluster>: ]<user> <database> <client> <state>"
+            title = " ".join(p.info["cmdline"] or [])
+            if title.startswith("postgres:") and f" {self.database} " in title:
+                procs.append(("postgres", p.pid))
+        for role, pid in procs:
+            try:
+                t = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            out[pid] = (role, t.user + t.system)
+        return out
+
+    def start(self) -> None:
+        """Take the starting figures."""
+        self._start = self._now()
+
+    def per_task(self, tasks: int) -> dict[str, float]:
+        """Microseconds of CPU per task by role since start()."""
+        used: dict[str, float] = {}
+        for pid, (role, cpu) in self._now().items():
+            used[role] = used.get(role, 0.0) + cpu - self._start.get(pid, (role, 0.0))[1]
+        return {role: round(s / tasks * 1e6) for role, s in sorted(used.items())}
+
+
 class Stack:
     """A running LocalCluster on its own database, with helpers the scenarios share."""
 
@@ -136,6 +172,7 @@ class Stack:
         self.sampler = sampler
         self.http = http
         self.db = db
+        self.cpu = CpuMeter(cluster, database_name(url))
 
     @property
     def api(self) -> str:
@@ -196,9 +233,11 @@ async def stack(server: Server, scenario: str, *, workers: int, concurrency: int
     """A LocalCluster with workers on a fresh database, stopped and dropped after."""
     url = await server.create_database(scenario)
     home = server.home / scenario
+    settings.setdefault("metrics_port", 0)  # 9090 may be taken by another stack
     base = Settings.from_env(database_url=url, home=home, **settings)
     cluster = LocalCluster(base, workers=0, concurrency=concurrency, scheduler_port=0,
-                           coordinator_port=0, supervise=False)
+                           coordinator_port=0, supervise=False, control=False,
+                           stack_file=False)
     watcher: asyncio.Task[None] | None = None
     db = await asyncpg.create_pool(url, min_size=1, max_size=4)
     try:

@@ -9,7 +9,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -184,11 +184,32 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             await _until_signal()
         finally:
-            print("stopping ...", flush=True)
+            print("stopping ... (Ctrl-C again: workers leave at once)", flush=True)
             await cluster.stop()
             print("stopped.", flush=True)
 
     return _run(main)
+
+
+@contextlib.contextmanager
+def _hurry_on_signal(cluster: Any) -> Iterator[None]:
+    """While the stack stops, another Ctrl-C hurries its workers instead of leaving the
+    stack's processes (each in a session of its own) running behind us."""
+    loop = asyncio.get_running_loop()
+
+    def hurry() -> None:
+        print("stopping at once ...", flush=True)
+        for m in cluster.workers():  # a worker's second signal: leave now
+            with contextlib.suppress(ProcessLookupError):
+                m.proc.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, hurry)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -238,6 +259,20 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
 
     return _run(main)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmarks of a source checkout (the same as `python -m benchmarks`)."""
+    if Path("benchmarks", "__init__.py").is_file():
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        from benchmarks.cli import main as bench_main
+    except ImportError:
+        print("taskmaster bench runs the benchmarks/ folder of a source checkout: run it from "
+              "the checkout's root", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(logging.WARNING)  # the stacks it starts would chatter
+    return bench_main(args.bench_args)
 
 
 def _default_url(settings: Settings) -> str:
@@ -319,6 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
         option(p, name)
     _common(p)
     p.set_defaults(func=cmd_status)
+
+    # every argument goes to the benchmarks' own parser, --help included
+    p = sub.add_parser("bench", help="run the benchmarks (python -m benchmarks --help)",
+                       add_help=False, prefix_chars="\0")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bench)
 
     from taskmaster.cluster.commands import add_commands
 

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from benchmarks import report
 from benchmarks.cli import build_parser, options_from, run
 from benchmarks.scenarios import Options, percentile, summary_ms
+from taskmaster import cli
 
 TINY = Options(tasks=60, batch=25, concurrency=4, throughput_workers=(1,), latency_tasks=5,
                creates=10, scaling_workers=(1, 2), scaling_tasks_per_slot=2,
-               scaling_seconds=0.05, failover_rounds=1, read_rows=500, read_requests=5,
-               sse_clients=2, sse_events=50)
+               scaling_seconds=0.05, failover_rounds=1, partition_rounds=0, read_rows=500,
+               read_requests=5, sse_clients=2, sse_events=50)
 
 
 def test_percentile_interpolates() -> None:
@@ -40,6 +42,18 @@ def test_flags_shape_the_options() -> None:
     assert args.only == ["latency", "read"]
 
 
+def test_taskmaster_bench_hands_every_argument_to_the_benchmarks(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    args = cli.build_parser().parse_args(["bench", "--only", "read", "--quick"])
+    assert args.bench_args == ["--only", "read", "--quick"]
+    monkeypatch.chdir(Path(__file__).parents[2])  # a source checkout's root
+    with pytest.raises(SystemExit) as exc:
+        cli.cmd_bench(cli.build_parser().parse_args(["bench", "--help"]))
+    assert exc.value.code == 0
+    assert "python -m benchmarks" in capsys.readouterr().out
+
+
 def test_targets_compare_in_the_right_direction() -> None:
     results = {"throughput": {"runs": [{"workers": 4, "drain_per_s": 7001, "e2e_per_s": 10}]},
                "latency": {"create_to_start_ms": {"p50": 3.0, "p99": 11.0}},
@@ -50,7 +64,7 @@ def test_targets_compare_in_the_right_direction() -> None:
     assert met["create-to-start p50 (ms)"] is True  # <= 3
     assert met["create-to-start p99 (ms)"] is False
     assert met["worker peak RSS (MB)"] is False  # < 80
-    assert met["failover (s)"] is None  # not run
+    assert met["failover after SIGKILL, slowest round (s)"] is None  # not run
 
 
 async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
@@ -62,10 +76,12 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     lat = results["latency"]
     assert lat["create_to_start_ms"]["n"] == TINY.latency_tasks
     assert 0 < lat["create_to_start_ms"]["p50"] <= lat["create_to_complete_ms"]["p99"]
-    assert lat["creates_per_s"] > 0
+    assert lat["creates_per_s"] > 0 and lat["creates_while_running_per_s"] > 0
     assert [r["workers"] for r in results["scaling"]["runs"]] == [1, 2]
     assert all(0 < r["efficiency"] <= 1.05 for r in results["scaling"]["runs"])
-    assert results["failover"]["rounds"] == 1 and results["failover"]["max_s"] > 0
+    sigkill = results["failover"]["sigkill"]
+    assert len(sigkill["rounds"]) == 1 and sigkill["running_max_s"] > 0
+    assert set(th["drain_cpu_us_per_task"]) == {"coordinator", "postgres", "scheduler", "worker"}
     rd = results["read"]
     assert rd["sse_complete"] and rd["sse_delivered"] == TINY.sse_clients * TINY.sse_events
     assert rd["stats_ms"]["n"] == TINY.read_requests
