@@ -185,7 +185,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             await _until_signal()
         finally:
             print("stopping ... (Ctrl-C again: workers leave at once)", flush=True)
-            await cluster.stop()
+            with _hurry_on_signal(cluster):
+                await cluster.stop()
             print("stopped.", flush=True)
 
     return _run(main)

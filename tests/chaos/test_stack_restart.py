@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -136,3 +138,54 @@ async def _workers_online(s: Stack, n: int) -> bool:
 
 async def _completed_at_least(s: Stack, ids: list[str], n: int) -> bool:
     return len(ids) - await s.unfinished(ids) >= n
+
+
+async def test_a_second_ctrl_c_stops_at_once_and_leaves_nothing_behind(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Ctrl-C twice: the workers give their tasks back at once, no process stays behind,
+    and the next `taskmaster up` runs those tasks to completion, once each."""
+    home, port = tmp_path / "tm", free_port()
+    s = Stack(LocalCluster(fast_settings(tmp_path, database_url), scheduler_port=port),
+              database_url)
+    try:
+        async with Feed(f"http://127.0.0.1:{port}") as feed:
+            async with up(home, database_url, port) as first:
+                await wait_for(lambda: _workers_online(s, 3), 30, message="3 workers online")
+                members = json.loads((home / "stack.json").read_text())["members"]
+                pids = {m["pid"] for m in members}
+                assert len(pids) == 5  # coordinator, scheduler, 3 workers
+                ids = await s.batch("chaos-sleep", 6, {"seconds": 5.0})
+                await wait_for(lambda: _running(s, ids), 10, message="all 6 tasks running")
+                assert first.proc is not None
+                first.proc.send_signal(signal.SIGINT)
+                await wait_for(lambda: _draining(s), 5, message="the workers to start draining")
+                started = time.monotonic()
+                assert await first.ctrl_c(timeout=20) == 0, first.output.read_text()
+                # at once: long before the 5 s tasks could have finished
+                assert time.monotonic() - started < 4.0
+            left = [p for p in pids if _alive(p)]
+            for pid in left:  # do not leave them to the next test either
+                os.kill(pid, signal.SIGKILL)
+            assert not left, "a process outlived `taskmaster up`"
+            assert await s.unfinished(ids) == len(ids)
+
+            async with up(home, database_url, port) as second:
+                await s.wait_completed(ids, timeout=60)
+                attempts = await assert_exactly_once(s, feed, ids)
+                assert await second.ctrl_c() == 0, second.output.read_text()
+        # the hurried workers' deliveries may have run: they count as attempts
+        assert set(attempts.values()) == {2}
+    finally:
+        await s.http.close()
+
+
+async def _running(s: Stack, ids: list[str]) -> bool:
+    rows = await s.fetch("SELECT count(*) AS n FROM tasks WHERE id = ANY($1::uuid[]) "
+                         "AND status = 'running'", ids)
+    return bool(rows[0]["n"] == len(ids))
+
+
+async def _draining(s: Stack) -> bool:
+    rows = await s.fetch("SELECT count(*) AS n FROM workers WHERE status = 'draining'")
+    return bool(rows[0]["n"] > 0)
