@@ -81,6 +81,9 @@ async def _drain(st: Stack, opts: Options) -> dict[str, Any]:
     # connected, so neither creation nor process start-up is in the figure.
     created = await st.create_batches("noop", opts.tasks, opts.batch, delay=3600)
     await st.db.execute("UPDATE tasks SET scheduled_at = now() WHERE status = 'pending'")
+    # the release left a dead version of every row: clear them, as a queue filled by
+    # inserts alone would be
+    await st.db.execute("VACUUM ANALYZE tasks")
     st.cpu.start()
     await st.db.execute("NOTIFY taskmaster_tasks")
     await st.wait_finished(opts.tasks)
