@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import secrets
 import tempfile
@@ -233,11 +234,14 @@ async def stack(server: Server, scenario: str, *, workers: int, concurrency: int
     """A LocalCluster with workers on a fresh database, stopped and dropped after."""
     url = await server.create_database(scenario)
     home = server.home / scenario
-    settings.setdefault("metrics_port", 0)  # 9090 may be taken by another stack
+    if "metrics_port" in Settings.__dataclass_fields__:
+        settings.setdefault("metrics_port", 0)  # 9090 may be taken by another stack
     base = Settings.from_env(database_url=url, home=home, **settings)
+    # no control server, no stack file (when this version of LocalCluster has them)
+    extra = {k: False for k in ("control", "stack_file")
+             if k in inspect.signature(LocalCluster).parameters}
     cluster = LocalCluster(base, workers=0, concurrency=concurrency, scheduler_port=0,
-                           coordinator_port=0, supervise=False, control=False,
-                           stack_file=False)
+                           coordinator_port=0, supervise=False, **extra)
     watcher: asyncio.Task[None] | None = None
     db = await asyncpg.create_pool(url, min_size=1, max_size=4)
     try:
