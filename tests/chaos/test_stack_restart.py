@@ -72,11 +72,13 @@ class Up:
         return await asyncio.wait_for(self.proc.wait(), timeout)
 
     async def kill(self) -> None:
-        """Clean up after a failed test (the children have sessions of their own)."""
-        if self.proc is not None and self.proc.returncode is None:
+        """Clean up after a failed test: Ctrl-C, Ctrl-C again, then SIGKILL."""
+        for sig, wait in ((signal.SIGINT, 20), (signal.SIGINT, 10), (signal.SIGKILL, 5)):
+            if self.proc is None or self.proc.returncode is not None:
+                return
             with contextlib.suppress(ProcessLookupError, TimeoutError):
-                self.proc.send_signal(signal.SIGINT)
-                await asyncio.wait_for(self.proc.wait(), 30)
+                self.proc.send_signal(sig)
+                await asyncio.wait_for(self.proc.wait(), wait)
 
 
 @contextlib.asynccontextmanager
