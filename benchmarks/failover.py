@@ -176,6 +176,8 @@ async def partition_round(b: Bench, ns: Any, settings: Settings, n: int) -> dict
 
 
 def _summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
+    if not rounds:
+        return {"skipped": "no rounds asked for"}
     out: dict[str, Any] = {"rounds": rounds}
     for key in ("reassigned_s", "running_s"):
         values = [r[key] for r in rounds]
