@@ -146,6 +146,11 @@ class Task:
         """The JSON of GET /api/tasks/{id}: the task plus every attempt's history."""
         out = self.to_json()
         attempts = [dict(h) for h in self.history]
+        if attempts and attempts[-1].get("attempt") == self.attempt:
+            # the last attempt already ended (failed for good, or lost): it is on record
+            attempts[-1]["status"] = self.status.value
+            out["attempts"] = attempts
+            return out
         attempts.append({
             "attempt": self.attempt,
             "worker_id": self.worker_id,

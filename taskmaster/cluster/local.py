@@ -191,8 +191,9 @@ class LocalCluster:
         token = self.settings.api_read_token or self.settings.api_token
         return {"Authorization": f"Bearer {token}"} if token else {}
 
-    async def stop(self, grace: float = 10.0) -> None:
-        """Workers first (they drain), then scheduler and coordinator."""
+    async def stop(self, grace: float | None = None) -> None:
+        """Workers first (they drain within grace, default TASKMASTER_DRAIN_GRACE), then the rest."""
+        grace = self.settings.drain_grace if grace is None else grace
         if self.stack_file is not None:
             remove_stack_file(self.stack_file)
         if self.control is not None:
@@ -205,7 +206,7 @@ class LocalCluster:
         workers = [m for m in self.members.values() if m.role == "worker"]
         await asyncio.gather(*(self._terminate(m, grace) for m in workers))
         others = [m for m in self.members.values() if m.role != "worker"]
-        await asyncio.gather(*(self._terminate(m, grace) for m in others))
+        await asyncio.gather(*(self._terminate(m, min(grace, 10.0)) for m in others))
         if self._db_handle is not None:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._db_handle.cleanup)
