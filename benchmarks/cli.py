@@ -81,7 +81,11 @@ async def run(opts: Options, only: Sequence[str] = (), database_url: str = "") -
             sampler = MemorySampler()
             t0 = time.perf_counter()
             print(f"running {name} ...", file=sys.stderr, flush=True)
-            results[name] = await SCENARIOS[name](server, opts, sampler)
+            try:
+                results[name] = await SCENARIOS[name](server, opts, sampler)
+            except Exception as exc:  # one broken scenario does not lose the others' figures
+                log.exception("scenario %s failed", name)
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
             results["seconds"][name] = round(time.perf_counter() - t0, 1)
             results[name]["memory_mb"] = sampler.by_role()
             for role, mb in sampler.by_role().items():

@@ -81,9 +81,12 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
-    rows: list[tuple[str, str, str]] = []
-    for r in (results.get("throughput") or {}).get("runs", []):
+Rows = list[tuple[str, str, str]]
+
+
+def _throughput_rows(th: dict[str, Any]) -> Rows:
+    rows: Rows = []
+    for r in th.get("runs", []):
         rows.append((f"throughput {r['workers']}w x{r['concurrency']}",
                      "create / drain / e2e tasks/s",
                      f"{r['create_per_s']} / {r['drain_per_s']} / {r['e2e_per_s']}"))
@@ -92,36 +95,63 @@ def _rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             if cpu:
                 rows.append((f"  CPU per task, {phase}", " / ".join(cpu) + " us",
                              " / ".join(str(v) for v in cpu.values())))
-    lat = results.get("latency")
-    if lat:
-        for key in ("create_to_start_ms", "create_to_complete_ms", "request_ms"):
-            s = lat[key]
-            rows.append((f"latency {key[:-3].replace('_', '-')}", "p50 / p95 / p99 ms",
-                         f"{s['p50']} / {s['p95']} / {s['p99']}"))
-        rows.append(("creates, one client", "requests/s (while workers run them)",
-                     f"{lat['creates_per_s']} ({lat['creates_while_running_per_s']})"))
-    sc = results.get("scaling") or {}
-    for r in sc.get("runs", []):
-        rows.append((f"scaling {r['workers']}w ({sc['task_seconds']:g}s tasks)",
-                     "tasks/s (ideal) efficiency",
-                     f"{r['per_s']} ({r['ideal_per_s']}) {r['efficiency']:.0%}"))
-    fo = results.get("failover") or {}
+    return rows
+
+
+def _latency_rows(lat: dict[str, Any]) -> Rows:
+    rows: Rows = []
+    for key in ("create_to_start_ms", "create_to_complete_ms", "request_ms"):
+        s = lat[key]
+        rows.append((f"latency {key[:-3].replace('_', '-')}", "p50 / p95 / p99 ms",
+                     f"{s['p50']} / {s['p95']} / {s['p99']}"))
+    rows.append(("creates, one client", "requests/s (while workers run them)",
+                 f"{lat['creates_per_s']} ({lat['creates_while_running_per_s']})"))
+    return rows
+
+
+def _scaling_rows(sc: dict[str, Any]) -> Rows:
+    return [(f"scaling {r['workers']}w ({sc['task_seconds']:g}s tasks)",
+             "tasks/s (ideal) efficiency",
+             f"{r['per_s']} ({r['ideal_per_s']}) {r['efficiency']:.0%}") for r in sc["runs"]]
+
+
+def _failover_rows(fo: dict[str, Any]) -> Rows:
+    rows: Rows = []
     for key, what in (("sigkill", "SIGKILL"), ("partition", "network partition")):
         r = fo.get(key) or {}
         if "running_max_s" in r:
             rows.append((f"failover after {what} ({len(r['rounds'])} rounds)",
                          "median / max s to running again",
                          f"{r['running_median_s']} / {r['running_max_s']}"))
-    rd = results.get("read")
-    if rd:
-        for key in ("stats_ms", "tasks_ms", "tasks_completed_ms"):
-            s = rd[key]
-            rows.append((f"GET {key[:-3]} ({rd['rows']:,} rows)", "p50 / p99 ms",
-                         f"{s['p50']} / {s['p99']}"))
-        rows.append((f"SSE fan-out, {rd['sse_clients']} clients",
-                     "events/s delivered (per client)",
-                     f"{rd['sse_events_per_s']} ({rd['sse_per_client_per_s']})"
-                     + ("" if rd["sse_complete"] else " INCOMPLETE")))
+    return rows
+
+
+def _read_rows(rd: dict[str, Any]) -> Rows:
+    rows: Rows = []
+    for key in ("stats_ms", "tasks_ms", "tasks_completed_ms"):
+        s = rd[key]
+        rows.append((f"GET {key[:-3]} ({rd['rows']:,} rows)", "p50 / p99 ms",
+                     f"{s['p50']} / {s['p99']}"))
+    rows.append((f"SSE fan-out, {rd['sse_clients']} clients", "events/s delivered (per client)",
+                 f"{rd['sse_events_per_s']} ({rd['sse_per_client_per_s']})"
+                 + ("" if rd["sse_complete"] else " INCOMPLETE")))
+    return rows
+
+
+_SCENARIO_ROWS = {"throughput": _throughput_rows, "latency": _latency_rows,
+                  "scaling": _scaling_rows, "failover": _failover_rows, "read": _read_rows}
+
+
+def _rows(results: dict[str, Any]) -> Rows:
+    rows: Rows = []
+    for name, rows_of in _SCENARIO_ROWS.items():
+        r = results.get(name)
+        if not r:
+            continue
+        if "error" in r:
+            rows.append((f"{name} FAILED", "error", str(r["error"])[:80]))
+        else:
+            rows += rows_of(r)
     for role, mb in sorted(results.get("memory_mb", {}).items()):
         rows.append((f"peak RSS {role}", "MB", f"{mb}"))
     return rows

@@ -92,3 +92,11 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     assert "throughput 1w x4" in text and "SSE fan-out, 2 clients" in text
     path = report.write(results, tmp_path)
     assert json.loads(path.read_text()) == json.loads((tmp_path / "latest.json").read_text())
+
+
+def test_a_failed_scenario_is_reported_not_hidden() -> None:
+    results = {"latency": {"error": "TimeoutError: no answer", "memory_mb": {}}}
+    results["targets"] = report.targets(results)
+    text = report.table(results)
+    assert "latency FAILED" in text and "TimeoutError: no answer" in text
+    assert "not run  create-to-start p50 (ms)" in text
