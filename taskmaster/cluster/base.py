@@ -7,6 +7,7 @@ scheduler's /api/pool endpoints only need what is here.
 
 from __future__ import annotations
 
+import os
 import shlex
 from collections.abc import Sequence
 from typing import Any, Protocol, TypedDict, runtime_checkable
@@ -142,3 +143,14 @@ def compose_argv(action: str, arg: str | int | None = None, *, graceful: bool = 
             return [*base, "exec", "-T", "coordinator", "python", "-c", CRASH_SNIPPET]
         return [*base, verb, "coordinator"]
     raise ValueError(f"unknown action {action!r}")
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process with this pid exists (ours or not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -25,6 +25,7 @@ from aiohttp import web
 from taskmaster.cluster.base import (
     InvalidRequest,
     UnknownWorker,
+    pid_alive,
     validate_action,
     validate_flag,
     validate_workers,
@@ -84,20 +85,10 @@ def find_control_url(home: Path | str, given: str = "") -> str:
         raise NoStack(f"{path} names no control URL (was the stack started with an older "
                       "version, or without a control API?)")
     pid = info.get("pid")
-    if isinstance(pid, int) and not _alive(pid):
+    if isinstance(pid, int) and not pid_alive(pid):
         raise NoStack(f"no running stack: {path} was left by process {pid}, which is gone. "
                       "Start one with `taskmaster up`")
     return str(url).rstrip("/")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---- the server ----

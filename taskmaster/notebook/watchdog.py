@@ -20,16 +20,7 @@ import signal
 import time
 from pathlib import Path
 
-
-def alive(pid: int) -> bool:
-    """True while a process with this pid exists."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from taskmaster.cluster.base import pid_alive
 
 
 def members(home: Path) -> list[int]:
@@ -58,7 +49,7 @@ def stop(pids: list[int], grace: float = 3.0) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
 
 
@@ -102,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.25, help="seconds between checks")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # close() is done: nothing to do
-    while alive(args.pid):
+    while pid_alive(args.pid):
         time.sleep(args.interval)
     if args.home.exists():
         clean(args.home.resolve(), args.drop_database)

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from taskmaster.notebook import connect
-from taskmaster.notebook.watchdog import alive
+from taskmaster.cluster.base import pid_alive as alive
 from taskmaster.store.db import database_name
 
 pytestmark = pytest.mark.slow
