@@ -16,8 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from taskmaster.notebook import connect
 from taskmaster.cluster.base import pid_alive as alive
+from taskmaster.notebook import connect
 from taskmaster.store.db import database_name
 
 pytestmark = pytest.mark.slow
