@@ -238,7 +238,7 @@ async def stack(server: Server, scenario: str, *, workers: int, concurrency: int
         settings.setdefault("metrics_port", 0)  # 9090 may be taken by another stack
     base = Settings.from_env(database_url=url, home=home, **settings)
     # no control server, no stack file (when this version of LocalCluster has them)
-    extra = {k: False for k in ("control", "stack_file")
+    extra: dict[str, Any] = {k: False for k in ("control", "stack_file")
              if k in inspect.signature(LocalCluster).parameters}
     cluster = LocalCluster(base, workers=0, concurrency=concurrency, scheduler_port=0,
                            coordinator_port=0, supervise=False, **extra)
