@@ -378,16 +378,25 @@ class Coordinator:
         for d in deliveries:
             by_worker.setdefault(d.worker_id, []).append(d)
         lost: list[str] = []
+        unsent: list[tuple[str, Report]] = []
         for worker_id, batch in by_worker.items():
             session = self.sessions.get(worker_id)
-            if session is None or session.closed:
-                lost.append(worker_id)
-                continue
-            for d in batch:
-                session.held[d.task_id] = d.attempt
-            if not session.send("assign", batch):
-                lost.append(worker_id)
-        if lost:  # went away while we claimed: put those back now
+            if session is not None and not session.closed:
+                for d in batch:
+                    session.held[d.task_id] = d.attempt
+                if session.send("assign", batch):
+                    continue
+                for d in batch:
+                    session.held.pop(d.task_id, None)
+            # went away while we claimed: these deliveries never left, so they go back
+            # without using an attempt; then the worker is put offline as usual
+            lost.append(worker_id)
+            unsent += [(worker_id, Report(task_id=d.task_id, attempt=d.attempt, state="rejected",
+                                          error="worker gone before the delivery was sent"))
+                       for d in batch]
+        if lost:
+            await self.store.apply_reports(
+                unsent, retry_base=self.settings.retry_base, retry_max=self.settings.retry_max)
             for worker_id in lost:
                 self.sessions.pop(worker_id, None)
             await self._offline(lost, "worker gone during assignment")
