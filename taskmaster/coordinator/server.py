@@ -97,8 +97,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         """One worker's session."""
         if not self._authorised(context):
             log.warning("refused a worker from %s: missing or wrong cluster token", context.peer())
-            self.coordinator.counters["joins_refused"] = (
-                self.coordinator.counters.get("joins_refused", 0) + 1)
+            self.coordinator.counters["joins_refused"] += 1
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong cluster token")
         first = await anext(aiter(request_iterator), None)
         if first is None or first.WhichOneof("kind") != "register":

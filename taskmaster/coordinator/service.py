@@ -117,9 +117,9 @@ class Coordinator:
         self._started = time.monotonic()
         self.stopping = False
         self.outbox_limit = 10_000
-        self.on_change: Callable[[], None] = lambda: None  # metrics hook
         self.observer = Observer()
-        self.counters: dict[str, int] = {"assigned": 0, "reports": 0, "refused": 0}
+        # what only the coordinator sees; exported by coordinator/metrics.py
+        self.counters: dict[str, int] = {"reports": 0, "refused": 0, "joins_refused": 0}
 
     # ---- lifecycle ----
 
@@ -199,7 +199,6 @@ class Coordinator:
         cancels = await self.store.cancel_requests([worker_id])
         if cancels:
             session.send("cancel", [(t, a) for t, a, _ in cancels])
-        self.on_change()
         self.wake()
         return session, revoked
 
@@ -266,7 +265,6 @@ class Coordinator:
         if moved.workers or moved.total:
             log.warning("workers %s offline (%s): %d tasks put back", worker_ids, reason,
                         moved.total)
-        self.on_change()
         self.wake()
 
     # ---- status reports ----
@@ -334,7 +332,6 @@ class Coordinator:
                 item.done.set_result(acks)
         if freed:
             self.wake()
-        self.on_change()
 
     # ---- assignment ----
 
@@ -400,9 +397,6 @@ class Coordinator:
             for worker_id in lost:
                 self.sessions.pop(worker_id, None)
             await self._offline(lost, "worker gone during assignment")
-        self.counters["assigned"] += len(deliveries)
-        if deliveries:
-            self.on_change()
         return len(deliveries)
 
     # ---- failure detection and housekeeping ----
