@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import re
 import secrets
+import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urlsplit
 
@@ -72,6 +75,37 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("TASKMASTER_"):
             monkeypatch.delenv(name)
+
+
+def dump_asyncio_tasks(out: object = None) -> None:
+    """Print the stack of every unfinished asyncio task (of any loop) to stderr."""
+    stream = out or sys.stderr
+    tasks = [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]
+    print(f"\n==== {len(tasks)} unfinished asyncio tasks ====", file=stream)
+    for task in tasks:
+        print(f"---- {task.get_name()}: {task.get_coro()!r}", file=stream)
+        with contextlib.suppress(Exception):
+            task.print_stack(file=stream)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def _hang_report(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test still running shortly before pytest-timeout stops it prints where every
+    asyncio task waits (the timeout itself shows only threads)."""
+    limit = float(request.config.getini("timeout") or 0)
+    marker = request.node.get_closest_marker("timeout")
+    if marker is not None and marker.args:
+        limit = float(marker.args[0])
+    if limit <= 30:
+        yield
+        return
+    timer = threading.Timer(limit - 15, dump_asyncio_tasks)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from taskmaster.coordinator.service import Coordinator, OutItem, RegistrationRef
 from taskmaster.model import Report
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
-from taskmaster.store import Store, create_pool, prepare
+from taskmaster.store import Store, close_pool, create_pool, prepare
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class CoordinatorServer:
         if self.server is not None:
             await self.server.stop(grace)
         if self._pool is not None:
-            await self._pool.close()
+            await close_pool(self._pool)
 
     async def wait(self) -> None:
         """Until the server stops."""

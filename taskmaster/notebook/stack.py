@@ -36,7 +36,7 @@ import pandas as pd
 from taskmaster.client import ApiError, Client
 from taskmaster.config import Settings
 from taskmaster.notebook.dashboard import Dashboard
-from taskmaster.store import Store, create_pool, prepare
+from taskmaster.store import Store, close_pool, create_pool, prepare
 from taskmaster.store.db import database_name, with_database
 
 log = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class Stack:
         try:
             yield Store(pool)
         finally:
-            await pool.close()
+            await close_pool(pool)
             await _drop(url)
 
     def log_tail(self, name: str, lines: int = 30) -> str:

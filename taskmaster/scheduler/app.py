@@ -17,7 +17,7 @@ from taskmaster.model import TaskStatus
 from taskmaster.scheduler import validation as v
 from taskmaster.scheduler.pool import setup_pool
 from taskmaster.scheduler.sse import EventHub, encode_feed
-from taskmaster.store import BadCursor, Store, create_pool, prepare
+from taskmaster.store import BadCursor, Store, close_pool, create_pool, prepare
 
 log = logging.getLogger(__name__)
 
@@ -366,4 +366,4 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await feed
     except asyncio.CancelledError:
         pass
-    await pool.close()
+    await close_pool(pool)

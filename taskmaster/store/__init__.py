@@ -1,6 +1,6 @@
 """PostgreSQL persistence: schema, migrations, named queries and the Store."""
 
-from taskmaster.store.db import create_pool, ensure_database, migrate, prepare
+from taskmaster.store.db import close_pool, create_pool, ensure_database, migrate, prepare
 from taskmaster.store.store import (
     Applied,
     BadCursor,
@@ -19,6 +19,7 @@ __all__ = [
     "Moved",
     "NewTask",
     "Store",
+    "close_pool",
     "create_pool",
     "ensure_database",
     "migrate",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -119,6 +120,15 @@ async def create_pool(
     )
     assert pool is not None
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
+    """Close a pool, waiting at most `timeout` for connections still checked out; past
+    that they are terminated (a stopping process must not hang on a lost connection)."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout)
+    except TimeoutError:
+        log.warning("connections still in use after %.0fs; terminated them", timeout)
 
 
 async def prepare(url: str) -> None:

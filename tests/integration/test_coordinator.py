@@ -245,16 +245,24 @@ class FakeWorker:
         assert one.seq == self.seq
         return one
 
-    async def leave(self) -> None:
-        """End the stream."""
+    async def leave(self, timeout: float = 10.0) -> None:
+        """End the stream; the coordinator must end its side within `timeout`."""
         self.out.put_nowait(None)
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            while await self.call.read() is not grpc.aio.EOF:
-                pass
+
+        async def until_eof() -> None:
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                while await self.call.read() is not grpc.aio.EOF:
+                    pass
+        try:
+            await asyncio.wait_for(until_eof(), timeout)
+        except TimeoutError:
+            self.call.cancel()
+            raise AssertionError(f"{self.worker_id}: the coordinator did not end the stream "
+                                 f"within {timeout:g}s of the worker leaving") from None
 
     async def close(self) -> None:
         """Close the channel."""
-        await self.channel.close()
+        await asyncio.wait_for(self.channel.close(), 10)
 
 
 async def test_fencing_refuses_a_report_for_an_older_attempt(
