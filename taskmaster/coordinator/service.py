@@ -18,6 +18,7 @@ from typing import Any
 
 import asyncpg
 
+from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.coordinator.assignment import STRATEGIES, Candidate
 from taskmaster.model import Report, TaskStatus, merge_reports
@@ -34,6 +35,8 @@ DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
 # jitter up to x1.5); a restarted coordinator waits this much beyond a heartbeat timeout
 # before it declares a worker it has not heard from gone.
 REDIAL_GRACE = 2.0
+# how long stop() waits for its cancelled loops before it gives up on them (and says so)
+STOP_TIMEOUT = 5.0
 
 # Outbox items: ("registered", revoked refs) | ("assign", [Delivery]) |
 # ("ack", [(seq, accepted, reason)]) | ("cancel", [(task_id, attempt)]) | ("close", reason)
@@ -134,11 +137,14 @@ class Coordinator:
     async def stop(self) -> None:
         """Stop the loops; workers are not marked offline (they will reconnect)."""
         self.stopping = True
-        for t in [*self._tasks, *self._offlines]:
+        tasks = [*self._tasks, *self._offlines]
+        for t in tasks:
             t.cancel()
-        for t in [*self._tasks, *self._offlines]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+            for t in stuck:
+                log.error("%s did not stop within %gs of being cancelled", t.get_name(),
+                          STOP_TIMEOUT)
         for s in self.sessions.values():
             s.send("close", "coordinator stopping")
 
@@ -346,8 +352,7 @@ class Coordinator:
                 due = await self.store.next_due()
                 if due is not None:
                     timeout = min(timeout, max(0.0, due.timestamp() - time.time()) + 0.001)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_event(self._wake, timeout)
             self._wake.clear()
             while True:
                 free = min(sum(s.free for s in self.sessions.values()), self.settings.assign_batch)

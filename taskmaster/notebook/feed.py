@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from taskmaster.aio import wait_future
 from taskmaster.client import ApiError
 from taskmaster.notebook.state import DashboardState
 
@@ -178,9 +179,7 @@ class Feed:
             waiter = loop.create_future()
             self._waiters.add(waiter)
             try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
+                await wait_future(waiter, remaining)
             finally:
                 self._waiters.discard(waiter)
         self.render()

@@ -17,6 +17,7 @@ from collections import deque
 
 import asyncpg
 
+from taskmaster.aio import wait_event
 from taskmaster.model import Event
 from taskmaster.store import FeedEvent, Store
 from taskmaster.store.queries import q
@@ -156,8 +157,7 @@ class EventHub:
                 await self._drain()
                 timeout = GAP_WAIT / 10 if self._gap_since is not None else self.poll
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                await wait_event(self._wake, timeout)
                 pause = READ_INTERVAL - (time.monotonic() - read_at)
                 if pause > 0:
                     await asyncio.sleep(pause)

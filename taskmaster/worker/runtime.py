@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
@@ -148,8 +149,7 @@ class Worker:
                 break
             if self.draining and not self.running and not self._unacked and not self._pending:
                 break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), backoff * (0.5 + random.random()))
+            await wait_event(self._stop, backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 1.0)  # the coordinator's REDIAL_GRACE relies on it
         await self._cancel_all("worker stopped")
         log.info("worker %s stopped (%d tasks completed)", self.name, self.completed)

@@ -412,3 +412,19 @@ async def test_a_cancel_wins_over_a_requeue_when_the_worker_is_lost(
         await a.close()
     await wait_for(lambda: _status_is(store, task.id, "cancelled"), message="the cancellation")
     assert (await task_of(store, task.id)).cancelled_at is not None
+
+
+async def test_stop_ends_every_loop_even_right_after_a_wake(database_url: str,
+                                                            store: Store) -> None:
+    from taskmaster.coordinator.service import Coordinator
+
+    coordinator = Coordinator(store, fast_settings(), database_url=database_url)
+    await coordinator.start()
+    try:
+        # the assigner idles in its wait (the test settings poll every 60 s) ...
+        await wait_for(lambda: bool(coordinator._wake._waiters),  # type: ignore[attr-defined]
+                       message="the assigner to idle")
+    finally:
+        coordinator.wake()  # ... and is woken in the very turn stop() cancels it
+        await coordinator.stop()
+    assert [t.get_name() for t in coordinator._tasks if not t.done()] == []
