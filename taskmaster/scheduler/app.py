@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
+from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.model import TaskStatus
 from taskmaster.scheduler import validation as v
@@ -234,9 +235,9 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
         busy.headers["Retry-After"] = "5"
         return busy
     last = _last_event_id(request)
-    if not hub.ready.is_set():
-        await asyncio.wait_for(hub.ready.wait(), 10)
-    sub = hub.subscribe(settings.sse_queue)
+    if not await wait_event(hub.ready, 10):
+        raise TimeoutError("the event feed is not connected to the database")
+    sub = await hub.subscribe(settings.sse_queue)
     try:
         resp = web.StreamResponse(headers={
             "Content-Type": "text/event-stream", "Cache-Control": "no-cache",

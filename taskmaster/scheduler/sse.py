@@ -28,6 +28,9 @@ FETCH = 2000  # events read per query
 # A burst of commits notifies many times: read at most this often (seconds), so each read
 # takes many events. The first event after a quiet spell is read at once.
 READ_INTERVAL = 0.005
+# With nobody subscribed the hub only keeps up with the ids, this often; the first
+# subscriber makes it catch up before it starts.
+IDLE_READ_INTERVAL = 0.5
 GAP_WAIT = 0.5  # seconds to wait for a transaction holding a lower id to commit
 HORIZON_WAIT = 2.0  # at start, seconds to wait for transactions that may hold lower ids
 
@@ -88,8 +91,7 @@ class Subscriber:
         """The queued bytes (coalesced), or None after timeout."""
         if not self.chunks and not self.overflowed and not self.closed:
             self.ready.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.ready.wait(), timeout)
+            await wait_event(self.ready, timeout)
         if not self.chunks:
             return None
         out = b"".join(chunk for _, chunk in self.chunks)
@@ -109,15 +111,23 @@ class EventHub:
         self.subscribers: set[Subscriber] = set()
         self.last_id = 0
         self.delivered = 0
+        self.reads = 0  # queries of the events table
         self.ready = asyncio.Event()
         self._wake = asyncio.Event()
+        self._subscribed = asyncio.Event()
+        self._reading = asyncio.Lock()
         self._gap_since: float | None = None
 
-    def subscribe(self, limit: int) -> Subscriber:
-        """A new live subscriber (replay is the caller's job, from last_id)."""
-        sub = Subscriber(limit)
-        sub.last_id = self.last_id
-        self.subscribers.add(sub)
+    async def subscribe(self, limit: int) -> Subscriber:
+        """A new live subscriber, from the newest committed event (replay before it is the
+        caller's job, up to its last_id)."""
+        async with self._reading:
+            if not self.subscribers:
+                await self._drain()  # idle, the hub was reading only now and then
+            sub = Subscriber(limit)
+            sub.last_id = self.last_id
+            self.subscribers.add(sub)
+        self._subscribed.set()
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -154,13 +164,19 @@ class EventHub:
             self.ready.set()
             while not closed.is_set():
                 read_at = time.monotonic()
-                await self._drain()
+                async with self._reading:
+                    await self._drain()
                 timeout = GAP_WAIT / 10 if self._gap_since is not None else self.poll
                 self._wake.clear()
                 await wait_event(self._wake, timeout)
-                pause = READ_INTERVAL - (time.monotonic() - read_at)
-                if pause > 0:
-                    await asyncio.sleep(pause)
+                if self.subscribers:
+                    pause = READ_INTERVAL - (time.monotonic() - read_at)
+                    if pause > 0:
+                        await asyncio.sleep(pause)
+                else:  # until the interval has passed or someone subscribes
+                    self._subscribed.clear()
+                    await wait_event(self._subscribed,
+                                     IDLE_READ_INTERVAL - (time.monotonic() - read_at))
             raise ConnectionError("event notification connection lost")
         finally:
             with contextlib.suppress(Exception):
@@ -182,6 +198,7 @@ class EventHub:
 
     async def _drain(self) -> None:
         while True:
+            self.reads += 1
             if self.subscribers:
                 events = await self.store.feed_after(self.last_id, FETCH)
                 ids = [e.id for e in events]

@@ -46,7 +46,10 @@ async def test_sigkill_a_worker_every_second(stack: StackFactory) -> None:
     reassigned = feed.count("task_reassigned")
     assert reassigned, "no kill hit a running task: the test proved nothing"
     assert all(attempts[t] >= 2 for t in reassigned)
-    assert sum(1 for a in attempts.values() if a > 1) == len(reassigned)
+    # every later attempt is explained: a kill (task_reassigned) or a delivery claimed for a
+    # worker that died before it was sent (task_rejected: it goes back, no attempt used up)
+    rejected = feed.count("task_rejected")
+    assert {t for t, a in attempts.items() if a > 1} == set(reassigned) | set(rejected)
     print(f"{len(killed)} kills, {len(reassigned)} tasks reassigned, "
           f"{sum(feed.count('task_reassigned').values())} reassignments")
     rows = await s.fetch("SELECT sum(tasks_completed) AS n FROM workers")

@@ -226,3 +226,21 @@ async def test_shutdown_ends_open_streams_instead_of_waiting_for_them(database_u
     finally:
         if not stopped:
             await runner.cleanup()
+
+
+async def test_an_idle_hub_reads_rarely_and_a_new_subscriber_starts_at_the_newest_event(
+        database_url: str) -> None:
+    from taskmaster.scheduler.sse import IDLE_READ_INTERVAL
+
+    async with scheduler(database_url) as (url, app, http):
+        hub = app[HUB]
+        reads, t0 = hub.reads, asyncio.get_running_loop().time()
+        for _ in range(20):  # one commit (and one NOTIFY) each, nobody subscribed
+            await schedule(http, url, 1)
+        elapsed = asyncio.get_running_loop().time() - t0
+        assert IDLE_READ_INTERVAL >= 0.1
+        assert hub.reads - reads <= 2 + elapsed / IDLE_READ_INTERVAL  # not one per commit
+        async with stream(http, url) as sse:
+            fresh = await schedule(http, url, 1)
+            events = await sse.events(count_scheduled(1))
+        assert scheduled(events) == fresh  # live from now: none of the 20 before it
