@@ -23,6 +23,7 @@ from taskmaster.model import Report
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
 from taskmaster.store import Store, close_pool, create_pool, prepare
+from taskmaster.store.db import BATCH_SESSION
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,8 @@ class CoordinatorServer:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Migrate, start the loops and listen; returns the bound port."""
         await prepare(self.database_url)
-        self._pool = await create_pool(self.database_url, min_size=2, max_size=8)
+        self._pool = await create_pool(self.database_url, min_size=2, max_size=8,
+                                       server_settings=BATCH_SESSION)
         self.coordinator = Coordinator(Store(self._pool), self.settings,
                                        database_url=self.database_url)
         self.metrics = CoordinatorMetrics(self.coordinator)

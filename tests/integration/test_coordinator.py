@@ -428,3 +428,11 @@ async def test_stop_ends_every_loop_even_right_after_a_wake(database_url: str,
         coordinator.wake()  # ... and is woken in the very turn stop() cancels it
         await coordinator.stop()
     assert [t.get_name() for t in coordinator._tasks if not t.done()] == []
+
+
+async def test_the_coordinator_plans_its_batch_statements_for_their_actual_arrays(
+        database_url: str) -> None:
+    # a generic plan of the report statement cost 5-8 times the PostgreSQL CPU per task
+    # (docs/performance.md); `python -m benchmarks --only throughput` shows the effect
+    async with serve_coordinator(fast_settings(), database_url) as server:
+        assert await server._pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
