@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -89,6 +90,11 @@ class CoordinatorMetrics(Observer):
                                           "Held tasks cancelled (by their worker, or when lost).")
         self.tasks_rejected = by_command("taskmaster_tasks_rejected_total",
                                          "Deliveries a worker refused (draining or full), put back.")
+        # the counter of each final status; label children of the histograms, by labels
+        self._final = {TaskStatus.COMPLETED: self.tasks_completed,
+                       TaskStatus.FAILED: self.tasks_failed,
+                       TaskStatus.CANCELLED: self.tasks_cancelled}
+        self._children: dict[tuple[Any, ...], Any] = {}
         self.wait = Histogram(
             "taskmaster_task_queue_wait_seconds",
             "From when a task was due (created, or its retry time) to when a worker started it.",
@@ -108,25 +114,30 @@ class CoordinatorMetrics(Observer):
             self.tasks_assigned.labels(command).inc(n)
 
     def applied(self, applied: list[Applied]) -> None:
-        """Outcomes, wait and run times of accepted reports."""
+        """Outcomes, wait and run times of accepted reports (counters added once a batch)."""
+        counts: dict[tuple[Counter, str], int] = {}
+        children = self._children
         for a in applied:
+            command = a.command
             if (a.old_status is TaskStatus.ASSIGNED and a.state != "rejected"
                     and a.due_at is not None and a.started_at is not None):
-                self.wait.labels(a.command).observe(
-                    max(0.0, (a.started_at - a.due_at).total_seconds()))
+                wait = children.get((self.wait, command))
+                if wait is None:
+                    wait = children[self.wait, command] = self.wait.labels(command)
+                wait.observe(max(0.0, (a.started_at - a.due_at).total_seconds()))
             outcome = _OUTCOMES.get(a.state)
             if outcome and a.started_at is not None and a.finished_at is not None:
-                self.run.labels(a.command, outcome).observe(
-                    max(0.0, (a.finished_at - a.started_at).total_seconds()))
-            if a.status is TaskStatus.COMPLETED:
-                self.tasks_completed.labels(a.command).inc()
-            elif a.status is TaskStatus.FAILED:
-                self.tasks_failed.labels(a.command).inc()
-            elif a.status is TaskStatus.CANCELLED:
-                self.tasks_cancelled.labels(a.command).inc()
-            elif a.status is TaskStatus.PENDING:
+                run = children.get((self.run, command, outcome))
+                if run is None:
+                    run = children[self.run, command, outcome] = self.run.labels(command, outcome)
+                run.observe(max(0.0, (a.finished_at - a.started_at).total_seconds()))
+            counter = self._final.get(a.status)
+            if a.status is TaskStatus.PENDING:
                 counter = self.tasks_rejected if a.state == "rejected" else self.tasks_retried
-                counter.labels(a.command).inc()
+            if counter is not None:
+                counts[counter, command] = counts.get((counter, command), 0) + 1
+        for (counter, command), n in counts.items():
+            counter.labels(command).inc(n)
 
     def moved(self, moved: Moved) -> None:
         """Tasks taken from lost workers: requeued, failed for good or cancelled."""
