@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.stack import MemorySampler, Server, Stack, stack
+from taskmaster.store.queries import q
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,10 +133,29 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
         # ... and the create path alone, no worker to hand the tasks to
         await st.cluster.scale(0)
         alone = await _creates(st, opts.creates, {"command": "noop"})
+        floor = await _database_floor(st, opts.creates)
     return {"tasks": opts.latency_tasks, "create_to_start_ms": summary_ms(to_start),
             "create_to_complete_ms": summary_ms(to_done), "request_ms": summary_ms(requests),
             "creates": opts.creates, "creates_per_s": alone,
-            "creates_while_running_per_s": running}
+            "creates_while_running_per_s": running, **floor}
+
+
+async def _database_floor(st: Stack, n: int) -> dict[str, int]:
+    """What one connection gets from this PostgreSQL with no HTTP and no scheduler, one
+    statement after another: `SELECT 1` round trips, and the create statement alone (its
+    triggers and durable commit included): the ceiling of one client's creates."""
+    async with st.db.acquire() as conn:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await conn.fetchval("SELECT 1")
+        trips = n / (time.perf_counter() - t0)
+        insert = q("insert_task")  # due in an hour: no worker would take them anyway
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await conn.fetchrow(insert, uuid.uuid4(), "noop", "{}", 0, 3600.0, 3, 300.0, None)
+        creates = n / (time.perf_counter() - t0)
+        await conn.execute("DELETE FROM tasks WHERE scheduled_at > now() + interval '10 minutes'")
+    return {"db_roundtrips_per_s": round(trips), "db_creates_per_s": round(creates)}
 
 
 async def _creates(st: Stack, n: int, body: dict[str, Any]) -> int:

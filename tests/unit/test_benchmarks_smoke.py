@@ -77,6 +77,7 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     assert lat["create_to_start_ms"]["n"] == TINY.latency_tasks
     assert 0 < lat["create_to_start_ms"]["p50"] <= lat["create_to_complete_ms"]["p99"]
     assert lat["creates_per_s"] > 0 and lat["creates_while_running_per_s"] > 0
+    assert lat["db_roundtrips_per_s"] > lat["db_creates_per_s"] > 0
     assert [r["workers"] for r in results["scaling"]["runs"]] == [1, 2]
     assert all(0 < r["efficiency"] <= 1.05 for r in results["scaling"]["runs"])
     sigkill = results["failover"]["sigkill"]
@@ -90,6 +91,7 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
 
     text = report.table(results)
     assert "throughput 1w x4" in text and "SSE fan-out, 2 clients" in text
+    assert "PostgreSQL alone" in text
     path = report.write(results, tmp_path)
     assert json.loads(path.read_text()) == json.loads((tmp_path / "latest.json").read_text())
 
