@@ -193,7 +193,7 @@ class CoordinatorServer:
         """Migrate, start the loops and listen; returns the bound port."""
         await prepare(self.database_url)
         self._pool = await create_pool(self.database_url, min_size=2, max_size=8,
-                                       server_settings=BATCH_SESSION)
+                                       server_settings=dict(BATCH_SESSION))
         self.coordinator = Coordinator(Store(self._pool), self.settings,
                                        database_url=self.database_url)
         self.metrics = CoordinatorMetrics(self.coordinator)
