@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from taskmaster.cluster.base import pid_alive
 from taskmaster.store import Store, create_pool, migrate
 from taskmaster.store.db import with_database
 
@@ -126,16 +127,6 @@ def admin_url() -> str:
     pytest.fail(f"{problem}\n{HOW_TO_START}", pytrace=False)
 
 
-def _process_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 async def drop_leftovers() -> None:
     """Drop the test databases of test runs on this machine that died before cleaning up."""
     if urlsplit(ADMIN_URL).hostname not in (None, "", "127.0.0.1", "localhost", "::1"):
@@ -147,7 +138,7 @@ async def drop_leftovers() -> None:
         await conn.close()
     for name in names:
         m = LEFTOVER.match(name)
-        if m and _process_gone(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             with contextlib.suppress(asyncpg.PostgresError):  # not ours to drop, or gone
                 await drop_database(name)
 

@@ -74,12 +74,15 @@ async def fetch(database_url: str, sql: str, *args: Any) -> list[asyncpg.Record]
 # ---- components on real sockets ----
 
 @contextlib.asynccontextmanager
-async def serve_scheduler(settings: Settings, database_url: str
+async def serve_scheduler(settings: Settings, database_url: str,
+                          routes: Callable[[web.Application], None] | None = None
                           ) -> AsyncIterator[tuple[str, web.Application]]:
-    """The scheduler app on 127.0.0.1:<free port>; (base URL, app)."""
+    """The scheduler app on 127.0.0.1:<free port>; (base URL, app). `routes` may add some."""
     from taskmaster.scheduler.app import make_app
 
     app = make_app(settings, database_url)
+    if routes is not None:
+        routes(app)
     runner = web.AppRunner(app, shutdown_timeout=1.0)
     await runner.setup()
     try:

@@ -23,7 +23,6 @@ from taskmaster.model import Report
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
 from taskmaster.store import Store, close_pool, create_pool, prepare
-from taskmaster.store.db import BATCH_SESSION
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +192,7 @@ class CoordinatorServer:
         """Migrate, start the loops and listen; returns the bound port."""
         await prepare(self.database_url)
         self._pool = await create_pool(self.database_url, min_size=2, max_size=8,
-                                       server_settings=dict(BATCH_SESSION))
+                                       custom_plans=True)
         self.coordinator = Coordinator(Store(self._pool), self.settings,
                                        database_url=self.database_url)
         self.metrics = CoordinatorMetrics(self.coordinator)

@@ -197,6 +197,8 @@ class EventHub:
         return int(row["id"])
 
     async def _drain(self) -> None:
+        """Read and broadcast what was committed; called holding _reading (subscribe() takes
+        it too, so nobody joins in the middle)."""
         while True:
             self.reads += 1
             if self.subscribers:
@@ -204,8 +206,6 @@ class EventHub:
                 ids = [e.id for e in events]
             else:  # nobody to send them to: only keep up with the ids
                 ids = await self.store.event_ids_after(self.last_id, FETCH)
-                if self.subscribers:  # someone came meanwhile: read those events for them
-                    continue
                 events = []
             n = self._contiguous(ids)
             if n and events:

@@ -108,19 +108,21 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """Nothing to reset: no code sets session state on a pooled connection."""
 
 
-# For pools that run the batch statements (the coordinator's): asyncpg prepares every
-# statement, and after five runs PostgreSQL may switch a prepared statement to a generic
-# plan, made without the parameter values. For the report statement, whose parameters
-# are arrays of hundreds of rows, that plan cost 5-8 times the PostgreSQL CPU of the plan
-# made for the actual arrays (docs/performance.md). Planning each run costs ~1 ms per
-# batch, not per task.
-BATCH_SESSION = {"plan_cache_mode": "force_custom_plan"}
-
-
 async def create_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10, **kw: Any
+    url: str, *, min_size: int = 1, max_size: int = 10, custom_plans: bool = False, **kw: Any
 ) -> asyncpg.Pool:
-    """An asyncpg pool with our codecs (server_settings=BATCH_SESSION for batch work)."""
+    """An asyncpg pool with our codecs.
+
+    custom_plans: for pools that run the batch statements (the coordinator's). asyncpg
+    prepares every statement, and after five runs PostgreSQL may switch a prepared
+    statement to a generic plan, made without the parameter values. For the report
+    statement, whose parameters are arrays of hundreds of rows, that plan cost 5-8 times
+    the PostgreSQL CPU of the plan made for the actual arrays (docs/performance.md).
+    Planning each run costs ~1 ms per batch, not per task.
+    """
+    if custom_plans:
+        kw["server_settings"] = {**kw.get("server_settings", {}),
+                                 "plan_cache_mode": "force_custom_plan"}
     # asyncpg's default reset runs a query (UNLISTEN, RESET ALL, ...) on every release: a
     # second round trip for each statement we send
     kw.setdefault("reset", _keep_session)

@@ -15,6 +15,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from taskmaster.cluster.base import pid_alive
 from taskmaster.cluster.local import LocalCluster, free_port
 from tests.chaos.harness import (
     CHILD_ENV,
@@ -92,14 +93,6 @@ async def up(home: Path, database_url: str, port: int) -> AsyncIterator[Up]:
         await u.kill()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 async def test_ctrl_c_and_up_again(database_url: str, tmp_path: Path) -> None:
     """Every task unfinished at Ctrl-C completes after the restart; none twice, none lost."""
     home, port = tmp_path / "tm", free_port()
@@ -114,7 +107,7 @@ async def test_ctrl_c_and_up_again(database_url: str, tmp_path: Path) -> None:
                 ids = await s.batch("chaos-sleep", 240, {"seconds": 0.3})
                 await wait_for(lambda: _completed_at_least(s, ids, 40), 30, message="40 tasks done")
                 assert await first.ctrl_c() == 0, first.output.read_text()
-            assert not [p for p in pids if _alive(p)], "a worker outlived `taskmaster up`"
+            assert not [p for p in pids if pid_alive(p)], "a worker outlived `taskmaster up`"
             left = await s.unfinished(ids)
             assert left > 0, "the run ended before Ctrl-C: the test proved nothing"
 
@@ -166,7 +159,7 @@ async def test_a_second_ctrl_c_stops_at_once_and_leaves_nothing_behind(
                 assert await first.ctrl_c(timeout=20) == 0, first.output.read_text()
                 # at once: long before the 5 s tasks could have finished
                 assert time.monotonic() - started < 4.0
-            left = [p for p in pids if _alive(p)]
+            left = [p for p in pids if pid_alive(p)]
             for pid in left:  # do not leave them to the next test either
                 os.kill(pid, signal.SIGKILL)
             assert not left, "a process outlived `taskmaster up`"

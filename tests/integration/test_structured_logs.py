@@ -20,7 +20,7 @@ from aiohttp import web
 
 from taskmaster.cluster.local import free_port
 from taskmaster.logs import JsonFormatter
-from taskmaster.scheduler.app import STORE, make_app
+from taskmaster.scheduler.app import STORE
 from tests.helpers import fast_settings, run_workers, serve_coordinator, serve_scheduler
 
 
@@ -145,21 +145,13 @@ async def test_an_unexpected_error_is_a_json_500_logged_with_its_request_id(
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")
 
-    app = make_app(fast_settings(), database_url)
-    app.router.add_get("/boom", boom)
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"http://{host}:{port}/boom", headers={"X-Request-ID": "b-1"}) as resp:
-            assert resp.status == 500
-            assert resp.headers["X-Request-ID"] == "b-1"
-            body = await resp.json()
-    finally:
-        await runner.cleanup()
+    async with serve_scheduler(fast_settings(), database_url,
+                               lambda app: app.router.add_get("/boom", boom)) as (url, _), \
+            aiohttp.ClientSession() as http, \
+            http.get(url + "/boom", headers={"X-Request-ID": "b-1"}) as resp:
+        assert resp.status == 500
+        assert resp.headers["X-Request-ID"] == "b-1"
+        body = await resp.json()
     assert "b-1" in body["error"] and body["field"] is None
     [logged] = [r for r in lines(json_log) if r["logger"] == "taskmaster.scheduler.ops"]
     assert logged["request_id"] == "b-1" and "RuntimeError: a bug" in logged["exception"]
