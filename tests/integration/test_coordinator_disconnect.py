@@ -4,11 +4,11 @@ cancels the RPC that reports it (as grpc.aio does when the peer's socket closes)
 from __future__ import annotations
 
 import asyncio
-import time
 
 from taskmaster.config import Settings
 from taskmaster.coordinator.service import Coordinator
 from taskmaster.store import NewTask, Store
+from tests.helpers import wait_for
 
 
 async def test_a_cancelled_rpc_still_puts_the_workers_tasks_back(store: Store) -> None:
@@ -23,12 +23,11 @@ async def test_a_cancelled_rpc_still_puts_the_workers_tasks_back(store: Store) -
     await asyncio.sleep(0)  # the offline write is under way ...
     rpc.cancel()  # ... when the RPC goes away
 
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        rows = await store.pool.fetch("SELECT status, attempt, worker_id FROM tasks")
-        if all(r["status"] == "pending" for r in rows):
-            break
-        await asyncio.sleep(0.01)
+    async def all_pending() -> bool:
+        return not await store.pool.fetchval("SELECT count(*) FROM tasks WHERE status <> 'pending'")
+
+    await wait_for(all_pending, 10, message="the tasks back in the queue")
+    rows = await store.pool.fetch("SELECT status, attempt, worker_id FROM tasks")
     assert [(r["status"], r["attempt"], r["worker_id"]) for r in rows] == [("pending", 2, None)] * 2
     status = await store.pool.fetchval("SELECT status FROM workers WHERE id = 'w-1'")
     assert status == "offline"

@@ -9,8 +9,6 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
@@ -19,16 +17,9 @@ import pytest
 from taskmaster.cluster.base import pid_alive as alive
 from taskmaster.notebook import connect
 from taskmaster.store.db import database_name
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def database_exists(admin_url: str, name: str) -> bool:
@@ -93,6 +84,7 @@ async def test_a_killed_kernel_leaves_nothing_behind() -> None:
     assert proc.returncode == -9, out
     home, postgres, *pids = out.decode().split()
     assert len(pids) == 3 and alive(int(postgres))
-    await wait_until(lambda: not Path(home).exists(), 30, "the watchdog to remove the home")
-    await wait_until(lambda: not any(alive(int(p)) for p in [postgres, *pids]), 10,
-                     "the members and the embedded PostgreSQL to end")
+    await wait_for(lambda: not Path(home).exists(), 30, interval=0.1,
+                   message="the watchdog to remove the home")
+    await wait_for(lambda: not any(alive(int(p)) for p in [postgres, *pids]), 10, interval=0.1,
+                   message="the members and the embedded PostgreSQL to end")
