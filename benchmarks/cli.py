@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "[default 64]")
     p.add_argument("--workers", type=_ints, help="worker counts of the throughput runs "
                    "[default 1,2,4]")
+    p.add_argument("--in-flight", type=int, help="requests one client keeps in flight in the "
+                   "overlapped creates [default 16]")
     p.add_argument("--read-rows", type=int, help="tasks stored for the read path [default 1000000]")
     p.add_argument("--output", type=Path, default=report.RESULTS,
                    help="folder of the results files [default benchmarks/results]")
@@ -60,7 +62,8 @@ def options_from(args: argparse.Namespace) -> Options:
     opts = QUICK if args.quick else Options()
     changes: dict[str, Any] = {}
     for flag, name in (("tasks", "tasks"), ("batch", "batch"), ("concurrency", "concurrency"),
-                       ("workers", "throughput_workers"), ("read_rows", "read_rows")):
+                       ("workers", "throughput_workers"), ("in_flight", "in_flight"),
+                       ("read_rows", "read_rows")):
         value = getattr(args, flag)
         if value is not None:
             changes[name] = value

@@ -106,6 +106,9 @@ def _latency_rows(lat: dict[str, Any]) -> Rows:
                      f"{s['p50']} / {s['p95']} / {s['p99']}"))
     rows.append(("creates, one client", "requests/s (while workers run them)",
                  f"{lat['creates_per_s']} ({lat['creates_while_running_per_s']})"))
+    if "creates_in_flight_per_s" in lat:
+        rows.append((f"  {lat['in_flight']} requests in flight", "requests/s",
+                     str(lat["creates_in_flight_per_s"])))
     if "db_creates_per_s" in lat:
         rows.append(("  PostgreSQL alone", "SELECT 1/s; create statement/s",
                      f"{lat['db_roundtrips_per_s']}; {lat['db_creates_per_s']}"))

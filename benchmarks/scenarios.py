@@ -27,6 +27,7 @@ class Options:
     throughput_workers: tuple[int, ...] = (1, 2, 4)
     latency_tasks: int = 1000
     creates: int = 3000
+    in_flight: int = 16
     scaling_workers: tuple[int, ...] = (1, 2, 4, 8)
     scaling_tasks_per_slot: int = 30
     scaling_seconds: float = 0.1
@@ -133,11 +134,14 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
         # ... and the create path alone, no worker to hand the tasks to
         await st.cluster.scale(0)
         alone = await _creates(st, opts.creates, {"command": "noop"})
+        # ... and the same client keeping several requests in flight (they share commits)
+        overlapped = await _creates(st, opts.creates, {"command": "noop"}, opts.in_flight)
         floor = await _database_floor(st, opts.creates)
     return {"tasks": opts.latency_tasks, "create_to_start_ms": summary_ms(to_start),
             "create_to_complete_ms": summary_ms(to_done), "request_ms": summary_ms(requests),
             "creates": opts.creates, "creates_per_s": alone,
-            "creates_while_running_per_s": running, **floor}
+            "creates_while_running_per_s": running, "in_flight": opts.in_flight,
+            "creates_in_flight_per_s": overlapped, **floor}
 
 
 async def _database_floor(st: Stack, n: int) -> dict[str, int]:
@@ -158,10 +162,15 @@ async def _database_floor(st: Stack, n: int) -> dict[str, int]:
     return {"db_roundtrips_per_s": round(trips), "db_creates_per_s": round(creates)}
 
 
-async def _creates(st: Stack, n: int, body: dict[str, Any]) -> int:
+async def _creates(st: Stack, n: int, body: dict[str, Any], in_flight: int = 1) -> int:
+    """n POST /api/schedule over keep-alive, `in_flight` requests at a time; creates/s."""
+    async def one_after_another(count: int) -> None:
+        for _ in range(count):
+            await st.post("/api/schedule", body)
+
     t0 = time.perf_counter()
-    for _ in range(n):
-        await st.post("/api/schedule", body)
+    await asyncio.gather(*(one_after_another(n // in_flight + (i < n % in_flight))
+                           for i in range(in_flight)))
     return round(n / (time.perf_counter() - t0))
 
 

@@ -77,6 +77,14 @@ class Settings:
     max_batch_count: int = field(
         default=100_000, metadata={"help": "largest count accepted by POST /api/schedule/batch"}
     )
+    create_batch: int = field(
+        default=500,
+        metadata={"help": "most concurrent POST /api/schedule creates sharing one statement"},
+    )
+    create_queue: int = field(
+        default=10_000,
+        metadata={"help": "POST /api/schedule creates waiting for a statement before 503"},
+    )
     max_workers: int = field(
         default=32, metadata={"help": "most workers /api/pool/scale and `taskmaster scale` accept"}
     )

@@ -16,6 +16,7 @@ from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.model import TaskStatus
 from taskmaster.scheduler import validation as v
+from taskmaster.scheduler.creates import CreateQueue, CreateQueueFull
 from taskmaster.scheduler.pool import setup_pool
 from taskmaster.scheduler.sse import EventHub, encode_feed
 from taskmaster.store import BadCursor, Store, close_pool, create_pool, prepare
@@ -26,6 +27,7 @@ SETTINGS = web.AppKey("settings", Settings)
 DATABASE_URL = web.AppKey("database_url", str)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", EventHub)
+CREATES = web.AppKey("creates", CreateQueue)
 # (command, how many) a request created, for the tasks-created counter (scheduler/ops.py)
 TASKS_CREATED = web.RequestKey("tasks_created", tuple)
 
@@ -81,6 +83,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status == 404:
             return error(404, f"no such endpoint: {request.method} {request.path}")
         return error(exc.status, exc.reason)
+    except CreateQueueFull as exc:
+        resp = error(503, f"too many creates waiting ({exc.limit}, TASKMASTER_CREATE_QUEUE); "
+                     "retry shortly")
+        resp.headers["Retry-After"] = "1"
+        return resp
     except DB_ERRORS as exc:
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
         resp = error(503, "database unavailable; retry shortly")
@@ -130,7 +137,10 @@ async def schedule(request: web.Request) -> web.Response:
     body = await _body(request)
     known = await request.app[COMMANDS].get(body.get("command"))
     new = v.new_task(body, settings, known, request.headers.get("Idempotency-Key"))
-    task, created = await store.create_task(new)
+    if new.idempotency_key is None:  # concurrent creates share a statement and a commit
+        task, created = await request.app[CREATES].create(new), True
+    else:
+        task, created = await store.create_task(new)
     request[TASKS_CREATED] = (new.command, 1 if created else 0)
     return web.json_response({"id": str(task.id), "task": task.to_json()},
                              status=201 if created else 200)
@@ -357,6 +367,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     store = Store(pool)
     app[STORE] = store
     app[COMMANDS] = CommandCache(store)
+    settings = app[SETTINGS]
+    for name in ("create_batch", "create_queue"):
+        if getattr(settings, name) < 1:
+            raise ValueError(f"TASKMASTER_{name.upper()} must be at least 1")
+    creates = CreateQueue(store, max_rows=settings.create_batch,
+                          max_waiting=settings.create_queue)
+    app[CREATES] = creates
     hub = EventHub(store, url)
     app[HUB] = hub
     feed = asyncio.create_task(hub.run(), name="event-feed")
@@ -367,4 +384,5 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await feed
     except asyncio.CancelledError:
         pass
+    await creates.close()
     await close_pool(pool)

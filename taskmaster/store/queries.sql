@@ -17,6 +17,26 @@ WITH ins AS (
 )
 SELECT * FROM ins;
 
+-- name: insert_tasks
+-- Tasks without idempotency keys, from concurrent single creates, in one statement.
+-- $1 ids, $2 commands, $3 payloads (JSON text), $4 priorities, $5 delays (seconds),
+-- $6 max_attempts, $7 timeouts
+WITH ins AS (
+    INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts,
+                       timeout_seconds)
+    SELECT n.id, n.command, n.payload::jsonb, n.priority,
+           now() + make_interval(secs => n.delay), n.max_attempts, n.timeout
+    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::int[],
+                $7::float8[]) AS n(id, command, payload, priority, delay, max_attempts, timeout)
+    RETURNING *
+), ev AS (
+    INSERT INTO events (ts, event, task_id, data)
+    SELECT created_at, 'task_scheduled', id,
+           jsonb_build_object('command', command, 'scheduled_at', scheduled_at)
+    FROM ins
+)
+SELECT * FROM ins;
+
 -- name: insert_batch
 -- $1 command, $2 payload, $3 count, $4 delay seconds, $5 priority, $6 max_attempts, $7 timeout
 WITH ins AS (

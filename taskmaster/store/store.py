@@ -130,6 +130,24 @@ class Store:
             raise RuntimeError("idempotency key conflict without a task")
         return Task.from_record(existing), False
 
+    async def create_tasks(self, news: Sequence[NewTask]) -> list[Task]:
+        """Insert tasks without idempotency keys in one statement; in the order given."""
+        if any(n.idempotency_key is not None for n in news):
+            raise ValueError("create_tasks takes no idempotency keys (use create_task)")
+        ids = [uuid.uuid4() for _ in news]
+        rows = await self.pool.fetch(
+            q("insert_tasks"),
+            ids,
+            [n.command for n in news],
+            [json.dumps(_payload(n.payload)) for n in news],
+            [n.priority for n in news],
+            [n.delay_seconds for n in news],
+            [n.max_attempts for n in news],
+            [n.timeout_seconds for n in news],
+        )
+        by_id = {r["id"]: r for r in rows}
+        return [Task.from_record(by_id[i]) for i in ids]
+
     async def create_batch(self, new: NewTask, count: int) -> list[uuid.UUID]:
         """Insert count identical tasks in one statement; their ids in order."""
         rows = await self.pool.fetch(

@@ -18,7 +18,7 @@ from benchmarks.scenarios import Options, percentile, summary_ms
 from taskmaster import cli
 
 TINY = Options(tasks=60, batch=25, concurrency=4, throughput_workers=(1,), latency_tasks=5,
-               creates=10, scaling_workers=(1, 2), scaling_tasks_per_slot=2,
+               creates=10, in_flight=3, scaling_workers=(1, 2), scaling_tasks_per_slot=2,
                scaling_seconds=0.05, failover_rounds=1, partition_rounds=0, read_rows=500,
                read_requests=5, sse_clients=2, sse_events=50)
 
@@ -35,9 +35,9 @@ def test_percentile_interpolates() -> None:
 
 def test_flags_shape_the_options() -> None:
     args = build_parser().parse_args(["--quick", "--tasks", "10", "--workers", "1,3",
-                                      "--only", "latency", "--only", "read"])
+                                      "--in-flight", "4", "--only", "latency", "--only", "read"])
     opts = options_from(args)
-    assert (opts.tasks, opts.throughput_workers) == (10, (1, 3))
+    assert (opts.tasks, opts.throughput_workers, opts.in_flight) == (10, (1, 3), 4)
     assert opts.read_rows < Options().read_rows  # --quick
     assert args.only == ["latency", "read"]
 
@@ -77,6 +77,7 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     assert lat["create_to_start_ms"]["n"] == TINY.latency_tasks
     assert 0 < lat["create_to_start_ms"]["p50"] <= lat["create_to_complete_ms"]["p99"]
     assert lat["creates_per_s"] > 0 and lat["creates_while_running_per_s"] > 0
+    assert lat["creates_in_flight_per_s"] > 0 and lat["in_flight"] == 3
     assert lat["db_roundtrips_per_s"] > lat["db_creates_per_s"] > 0
     assert [r["workers"] for r in results["scaling"]["runs"]] == [1, 2]
     assert all(0 < r["efficiency"] <= 1.05 for r in results["scaling"]["runs"])
