@@ -106,6 +106,10 @@ def _latency_rows(lat: dict[str, Any]) -> Rows:
                      f"{s['p50']} / {s['p95']} / {s['p99']}"))
     rows.append(("creates, one client", "requests/s (while workers run them)",
                  f"{lat['creates_per_s']} ({lat['creates_while_running_per_s']})"))
+    cpu = lat.get("creates_while_running_cpu_us")
+    if cpu:
+        rows.append(("  CPU per task, while running", " / ".join(cpu) + " us",
+                     " / ".join(str(v) for v in cpu.values())))
     if "creates_in_flight_per_s" in lat:
         rows.append((f"  {lat['in_flight']} requests in flight", "requests/s",
                      str(lat["creates_in_flight_per_s"])))

@@ -129,8 +129,10 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
         to_done = [float(r["done"]) for r in rows]
 
         # one client, keep-alive, back to back: while the workers run what it creates ...
+        st.cpu.start()
         running = await _creates(st, opts.creates, {"command": "noop"})
         await st.wait_finished(opts.latency_tasks + opts.creates)
+        running_cpu = st.cpu.per_task(opts.creates)
         # ... and the create path alone, no worker to hand the tasks to
         await st.cluster.scale(0)
         alone = await _creates(st, opts.creates, {"command": "noop"})
@@ -140,7 +142,8 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
     return {"tasks": opts.latency_tasks, "create_to_start_ms": summary_ms(to_start),
             "create_to_complete_ms": summary_ms(to_done), "request_ms": summary_ms(requests),
             "creates": opts.creates, "creates_per_s": alone,
-            "creates_while_running_per_s": running, "in_flight": opts.in_flight,
+            "creates_while_running_per_s": running, "creates_while_running_cpu_us": running_cpu,
+            "in_flight": opts.in_flight,
             "creates_in_flight_per_s": overlapped, **floor}
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -184,16 +185,20 @@ class CoordinatorServer:
         self.server: grpc.aio.Server | None = None
         self.coordinator: Coordinator | None = None
         self.port = 0
-        self._pool = None
+        self._pool: asyncpg.Pool | None = None
+        self._bulk_pool: asyncpg.Pool | None = None
         self.metrics: CoordinatorMetrics | None = None
         self.metrics_server: MetricsServer | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Migrate, start the loops and listen; returns the bound port."""
         await prepare(self.database_url)
-        self._pool = await create_pool(self.database_url, min_size=2, max_size=8,
-                                       custom_plans=True)
-        self.coordinator = Coordinator(Store(self._pool), self.settings,
+        self._pool = await create_pool(self.database_url, min_size=2, max_size=8)
+        # claims and reports of many rows, planned for their actual arrays (store.BULK_ROWS)
+        self._bulk_pool = await create_pool(self.database_url, min_size=1, max_size=2,
+                                            custom_plans=True)
+        self.coordinator = Coordinator(Store(self._pool, bulk_pool=self._bulk_pool),
+                                       self.settings,
                                        database_url=self.database_url)
         self.metrics = CoordinatorMetrics(self.coordinator)
         self.coordinator.observer = self.metrics
@@ -237,8 +242,9 @@ class CoordinatorServer:
             await self.coordinator.stop()
         if self.server is not None:
             await self.server.stop(grace)
-        if self._pool is not None:
-            await close_pool(self._pool)
+        for pool in (self._pool, self._bulk_pool):
+            if pool is not None:
+                await close_pool(pool)
 
     async def wait(self) -> None:
         """Until the server stops."""

@@ -113,12 +113,13 @@ async def create_pool(
 ) -> asyncpg.Pool:
     """An asyncpg pool with our codecs.
 
-    custom_plans: for pools that run the batch statements (the coordinator's). asyncpg
-    prepares every statement, and after five runs PostgreSQL may switch a prepared
-    statement to a generic plan, made without the parameter values. For the report
-    statement, whose parameters are arrays of hundreds of rows, that plan cost 5-8 times
-    the PostgreSQL CPU of the plan made for the actual arrays (docs/performance.md).
-    Planning each run costs ~1 ms per batch, not per task.
+    custom_plans: for the pool that runs big batch statements (the coordinator's bulk
+    pool, store.BULK_ROWS). asyncpg prepares every statement, and after five runs
+    PostgreSQL may switch a prepared statement to a generic plan, made without the
+    parameter values. For the report statement, whose parameters are arrays of hundreds
+    of rows, that plan cost 5-8 times the PostgreSQL CPU of the plan made for the actual
+    arrays (docs/performance.md). Planning each run costs ~0.5-1 ms a statement: nothing
+    for a batch of hundreds, too much for a report of one task.
     """
     if custom_plans:
         kw["server_settings"] = {**kw.get("server_settings", {}),

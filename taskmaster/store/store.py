@@ -101,11 +101,22 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
         raise BadCursor(cursor) from None
 
 
-class Store:
-    """Typed access to PostgreSQL over an asyncpg pool."""
+# Claims and reports of at least this many rows go to the bulk pool, whose connections plan
+# each statement for its actual arrays (create_pool(custom_plans=True)); smaller ones keep
+# PostgreSQL's cached plan: planning these statements costs ~0.5 ms, more than a generic
+# plan loses on a few rows (docs/performance.md).
+BULK_ROWS = 32
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+
+class Store:
+    """Typed access to PostgreSQL over an asyncpg pool (and a pool for big batches)."""
+
+    def __init__(self, pool: asyncpg.Pool, *, bulk_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
+        self.bulk_pool = bulk_pool or pool
+
+    def _pool_for(self, rows: int) -> asyncpg.Pool:
+        return self.bulk_pool if rows >= BULK_ROWS else self.pool
 
     # ---- creating and reading tasks (scheduler) ----
 
@@ -327,7 +338,7 @@ class Store:
         """Claim one due task per slot (slots = worker ids in round-robin order)."""
         if not slots:
             return []
-        rows = await self.pool.fetch(q("assign_tasks"), list(slots))
+        rows = await self._pool_for(len(slots)).fetch(q("assign_tasks"), list(slots))
         return [
             Delivery(
                 task_id=r["id"],
@@ -356,7 +367,7 @@ class Store:
             by_worker.setdefault(worker_id, []).append(report)
         reports = [(w, r) for w, rs in by_worker.items() for r in merge_reports(rs)]
         now = datetime.now(UTC)
-        rows = await self.pool.fetch(
+        rows = await self._pool_for(len(reports)).fetch(
             q("apply_updates"),
             [w for w, _ in reports],
             [r.task_id for _, r in reports],

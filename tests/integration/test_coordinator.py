@@ -430,9 +430,14 @@ async def test_stop_ends_every_loop_even_right_after_a_wake(database_url: str,
     assert [t.get_name() for t in coordinator._tasks if not t.done()] == []
 
 
-async def test_the_coordinator_plans_its_batch_statements_for_their_actual_arrays(
+async def test_the_coordinator_plans_its_big_batch_statements_for_their_actual_arrays(
         database_url: str) -> None:
-    # a generic plan of the report statement cost 5-8 times the PostgreSQL CPU per task
-    # (docs/performance.md); `python -m benchmarks --only throughput` shows the effect
+    # a generic plan of the report statement cost 5-8 times the PostgreSQL CPU per task in
+    # big batches, planning each small one ~0.5 ms (docs/performance.md);
+    # `python -m benchmarks --only throughput` and `--only latency` show the effects
     async with serve_coordinator(fast_settings(), database_url) as server:
-        assert await server._pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        assert server._bulk_pool is not None and server._pool is not None
+        assert await server._bulk_pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        assert await server._pool.fetchval("SHOW plan_cache_mode") == "auto"
+        assert server.coordinator is not None
+        assert server.coordinator.store.bulk_pool is server._bulk_pool

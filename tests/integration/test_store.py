@@ -956,3 +956,33 @@ async def test_sequence_of_statuses_is_recorded_in_events(store: Store) -> None:
     t = await get(store, tid)
     assert (t.status, t.attempt, t.max_attempts) == (TaskStatus.COMPLETED, 3, 4)
     assert [h["worker_id"] for h in t.history] == ["w1", "w2"]
+
+
+async def test_claims_and_reports_of_many_rows_go_to_the_bulk_pool(database_url: str) -> None:
+    from taskmaster.store import create_pool
+    from taskmaster.store.store import BULK_ROWS
+
+    used = {"cached": 0, "bulk": 0}
+
+    def count(name: str) -> Any:
+        async def setup(conn: asyncpg.Connection) -> None:
+            used[name] += 1
+        return setup
+
+    cached = await create_pool(database_url, max_size=2, setup=count("cached"))
+    bulk = await create_pool(database_url, max_size=2, custom_plans=True, setup=count("bulk"))
+    try:
+        store = Store(cached, bulk_pool=bulk)
+        await store.create_batch(NewTask(command="noop"), BULK_ROWS + 5)
+        used.update(cached=0, bulk=0)
+
+        few = await store.assign(["w1"] * 5)
+        many = await store.assign(["w1"] * BULK_ROWS)
+        assert (len(few), len(many), used) == (5, BULK_ROWS, {"cached": 1, "bulk": 1})
+
+        assert len(await apply(store, "w1", *(rep(d, "completed") for d in few))) == 5
+        assert len(await apply(store, "w1", *(rep(d, "completed") for d in many))) == BULK_ROWS
+        assert used == {"cached": 2, "bulk": 2}
+    finally:
+        await cached.close()
+        await bulk.close()
