@@ -1,10 +1,11 @@
 """Group commit for POST /api/schedule: concurrent single creates share one statement.
 
-A create that finds a free statement slot runs at once, alone: no timer, no added wait,
-so one client sending one request at a time sees the latency of one insert. Creates that
-arrive while the slots are busy wait together and go in the next statement (at most
-`max_rows` each), one transaction and one durable commit for all of them. Every waiting
-request is answered only after its own rows are committed, as before.
+A create that finds a free statement slot and nobody waiting runs at once, alone, in its
+own request's task: no timer, no added wait, so one client sending one request at a time
+sees the latency of one insert. Creates that arrive while the slots are busy wait
+together and go in the next statement (at most `max_rows` each), one transaction and one
+durable commit for all of them. Every request is answered only after its own row is
+committed, as before.
 
 A row PostgreSQL refuses (it should not pass validation, but a data error must not fail
 the others) sends that statement's creates one by one, so only the bad one fails.
@@ -49,6 +50,7 @@ class CreateQueue:
         self.statements = statements  # statements in flight at once
         self._waiting: deque[tuple[NewTask, asyncio.Future[Task]]] = deque()
         self._flushers: set[asyncio.Task[None]] = set()
+        self._busy = 0  # statement slots taken: creates running alone, and flushers
         self.statements_run = 0  # for tests and metrics: statements sent
         self.rows_written = 0
 
@@ -61,17 +63,29 @@ class CreateQueue:
         """Insert one task (sharing a statement with concurrent creates); the new task."""
         if new.idempotency_key is not None:
             raise ValueError("keyed creates go through Store.create_task")
+        if self._busy < self.statements and not self._waiting:
+            # a free slot and nobody waiting: this create runs now, alone, in its own task
+            self._busy += 1
+            try:
+                return (await self._insert([new]))[0]
+            finally:
+                self._busy -= 1
+                self._start_flushers()  # for the creates that queued meanwhile
         if len(self._waiting) >= self.max_waiting:
             raise CreateQueueFull(self.max_waiting)
         fut: asyncio.Future[Task] = asyncio.get_running_loop().create_future()
         self._waiting.append((new, fut))
-        if len(self._flushers) < self.statements:
+        self._start_flushers()
+        return await fut
+
+    def _start_flushers(self) -> None:
+        while self._waiting and self._busy < self.statements:
+            self._busy += 1
             # a context of its own: not the request id of whichever request started it
             flusher = asyncio.create_task(self._flush(), name="create-queue",
                                           context=contextvars.Context())
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
-        return await fut
 
     async def close(self, timeout: float = 10.0) -> None:
         """Let the statements in flight finish (at most `timeout` s), then cancel the rest."""
@@ -91,6 +105,12 @@ class CreateQueue:
         return batch
 
     async def _flush(self) -> None:
+        try:
+            await self._flush_waiting()
+        finally:
+            self._busy -= 1
+
+    async def _flush_waiting(self) -> None:
         while batch := self._take():
             try:
                 tasks = await self._insert([new for new, _ in batch])
