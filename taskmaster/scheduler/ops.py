@@ -25,7 +25,15 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.process_collector import ProcessCollector
 
 from taskmaster.logs import REQUEST_ID
-from taskmaster.scheduler.app import DB_ERRORS, HUB, SETTINGS, STORE, TASKS_CREATED, error
+from taskmaster.scheduler.app import (
+    CREATES,
+    DB_ERRORS,
+    HUB,
+    SETTINGS,
+    STORE,
+    TASKS_CREATED,
+    error,
+)
 
 log = logging.getLogger(__name__)
 # The access log has its own name, like aiohttp.access, so it can be switched on alone.
@@ -75,11 +83,25 @@ class SchedulerMetrics:
                                       registry=r)
         self.database_up = Gauge(
             "taskmaster_database_up", "1 when the last scrape could read PostgreSQL.", registry=r)
+        self.create_statements = Counter(
+            "taskmaster_create_statements_total",
+            "Statements that inserted POST /api/schedule creates without a key "
+            "(creates per statement: how many shared a commit).", registry=r)
+        self.creates_waiting = Gauge(
+            "taskmaster_creates_waiting",
+            "POST /api/schedule creates waiting for a shared statement (at scrape time).",
+            registry=r)
+        self._statements_seen = 0
 
     async def refresh(self, app: web.Application) -> None:
         """Read the gauges that live in PostgreSQL and the event hub."""
         hub = app.get(HUB)
         self.sse_clients.set(len(hub.subscribers) if hub is not None else 0)
+        creates = app.get(CREATES)
+        if creates is not None:
+            self.create_statements.inc(creates.statements_run - self._statements_seen)
+            self._statements_seen = creates.statements_run
+            self.creates_waiting.set(creates.waiting)
         try:
             stats = await asyncio.wait_for(app[STORE].stats(), 5)
         except (*DB_ERRORS, asyncpg.PostgresError) as exc:

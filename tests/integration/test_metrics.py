@@ -104,6 +104,10 @@ async def test_scheduler_metrics_move_with_requests(database_url: str) -> None:
     assert value(after, "taskmaster_tasks_running") == 0
     assert value(after, "taskmaster_workers_online") == 0
     assert value(after, "taskmaster_sse_clients") == 1
+    # the keyless create went through the create queue (one statement); the keyed one not
+    assert value(before, "taskmaster_create_statements_total") == 0
+    assert value(after, "taskmaster_create_statements_total") == 1
+    assert value(after, "taskmaster_creates_waiting") == 0
 
 
 async def test_every_app_has_its_own_registry(database_url: str) -> None:
