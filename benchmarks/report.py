@@ -113,6 +113,11 @@ def _latency_rows(lat: dict[str, Any]) -> Rows:
     if "creates_in_flight_per_s" in lat:
         rows.append((f"  {lat['in_flight']} requests in flight", "requests/s",
                      str(lat["creates_in_flight_per_s"])))
+    if "in_flight_e2e_per_s" in lat:
+        rows.append((f"  {lat['in_flight']} in flight, workers running",
+                     "requests/s; end to end tasks/s",
+                     f"{lat['creates_in_flight_while_running_per_s']}; "
+                     f"{lat['in_flight_e2e_per_s']}"))
     if "db_creates_per_s" in lat:
         rows.append(("  PostgreSQL alone", "SELECT 1/s; create statement/s",
                      f"{lat['db_roundtrips_per_s']}; {lat['db_creates_per_s']}"))

@@ -133,6 +133,14 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
         running = await _creates(st, opts.creates, {"command": "noop"})
         await st.wait_finished(opts.latency_tasks + opts.creates)
         running_cpu = st.cpu.per_task(opts.creates)
+        # ... with several requests in flight, until the workers have completed them all
+        t0 = time.time()
+        overlapped_running = await _creates(st, opts.creates, {"command": "noop"},
+                                            opts.in_flight)
+        await st.wait_finished(opts.latency_tasks + 2 * opts.creates)
+        end = float(await st.db.fetchval(
+            "SELECT extract(epoch FROM max(completed_at)) FROM tasks"))
+        overlapped_e2e = round(opts.creates / (end - t0))
         # ... and the create path alone, no worker to hand the tasks to
         await st.cluster.scale(0)
         alone = await _creates(st, opts.creates, {"command": "noop"})
@@ -143,8 +151,9 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
             "create_to_complete_ms": summary_ms(to_done), "request_ms": summary_ms(requests),
             "creates": opts.creates, "creates_per_s": alone,
             "creates_while_running_per_s": running, "creates_while_running_cpu_us": running_cpu,
-            "in_flight": opts.in_flight,
-            "creates_in_flight_per_s": overlapped, **floor}
+            "in_flight": opts.in_flight, "creates_in_flight_per_s": overlapped,
+            "creates_in_flight_while_running_per_s": overlapped_running,
+            "in_flight_e2e_per_s": overlapped_e2e, **floor}
 
 
 async def _database_floor(st: Stack, n: int) -> dict[str, int]:

@@ -78,6 +78,7 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     assert 0 < lat["create_to_start_ms"]["p50"] <= lat["create_to_complete_ms"]["p99"]
     assert lat["creates_per_s"] > 0 and lat["creates_while_running_per_s"] > 0
     assert lat["creates_in_flight_per_s"] > 0 and lat["in_flight"] == 3
+    assert lat["creates_in_flight_while_running_per_s"] > 0 and lat["in_flight_e2e_per_s"] > 0
     assert set(lat["creates_while_running_cpu_us"]) >= {"coordinator", "postgres", "worker"}
     assert lat["db_roundtrips_per_s"] > lat["db_creates_per_s"] > 0
     assert [r["workers"] for r in results["scaling"]["runs"]] == [1, 2]
