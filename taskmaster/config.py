@@ -15,6 +15,12 @@ def _env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+# limits and batch sizes below 1 would refuse everything or never make progress
+_AT_LEAST_ONE = ("max_batch_count", "max_body_bytes", "max_payload_bytes", "max_page_size",
+                 "max_sse_clients", "sse_queue", "assign_batch", "status_batch",
+                 "create_batch", "create_queue")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Every tunable of the stack; each field `x` is read from `TASKMASTER_X`."""
@@ -154,6 +160,12 @@ class Settings:
     )
     log_format: str = field(default="text", metadata={"help": "text or json"})
     log_level: str = field(default="INFO", metadata={"help": "logging level"})
+
+    def __post_init__(self) -> None:
+        for name in _AT_LEAST_ONE:
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"{_env_name(name)}={value!r} must be at least 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

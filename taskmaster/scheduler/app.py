@@ -368,9 +368,6 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store
     app[COMMANDS] = CommandCache(store)
     settings = app[SETTINGS]
-    for name in ("create_batch", "create_queue"):
-        if getattr(settings, name) < 1:
-            raise ValueError(f"TASKMASTER_{name.upper()} must be at least 1")
     creates = CreateQueue(store, max_rows=settings.create_batch,
                           max_waiting=settings.create_queue)
     app[CREATES] = creates

@@ -77,6 +77,16 @@ def test_bad_value_names_the_variable(name: str, raw: str) -> None:
     assert repr(raw) in str(info.value)
 
 
+@pytest.mark.parametrize(("name", "raw"), [("TASKMASTER_CREATE_QUEUE", "0"),
+                                         ("TASKMASTER_STATUS_BATCH", "-5"),
+                                         ("TASKMASTER_MAX_BODY_BYTES", "0")])
+def test_a_limit_below_one_is_refused_naming_the_variable(name: str, raw: str) -> None:
+    with pytest.raises(ValueError, match=f"{name}={raw} must be at least 1"):
+        Settings.from_env({name: raw})
+    with pytest.raises(ValueError, match=name):
+        Settings().with_(**{name.removeprefix("TASKMASTER_").lower(): int(raw)})
+
+
 def test_overrides_win_and_none_is_ignored() -> None:
     env = {"TASKMASTER_SCHEDULER_PORT": "9000", "TASKMASTER_HOST": "0.0.0.0"}
     s = Settings.from_env(env, scheduler_port=9100, host=None)
