@@ -58,6 +58,11 @@ def summary_ms(seconds: list[float]) -> dict[str, float]:
             "n": len(ms)}
 
 
+async def _last_completion(st: Stack) -> float:
+    """When the last task completed (unix seconds)."""
+    return float(await st.db.fetchval("SELECT extract(epoch FROM max(completed_at)) FROM tasks"))
+
+
 async def _span(st: Stack, start_col: str, end_col: str = "completed_at") -> float:
     """Seconds from the earliest start_col to the latest end_col over all tasks."""
     value = await st.db.fetchval(
@@ -104,7 +109,7 @@ async def _end_to_end(st: Stack, opts: Options) -> dict[str, Any]:
     created = await st.create_batches("noop", opts.tasks, opts.batch)
     await st.wait_finished(opts.tasks)
     cpu = st.cpu.per_task(opts.tasks)
-    end = float(await st.db.fetchval("SELECT extract(epoch FROM max(completed_at)) FROM tasks"))
+    end = await _last_completion(st)
     return {"e2e_per_s": round(opts.tasks / (end - t0)), "e2e_s": round(end - t0, 3),
             "create_under_load_per_s": round(opts.tasks / created), "e2e_cpu_us_per_task": cpu}
 
@@ -138,9 +143,7 @@ async def latency(server: Server, opts: Options, sampler: MemorySampler) -> dict
         overlapped_running = await _creates(st, opts.creates, {"command": "noop"},
                                             opts.in_flight)
         await st.wait_finished(opts.latency_tasks + 2 * opts.creates)
-        end = float(await st.db.fetchval(
-            "SELECT extract(epoch FROM max(completed_at)) FROM tasks"))
-        overlapped_e2e = round(opts.creates / (end - t0))
+        overlapped_e2e = round(opts.creates / (await _last_completion(st) - t0))
         # ... and the create path alone, no worker to hand the tasks to
         await st.cluster.scale(0)
         alone = await _creates(st, opts.creates, {"command": "noop"})

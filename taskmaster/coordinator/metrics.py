@@ -52,15 +52,15 @@ class _SessionCollector(Collector):
             slots.add_metric([s.name], s.capacity)
             held.add_metric([s.name], len(s.held))
         reports = CounterMetricFamily("taskmaster_reports", "Status reports received from workers.")
-        reports.add_metric([], c.counters.get("reports", 0))
+        reports.add_metric([], c.counters["reports"])
         refused = CounterMetricFamily(
             "taskmaster_reports_refused",
             "Reports refused by fencing: their delivery had been given to someone else.")
-        refused.add_metric([], c.counters.get("refused", 0))
+        refused.add_metric([], c.counters["refused"])
         joins = CounterMetricFamily(
             "taskmaster_workers_refused",
             "Worker connections refused for a missing or wrong cluster token.")
-        joins.add_metric([], c.counters.get("joins_refused", 0))
+        joins.add_metric([], c.counters["joins_refused"])
         yield from (online, draining, slots, held, reports, refused, joins)
 
 
@@ -90,7 +90,7 @@ class CoordinatorMetrics(Observer):
                                           "Held tasks cancelled (by their worker, or when lost).")
         self.tasks_rejected = by_command("taskmaster_tasks_rejected_total",
                                          "Deliveries a worker refused (draining or full), put back.")
-        # the counter of each final status; label children of the histograms, by labels
+        # the counter of each final status; label children by (metric, *labels) (_child)
         self._final = {TaskStatus.COMPLETED: self.tasks_completed,
                        TaskStatus.FAILED: self.tasks_failed,
                        TaskStatus.CANCELLED: self.tasks_cancelled}
@@ -113,31 +113,33 @@ class CoordinatorMetrics(Observer):
         for command, n in counts.items():
             self.tasks_assigned.labels(command).inc(n)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """metric.labels(*labels), looked up once (a report batch asks for the same few)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def applied(self, applied: list[Applied]) -> None:
         """Outcomes, wait and run times of accepted reports (counters added once a batch)."""
         counts: dict[tuple[Counter, str], int] = {}
-        children = self._children
         for a in applied:
-            command = a.command
             if (a.old_status is TaskStatus.ASSIGNED and a.state != "rejected"
                     and a.due_at is not None and a.started_at is not None):
-                wait = children.get((self.wait, command))
-                if wait is None:
-                    wait = children[self.wait, command] = self.wait.labels(command)
-                wait.observe(max(0.0, (a.started_at - a.due_at).total_seconds()))
+                self._child(self.wait, a.command).observe(
+                    max(0.0, (a.started_at - a.due_at).total_seconds()))
             outcome = _OUTCOMES.get(a.state)
             if outcome and a.started_at is not None and a.finished_at is not None:
-                run = children.get((self.run, command, outcome))
-                if run is None:
-                    run = children[self.run, command, outcome] = self.run.labels(command, outcome)
-                run.observe(max(0.0, (a.finished_at - a.started_at).total_seconds()))
+                self._child(self.run, a.command, outcome).observe(
+                    max(0.0, (a.finished_at - a.started_at).total_seconds()))
             counter = self._final.get(a.status)
             if a.status is TaskStatus.PENDING:
                 counter = self.tasks_rejected if a.state == "rejected" else self.tasks_retried
             if counter is not None:
-                counts[counter, command] = counts.get((counter, command), 0) + 1
+                counts[counter, a.command] = counts.get((counter, a.command), 0) + 1
         for (counter, command), n in counts.items():
-            counter.labels(command).inc(n)
+            self._child(counter, command).inc(n)
 
     def moved(self, moved: Moved) -> None:
         """Tasks taken from lost workers: requeued, failed for good or cancelled."""
