@@ -35,32 +35,33 @@ class WorkerStatus(enum.StrEnum):
     OFFLINE = "offline"
 
 
-EVENT_TYPES = (
-    "task_scheduled",
-    "task_assigned",
-    "task_running",
-    "task_progress",
-    "task_completed",
-    "task_failed",
-    "task_retrying",
-    "task_reassigned",
-    "task_cancel_requested",
-    "task_cancelled",
-    "task_rejected",
-    "worker_online",
-    "worker_draining",
-    "worker_offline",
-)
+class EventType(enum.StrEnum):
+    """The lifecycle events of the feed (the `event` field of every SSE message)."""
+
+    TASK_SCHEDULED = "task_scheduled"
+    TASK_ASSIGNED = "task_assigned"
+    TASK_RUNNING = "task_running"
+    TASK_PROGRESS = "task_progress"
+    TASK_COMPLETED = "task_completed"
+    TASK_FAILED = "task_failed"
+    TASK_RETRYING = "task_retrying"
+    TASK_REASSIGNED = "task_reassigned"
+    TASK_CANCEL_REQUESTED = "task_cancel_requested"
+    TASK_CANCELLED = "task_cancelled"
+    TASK_REJECTED = "task_rejected"
+    WORKER_ONLINE = "worker_online"
+    WORKER_DRAINING = "worker_draining"
+    WORKER_OFFLINE = "worker_offline"
+    # sent by the feed itself, never stored: a reconnecting client missed more than the
+    # replay limit (TASKMASTER_SSE_REPLAY)
+    REPLAY_TRUNCATED = "replay_truncated"
+
+
+EVENT_TYPES = tuple(e.value for e in EventType if e is not EventType.REPLAY_TRUNCATED)
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
-
-
-def _json(value: Any) -> Any:
-    # Records come from connections with the json codecs (taskmaster.store.db), so a str
-    # here is a JSON string value ("done"), never JSON text to decode again.
-    return value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,7 +95,7 @@ class Task:
         return cls(
             id=r["id"],
             command=r["command"],
-            payload=_json(r["payload"]),
+            payload=r["payload"],
             status=TaskStatus(r["status"]),
             priority=r["priority"],
             scheduled_at=r["scheduled_at"],
@@ -109,11 +110,11 @@ class Task:
             max_attempts=r["max_attempts"],
             timeout_seconds=r["timeout_seconds"],
             progress=r["progress"],
-            result=_json(r["result"]),
+            result=r["result"],
             error=r["error"],
             idempotency_key=r["idempotency_key"],
             cancel_requested=r["cancel_requested"],
-            history=tuple(_json(r["history"]) or ()),
+            history=tuple(r["history"] or ()),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -195,7 +196,7 @@ class Worker:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The API's JSON shape (current_task_id as in the seed, plus the full list)."""
+        """The API's JSON shape (current_task_id as in the demo guide, plus the full list)."""
         return {
             "id": self.id,
             "name": self.name,
@@ -215,7 +216,7 @@ class Worker:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     id: int
-    event: str
+    event: EventType
     timestamp: datetime
     task_id: uuid.UUID | None
     worker_id: str | None
@@ -226,16 +227,16 @@ class Event:
         """Convert a database row."""
         return cls(
             id=r["id"],
-            event=r["event"],
+            event=EventType(r["event"]),
             timestamp=r["ts"],
             task_id=r["task_id"],
             worker_id=r["worker_id"],
-            data=_json(r["data"]) or {},
+            data=r["data"] or {},
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The SSE line's JSON: the seed's event/task_id/timestamp, plus details."""
-        out: dict[str, Any] = {"event": self.event}
+        """The SSE line's JSON: the demo guide's event/task_id/timestamp, plus details."""
+        out: dict[str, Any] = {"event": self.event.value}
         if self.task_id is not None:
             out["task_id"] = str(self.task_id)
         out["timestamp"] = self.timestamp.isoformat()
@@ -245,8 +246,23 @@ class Event:
         return out
 
 
-REPORT_STATES = ("running", "progress", "completed", "failed", "cancelled", "rejected")
-_FINAL_REPORTS = frozenset({"completed", "failed", "cancelled", "rejected"})
+class ReportState(enum.StrEnum):
+    """What a worker says of one delivery."""
+
+    RUNNING = "running"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"  # never started (worker full, draining or stopping): no attempt used
+
+    @property
+    def final(self) -> bool:
+        """True when the report ends the delivery."""
+        return self not in (ReportState.RUNNING, ReportState.PROGRESS)
+
+
+REPORT_STATES = tuple(s.value for s in ReportState)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -255,7 +271,7 @@ class Report:
 
     task_id: uuid.UUID
     attempt: int
-    state: str
+    state: ReportState
     progress: int = 0
     result: Any = None
     error: str | None = None
@@ -263,10 +279,14 @@ class Report:
     finished_at: datetime | None = None
     seq: int = 0
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.state, ReportState):  # a plain string names a state too
+            object.__setattr__(self, "state", ReportState(self.state))
+
     @property
     def final(self) -> bool:
         """True when the report ends the delivery."""
-        return self.state in _FINAL_REPORTS
+        return self.state.final
 
 
 def merge_reports(reports: list[Report]) -> list[Report]:

@@ -1,6 +1,15 @@
 """PostgreSQL persistence: schema, migrations, named queries and the Store."""
 
-from taskmaster.store.db import close_pool, create_pool, ensure_database, migrate, prepare
+from taskmaster.store.db import (
+    close_pool,
+    create_pool,
+    database_name,
+    drop_database,
+    ensure_database,
+    migrate,
+    prepare,
+    with_database,
+)
 from taskmaster.store.store import (
     Applied,
     BadCursor,
@@ -21,7 +30,10 @@ __all__ = [
     "Store",
     "close_pool",
     "create_pool",
+    "database_name",
+    "drop_database",
     "ensure_database",
     "migrate",
     "prepare",
+    "with_database",
 ]

@@ -104,6 +104,15 @@ async def ensure_database(url: str) -> None:
         await admin.close()
 
 
+async def drop_database(url: str) -> None:
+    """Drop the database the URL names, closing whatever is still connected to it."""
+    admin = await asyncpg.connect(with_database(url, "postgres"), timeout=10)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Nothing to reset: no code sets session state on a pooled connection."""
 
@@ -143,11 +152,12 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
         log.warning("connections still in use after %.0fs; terminated them", timeout)
 
 
-async def prepare(url: str) -> None:
-    """Create the database if missing and bring its schema up to date."""
+async def prepare(url: str) -> list[int]:
+    """Create the database if missing and bring its schema up to date; the migrations
+    applied now."""
     await ensure_database(url)
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn)
+        return await migrate(conn)
     finally:
         await conn.close()

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from taskmaster.model import Event, Report, Task, TaskStatus, Worker, merge_reports
+from taskmaster.store.db import close_pool, create_pool
 from taskmaster.store.queries import q
 
 
@@ -114,6 +115,26 @@ class Store:
     def __init__(self, pool: asyncpg.Pool, *, bulk_pool: asyncpg.Pool | None = None) -> None:
         self.pool = pool
         self.bulk_pool = bulk_pool or pool
+
+    @classmethod
+    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10,
+                   bulk: bool = False) -> Store:
+        """A Store on its own pool (and, with bulk=True, a second pool of two connections
+        for big batches, planned for their actual arrays: see BULK_ROWS); close() it."""
+        pool = await create_pool(url, min_size=min_size, max_size=max_size)
+        bulk_pool = None
+        if bulk:
+            try:
+                bulk_pool = await create_pool(url, min_size=1, max_size=2, custom_plans=True)
+            except BaseException:
+                await close_pool(pool)
+                raise
+        return cls(pool, bulk_pool=bulk_pool)
+
+    async def close(self) -> None:
+        """Close the pools (connections still busy after 5 s are terminated)."""
+        for pool in {id(self.pool): self.pool, id(self.bulk_pool): self.bulk_pool}.values():
+            await close_pool(pool)
 
     def _pool_for(self, rows: int) -> asyncpg.Pool:
         return self.bulk_pool if rows >= BULK_ROWS else self.pool
