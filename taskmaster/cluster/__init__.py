@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskmaster.cluster.base import Cluster, MemberInfo, compose_command
+from taskmaster.cluster.base import Cluster, MemberInfo
+from taskmaster.pool import compose_command
 
 __all__ = ["Cluster", "ComposeCluster", "LocalCluster", "MemberInfo", "compose_command"]
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmaster.cluster.base import MemberInfo, UnknownWorker, compose_argv, validate_action
+from taskmaster.cluster.base import MemberInfo, UnknownWorker
+from taskmaster.pool import compose_argv, validate_action
 
 log = logging.getLogger(__name__)
 

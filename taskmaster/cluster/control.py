@@ -22,14 +22,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from taskmaster.cluster.base import (
-    InvalidRequest,
-    UnknownWorker,
-    pid_alive,
-    validate_action,
-    validate_flag,
-    validate_workers,
-)
+from taskmaster.cluster.base import UnknownWorker, pid_alive
+from taskmaster.errors import InvalidInput
+from taskmaster.pool import validate_action, validate_flag, validate_workers
 
 if TYPE_CHECKING:
     from taskmaster.cluster.local import LocalCluster
@@ -112,7 +107,7 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
              "field": "Authorization"}, status=401)
     try:
         return await handler(request)
-    except InvalidRequest as exc:
+    except InvalidInput as exc:
         return web.json_response(exc.to_json(), status=exc.status)
     except UnknownWorker as exc:
         return web.json_response({"error": str(exc), "field": "name"}, status=404)
@@ -130,9 +125,9 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except ValueError:
-        raise InvalidRequest(400, "body is not valid JSON", "body") from None
+        raise InvalidInput(400, "body is not valid JSON", "body") from None
     if not isinstance(body, dict):
-        raise InvalidRequest(400, "body must be a JSON object", "body")
+        raise InvalidInput(400, "body must be a JSON object", "body")
     return body
 
 
@@ -148,7 +143,7 @@ async def _scale(request: web.Request) -> web.Response:
     cluster = _cluster(request)
     body = await read_body(request)
     if "workers" not in body:
-        raise InvalidRequest(422, "workers is required", "workers")
+        raise InvalidInput(422, "workers is required", "workers")
     n = validate_workers(body["workers"], cluster.settings.max_workers)
     members = await cluster.scale(n)
     return web.json_response({"workers": n, "members": members})

@@ -21,13 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from taskmaster.cluster.base import (
-    MemberInfo,
-    UnknownWorker,
-    compose_command,
-    validate_action,
-    validate_workers,
-)
+from taskmaster.cluster.base import MemberInfo, UnknownWorker
 from taskmaster.cluster.control import (
     ControlServer,
     remove_stack_file,
@@ -35,6 +29,7 @@ from taskmaster.cluster.control import (
     write_stack_file,
 )
 from taskmaster.config import Settings
+from taskmaster.pool import compose_command, validate_action, validate_workers
 from taskmaster.store import prepare
 from taskmaster.store.embedded import resolve_database
 

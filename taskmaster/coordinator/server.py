@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from taskmaster.config import Settings
 from taskmaster.coordinator.metrics import CoordinatorMetrics, MetricsServer
 from taskmaster.coordinator.service import Coordinator, OutItem, RegistrationRefused, Session
-from taskmaster.model import Report
+from taskmaster.model import Report, ReportState
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
 from taskmaster.store import Store, close_pool, create_pool, prepare
@@ -30,12 +30,12 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "taskmaster.v1.Coordinator"
 
 _STATES = {
-    pb.RUNNING: "running",
-    pb.PROGRESS: "progress",
-    pb.COMPLETED: "completed",
-    pb.FAILED: "failed",
-    pb.CANCELLED: "cancelled",
-    pb.REJECTED: "rejected",
+    pb.RUNNING: ReportState.RUNNING,
+    pb.PROGRESS: ReportState.PROGRESS,
+    pb.COMPLETED: ReportState.COMPLETED,
+    pb.FAILED: ReportState.FAILED,
+    pb.CANCELLED: ReportState.CANCELLED,
+    pb.REJECTED: ReportState.REJECTED,
 }
 
 
@@ -52,7 +52,7 @@ def report_from_pb(u: pb.StatusUpdate) -> Report:
         except ValueError:
             result = u.result_json
     return Report(
-        task_id=uuid.UUID(u.task_id), attempt=u.attempt, state=_STATES.get(u.state, "failed"),
+        task_id=uuid.UUID(u.task_id), attempt=u.attempt, state=_STATES.get(u.state, ReportState.FAILED),
         progress=max(0, min(100, u.progress)), result=result, error=u.error or None,
         started_at=_ts(u.started_at_us), finished_at=_ts(u.finished_at_us), seq=u.seq,
     )

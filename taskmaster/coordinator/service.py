@@ -21,7 +21,7 @@ import asyncpg
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.coordinator.assignment import STRATEGIES, Candidate
-from taskmaster.model import Report, TaskStatus, merge_reports
+from taskmaster.model import Report, ReportState, TaskStatus, merge_reports
 from taskmaster.store import Applied, Delivery, Moved, Store
 
 log = logging.getLogger(__name__)
@@ -253,7 +253,7 @@ class Coordinator:
             if unstarted:
                 error = f"{reason} before starting it"
                 self.observer.applied(await self.store.apply_reports(
-                    [(session.worker_id, Report(task_id=t, attempt=a, state="rejected",
+                    [(session.worker_id, Report(task_id=t, attempt=a, state=ReportState.REJECTED,
                                                 error=error)) for t, a in unstarted],
                     retry_base=self.settings.retry_base, retry_max=self.settings.retry_max))
         await self._offline([session.worker_id], reason)
@@ -393,7 +393,7 @@ class Coordinator:
             # went away while we claimed: these deliveries never left, so they go back
             # without using an attempt; then the worker is put offline as usual
             lost.append(worker_id)
-            unsent += [(worker_id, Report(task_id=d.task_id, attempt=d.attempt, state="rejected",
+            unsent += [(worker_id, Report(task_id=d.task_id, attempt=d.attempt, state=ReportState.REJECTED,
                                           error="worker gone before the delivery was sent"))
                        for d in batch]
         if lost:
@@ -445,7 +445,7 @@ class Coordinator:
                 if session is not None:
                     session.send("cancel", [(task_id, attempt)])
                 reports.append((worker_id, Report(task_id=task_id, attempt=attempt,
-                                                  state="failed", error="timed out")))
+                                                  state=ReportState.FAILED, error="timed out")))
             self.observer.applied(await self.store.apply_reports(
                 reports, retry_base=self.settings.retry_base, retry_max=self.settings.retry_max
             ))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from taskmaster.model import Report
+from taskmaster.model import Report, ReportState
 from taskmaster.notebook.analysis import SEED, Seed, completions, when
 from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.store import NewTask, Store
@@ -247,10 +247,10 @@ async def fencing_walkthrough(store: Store) -> FencingStory:
     await store.workers_offline(["worker-A"], "missed heartbeats (partitioned)")
     [second] = await store.assign(["worker-B"])
     stale = await store.apply_reports(
-        [("worker-A", Report(task_id=task.id, attempt=first.attempt, state="completed",
+        [("worker-A", Report(task_id=task.id, attempt=first.attempt, state=ReportState.COMPLETED,
                              result={"by": "worker-A"}))], retry_base=0.5, retry_max=5.0)
     fresh = await store.apply_reports(
-        [("worker-B", Report(task_id=task.id, attempt=second.attempt, state="completed",
+        [("worker-B", Report(task_id=task.id, attempt=second.attempt, state=ReportState.COMPLETED,
                              result={"by": "worker-B"}))], retry_base=0.5, retry_max=5.0)
     final = await store.get_task(task.id)
     assert final is not None

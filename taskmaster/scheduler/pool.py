@@ -18,14 +18,9 @@ from urllib.parse import quote
 import aiohttp
 from aiohttp import web
 
-from taskmaster.cluster.base import (
-    InvalidRequest,
-    compose_command,
-    validate_action,
-    validate_flag,
-    validate_workers,
-)
 from taskmaster.config import Settings
+from taskmaster.errors import InvalidInput
+from taskmaster.pool import compose_command, validate_action, validate_flag, validate_workers
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +51,9 @@ async def _body(request: web.Request) -> dict[str, Any]:
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):  # RecursionError: nested too deeply
-        raise InvalidRequest(400, "body is not valid JSON", "body") from None
+        raise InvalidInput(400, "body is not valid JSON", "body") from None
     if not isinstance(body, dict):
-        raise InvalidRequest(400, "body must be a JSON object", "body")
+        raise InvalidInput(400, "body must be a JSON object", "body")
     return body
 
 
@@ -100,7 +95,7 @@ async def scale(request: web.Request) -> web.Response:
         return _refused()
     body = await _body(request)
     if "workers" not in body:
-        raise InvalidRequest(422, "workers is required", "workers")
+        raise InvalidInput(422, "workers is required", "workers")
     n = validate_workers(body["workers"], settings.max_workers)
     if not settings.pool_url:
         return _no_manager(compose_command("scale", n))
@@ -147,7 +142,7 @@ def _errors(handler: Any) -> Any:
     async def wrapped(request: web.Request) -> web.Response:
         try:
             return await handler(request)
-        except InvalidRequest as exc:
+        except InvalidInput as exc:
             return web.json_response(exc.to_json(), status=exc.status)
 
     wrapped.__doc__ = handler.__doc__

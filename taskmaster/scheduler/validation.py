@@ -9,25 +9,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from taskmaster.config import Settings
+from taskmaster.errors import InvalidInput
 from taskmaster.store import NewTask
 
 MAX_DELAY = 366 * 86400.0
 MAX_TIMEOUT = 7 * 86400.0
 MAX_KEY = 200
-
-
-class InvalidInput(Exception):
-    """A 4xx answer: status, message and the field at fault."""
-
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.field = field
-
-    def to_json(self) -> dict[str, Any]:
-        """The error body."""
-        return {"error": self.message, "field": self.field}
 
 
 def parse_json(raw: bytes) -> Mapping[str, Any]:

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 
 from taskmaster.client import ApiError, Client
-from taskmaster.cluster.base import CRASH_SNIPPET
 from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import Settings
+from taskmaster.pool import CRASH_SNIPPET
 from taskmaster.store import Store
 from tests.helpers import serve_scheduler, wait_for
 

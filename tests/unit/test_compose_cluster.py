@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from taskmaster.cluster import Cluster, ComposeCluster, LocalCluster, compose_command
-from taskmaster.cluster.base import CRASH_SNIPPET, InvalidRequest, UnknownWorker
+from taskmaster.cluster.base import UnknownWorker
 from taskmaster.cluster.compose import ComposeError, parse_ps
 from taskmaster.config import Settings
+from taskmaster.errors import InvalidInput
+from taskmaster.pool import CRASH_SNIPPET
 
 PS = [
     {"Name": "taskmaster-postgres-1", "Service": "postgres", "State": "running",
@@ -178,7 +180,7 @@ def test_compose_command_of_a_crash_is_one_shell_line() -> None:
 
 
 def test_compose_command_refuses_what_it_does_not_know() -> None:
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidInput):
         compose_command("coordinator", "explode")
     with pytest.raises(ValueError, match="unknown action"):
         compose_command("teleport")
