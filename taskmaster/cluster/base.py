@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any, Protocol, TypedDict, runtime_checkable
 
+from taskmaster.config import Settings
+
 ROLES = ("postgres", "coordinator", "scheduler", "worker")
 
 
@@ -56,6 +58,16 @@ class Cluster(Protocol):
     def compose_command(self, action: str, arg: str | int | None = None, *,
                         graceful: bool = False, restart: bool = True) -> str:
         """The docker compose command line doing the same as `action` on a compose stack."""
+
+
+class Supervisor(Cluster, Protocol):
+    """A cluster that supervises its own processes and serves the control API
+    (taskmaster.cluster.control): LocalCluster."""
+
+    settings: Settings
+
+    def describe(self) -> dict[str, Any]:
+        """What GET /api/pool answers: manager, addresses, running workers, members."""
 
 
 def pid_alive(pid: int) -> bool:

@@ -9,32 +9,26 @@ paths are those of the scheduler's /api/pool, so one client speaks to both.
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 from aiohttp import web
 
-from taskmaster.cluster.base import UnknownWorker, pid_alive
+from taskmaster.cluster.base import Supervisor, UnknownWorker, pid_alive
 from taskmaster.errors import InvalidInput
 from taskmaster.pool import validate_action, validate_flag, validate_workers
-
-if TYPE_CHECKING:
-    from taskmaster.cluster.local import LocalCluster
+from taskmaster.web import Handler, bearer_ok, error, read_object
 
 log = logging.getLogger(__name__)
 
 STACK_FILE = "stack.json"
-CLUSTER: web.AppKey[LocalCluster] = web.AppKey("cluster")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+CLUSTER = web.AppKey("cluster", Supervisor)
 
 
 # ---- the stack file ----
@@ -88,50 +82,28 @@ def find_control_url(home: Path | str, given: str = "") -> str:
 
 # ---- the server ----
 
-def _bearer_ok(request: web.Request, token: str) -> bool:
-    given = request.headers.get("Authorization", "")
-    # surrogateescape: a header that is not UTF-8 is a wrong token, not a crash
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"), f"Bearer {token}".encode())
-
-
 @web.middleware
 async def _middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     if "Origin" in request.headers:
         # only programs call this API; a web page must not reach it through a browser
-        return web.json_response({"error": "requests from web pages are refused",
-                                  "field": "Origin"}, status=403)
+        return error(403, "requests from web pages are refused", "Origin")
     token = request.app[CLUSTER].settings.api_token
-    if token and request.path != "/healthz" and not _bearer_ok(request, token):
-        return web.json_response(
-            {"error": "missing or wrong bearer token (Authorization: Bearer <token>)",
-             "field": "Authorization"}, status=401)
+    if token and request.path != "/healthz" and not bearer_ok(request, token):
+        return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                     "Authorization")
     try:
         return await handler(request)
     except InvalidInput as exc:
         return web.json_response(exc.to_json(), status=exc.status)
     except UnknownWorker as exc:
-        return web.json_response({"error": str(exc), "field": "name"}, status=404)
+        return error(404, str(exc), "name")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return web.json_response({"error": exc.reason, "field": None}, status=exc.status)
+        return error(exc.status, exc.reason)
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
-    """The JSON object body of a request ({} when empty)."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise InvalidInput(400, "body is not valid JSON", "body") from None
-    if not isinstance(body, dict):
-        raise InvalidInput(400, "body must be a JSON object", "body")
-    return body
-
-
-def _cluster(request: web.Request) -> LocalCluster:
+def _cluster(request: web.Request) -> Supervisor:
     return request.app[CLUSTER]
 
 
@@ -141,7 +113,7 @@ async def _pool(request: web.Request) -> web.Response:
 
 async def _scale(request: web.Request) -> web.Response:
     cluster = _cluster(request)
-    body = await read_body(request)
+    body = await read_object(request, empty={})
     if "workers" not in body:
         raise InvalidInput(422, "workers is required", "workers")
     n = validate_workers(body["workers"], cluster.settings.max_workers)
@@ -151,7 +123,7 @@ async def _scale(request: web.Request) -> web.Response:
 
 async def _kill(request: web.Request) -> web.Response:
     cluster = _cluster(request)
-    graceful = validate_flag(await read_body(request), "graceful", False)
+    graceful = validate_flag(await read_object(request, empty={}), "graceful", False)
     member = await cluster.kill_worker(request.match_info["name"], graceful=graceful)
     return web.json_response({"member": member, "members": cluster.status()})
 
@@ -159,7 +131,7 @@ async def _kill(request: web.Request) -> web.Response:
 async def _coordinator(request: web.Request) -> web.Response:
     cluster = _cluster(request)
     action = validate_action(request.match_info["action"])
-    restart = validate_flag(await read_body(request), "restart", True)
+    restart = validate_flag(await read_object(request, empty={}), "restart", True)
     member = await cluster.coordinator(action, restart=restart)
     return web.json_response({"member": member, "members": cluster.status()})
 
@@ -168,8 +140,8 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_control_app(cluster: LocalCluster) -> web.Application:
-    """The control API of one LocalCluster (same paths as the scheduler's /api/pool)."""
+def make_control_app(cluster: Supervisor) -> web.Application:
+    """The control API of one supervisor (a LocalCluster) (same paths as the scheduler's /api/pool)."""
     app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024)
     app[CLUSTER] = cluster
     app.router.add_get("/api/pool", _pool)
@@ -183,7 +155,7 @@ def make_control_app(cluster: LocalCluster) -> web.Application:
 class ControlServer:
     """The control API listening on 127.0.0.1 (port 0: any free port)."""
 
-    def __init__(self, cluster: LocalCluster, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, cluster: Supervisor, host: str = "127.0.0.1", port: int = 0) -> None:
         self.cluster = cluster
         self.host = host
         self.port = port

@@ -1,75 +1,45 @@
-"""The scheduler: the seed's HTTP API and SSE log stream, over PostgreSQL."""
+"""The scheduler: the demo guide's HTTP API and SSE log stream, over PostgreSQL."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
+from taskmaster.errors import InvalidInput
 from taskmaster.model import TaskStatus
 from taskmaster.scheduler import validation as v
+from taskmaster.scheduler.context import (
+    COMMANDS,
+    CREATES,
+    DATABASE_URL,
+    HUB,
+    SETTINGS,
+    STORE,
+    TASKS_CREATED,
+    CommandCache,
+)
 from taskmaster.scheduler.creates import CreateQueue, CreateQueueFull
+from taskmaster.scheduler.ops import setup_ops
 from taskmaster.scheduler.pool import setup_pool
 from taskmaster.scheduler.sse import EventHub, encode_feed
-from taskmaster.store import BadCursor, Store, close_pool, create_pool, prepare
+from taskmaster.store import UNAVAILABLE, BadCursor, DatabaseError, Store, prepare
+from taskmaster.web import Handler, bearer_ok, error, read_object, unauthorised
 
 log = logging.getLogger(__name__)
-
-SETTINGS = web.AppKey("settings", Settings)
-DATABASE_URL = web.AppKey("database_url", str)
-STORE = web.AppKey("store", Store)
-HUB = web.AppKey("hub", EventHub)
-CREATES = web.AppKey("creates", CreateQueue)
-# (command, how many) a request created, for the tasks-created counter (scheduler/ops.py)
-TASKS_CREATED = web.RequestKey("tasks_created", tuple)
-
-DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class CommandCache:
-    """Known commands, re-read from PostgreSQL at most once a second on a miss."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self.names: set[str] = set()
-        self.loaded = 0.0
-
-    async def get(self, wanted: object = None) -> set[str]:
-        """The known commands, refreshed if `wanted` is not among them."""
-        if not isinstance(wanted, str):  # a body's "command" may be any JSON value
-            wanted = None
-        stale = time.monotonic() - self.loaded > 1.0
-        if not self.names or (wanted not in self.names and stale):
-            self.names = await self.store.known_commands()
-            self.loaded = time.monotonic()
-        return self.names
-
-
-COMMANDS = web.AppKey("commands", CommandCache)
-
-
-def error(status: int, message: str, field: str | None = None, **extra: Any) -> web.Response:
-    """A JSON error response."""
-    return web.json_response({"error": message, "field": field, **extra}, status=status)
-
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure becomes a JSON error; a database outage is a 503 with Retry-After."""
     try:
         return await handler(request)
-    except v.InvalidInput as exc:
+    except InvalidInput as exc:
         return web.json_response(exc.to_json(), status=exc.status)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[SETTINGS].max_body_bytes
@@ -88,25 +58,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                      "retry shortly")
         resp.headers["Retry-After"] = "1"
         return resp
-    except DB_ERRORS as exc:
+    except UNAVAILABLE as exc:
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
         resp = error(503, "database unavailable; retry shortly")
         resp.headers["Retry-After"] = "2"
         return resp
-
-
-def _bearer_ok(request: web.Request, token: str) -> bool:
-    given = request.headers.get("Authorization", "")
-    # surrogateescape: a header with non-UTF-8 bytes is a wrong token, not a crash
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
-                               f"Bearer {token}".encode())
-
-
-def _unauthorised() -> web.Response:
-    resp = error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                 "Authorization")
-    resp.headers["WWW-Authenticate"] = "Bearer"
-    return resp
 
 
 @web.middleware
@@ -115,18 +71,18 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     settings = request.app[SETTINGS]
     public = request.path in ("/healthz", "/readyz")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
-        if settings.api_token and not _bearer_ok(request, settings.api_token):
-            return _unauthorised()
+        if settings.api_token and not bearer_ok(request, settings.api_token):
+            return unauthorised()
     elif settings.api_read_token and not public:
-        ok = _bearer_ok(request, settings.api_read_token) or (
-            bool(settings.api_token) and _bearer_ok(request, settings.api_token))
+        ok = bearer_ok(request, settings.api_read_token) or (
+            bool(settings.api_token) and bearer_ok(request, settings.api_token))
         if not ok:
-            return _unauthorised()
+            return unauthorised()
     return await handler(request)
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    return dict(v.parse_json(await request.read()))
+    return v.storable(await read_object(request))
 
 
 # ---- handlers ----
@@ -172,14 +128,14 @@ async def list_tasks(request: web.Request) -> web.Response:
         try:
             status = TaskStatus(raw_status)
         except ValueError:
-            raise v.InvalidInput(422, f"status must be one of {', '.join(s.value for s in TaskStatus)}",
+            raise InvalidInput(422, f"status must be one of {', '.join(s.value for s in TaskStatus)}",
                                  "status") from None
     limit = _query_int(request, "limit", 100, 1, settings.max_page_size)
     try:
         tasks, cursor = await request.app[STORE].list_tasks(
             status=status, limit=limit, cursor=request.query.get("cursor") or None)
     except BadCursor:
-        raise v.InvalidInput(400, "cursor is not one this server issued", "cursor") from None
+        raise InvalidInput(400, "cursor is not one this server issued", "cursor") from None
     resp = web.json_response([t.to_json() for t in tasks])
     if cursor:
         resp.headers["X-Next-Cursor"] = cursor
@@ -195,9 +151,9 @@ def _query_int(request: web.Request, name: str, default: int, lo: int, hi: int) 
     try:
         value = int(raw)
     except ValueError:
-        raise v.InvalidInput(422, f"{name} must be an integer", name) from None
+        raise InvalidInput(422, f"{name} must be an integer", name) from None
     if not lo <= value <= hi:
-        raise v.InvalidInput(422, f"{name} must be between {lo} and {hi}", name)
+        raise InvalidInput(422, f"{name} must be between {lo} and {hi}", name)
     return value
 
 
@@ -287,7 +243,7 @@ def _last_event_id(request: web.Request) -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise v.InvalidInput(400, "Last-Event-ID must be an event id (an integer)",
+        raise InvalidInput(400, "Last-Event-ID must be an event id (an integer)",
                              "Last-Event-ID") from None
     return max(0, value)
 
@@ -316,8 +272,8 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: the database answers and the event feed runs."""
     try:
-        await asyncio.wait_for(request.app[STORE].pool.fetchval("SELECT 1"), 2)
-    except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+        await request.app[STORE].ping(timeout=2)
+    except (*UNAVAILABLE, DatabaseError) as exc:
         return web.json_response({"status": "unavailable", "database": str(exc)}, status=503)
     if not request.app[HUB].ready.is_set():
         return web.json_response({"status": "starting", "database": "ok"}, status=503)
@@ -347,8 +303,6 @@ def make_app(settings: Settings, database_url: str) -> web.Application:
     app.router.add_get("/api/logs/stream", logs_stream)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    from taskmaster.scheduler.ops import setup_ops  # ops builds on this module
-
     setup_ops(app)
     setup_pool(app, settings)
     return app
@@ -363,8 +317,7 @@ async def _end_streams(app: web.Application) -> None:
 async def _database(app: web.Application) -> AsyncIterator[None]:
     url = app[DATABASE_URL]
     await prepare(url)
-    pool = await create_pool(url, min_size=2, max_size=10)
-    store = Store(pool)
+    store = await Store.open(url, min_size=2, max_size=10)
     app[STORE] = store
     app[COMMANDS] = CommandCache(store)
     settings = app[SETTINGS]
@@ -382,4 +335,4 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     except asyncio.CancelledError:
         pass
     await creates.close()
-    await close_pool(pool)
+    await store.close()

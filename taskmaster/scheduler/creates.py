@@ -18,15 +18,11 @@ import contextvars
 import logging
 from collections import deque
 
-import asyncpg
-
 from taskmaster.model import Task
-from taskmaster.store import NewTask, Store
+from taskmaster.store import ROW_ERRORS, NewTask, Store
 
 log = logging.getLogger(__name__)
 
-# what one bad row can cause; the rest of the statement's creates are retried alone
-ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
 
 class CreateQueueFull(Exception):

@@ -14,32 +14,23 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from taskmaster.logs import REQUEST_ID
-from taskmaster.scheduler.app import (
-    CREATES,
-    DB_ERRORS,
-    HUB,
-    SETTINGS,
-    STORE,
-    TASKS_CREATED,
-    error,
-)
+from taskmaster.scheduler.context import CREATES, HUB, SETTINGS, STORE, TASKS_CREATED
+from taskmaster.store import UNAVAILABLE, DatabaseError
+from taskmaster.web import Handler, error
 
 log = logging.getLogger(__name__)
 # The access log has its own name, like aiohttp.access, so it can be switched on alone.
 access_log = logging.getLogger("taskmaster.access")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _GOOD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -104,7 +95,7 @@ class SchedulerMetrics:
             self.creates_waiting.set(creates.waiting)
         try:
             stats = await asyncio.wait_for(app[STORE].stats(), 5)
-        except (*DB_ERRORS, asyncpg.PostgresError) as exc:
+        except (*UNAVAILABLE, DatabaseError) as exc:
             log.warning("metrics: cannot read stats (%s)", exc)
             self.database_up.set(0)
             return

@@ -21,6 +21,8 @@ from aiohttp import web
 from taskmaster.config import Settings
 from taskmaster.errors import InvalidInput
 from taskmaster.pool import compose_command, validate_action, validate_flag, validate_workers
+from taskmaster.scheduler.context import STORE
+from taskmaster.web import error, read_object
 
 log = logging.getLogger(__name__)
 
@@ -28,33 +30,16 @@ POOL_SETTINGS = web.AppKey("pool_settings", Settings)
 POOL_HTTP = web.AppKey("pool_http", aiohttp.ClientSession)
 
 
-def _error(status: int, message: str, field: str | None = None, **extra: Any) -> web.Response:
-    return web.json_response({"error": message, "field": field, **extra}, status=status)
-
-
 def _refused() -> web.Response:
-    return _error(403, "pool management is disabled on this scheduler: set "
+    return error(403, "pool management is disabled on this scheduler: set "
                   "TASKMASTER_ENABLE_POOL_API=1 to let it scale and kill workers "
                   "(`taskmaster up` enables it for the stack it runs)")
 
 
 def _no_manager(command: str) -> web.Response:
-    return _error(501, "no pool manager: this scheduler has no TASKMASTER_POOL_URL (it was not "
+    return error(501, "no pool manager: this scheduler has no TASKMASTER_POOL_URL (it was not "
                   "started by `taskmaster up`); on a docker compose stack run the command "
                   "instead", command=command)
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: nested too deeply
-        raise InvalidInput(400, "body is not valid JSON", "body") from None
-    if not isinstance(body, dict):
-        raise InvalidInput(400, "body must be a JSON object", "body")
-    return body
 
 
 async def _forward(request: web.Request, method: str, path: str,
@@ -74,7 +59,7 @@ async def _forward(request: web.Request, method: str, path: str,
             return web.json_response(data, status=resp.status)
     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
         log.warning("pool manager at %s unreachable: %s", settings.pool_url, exc)
-        return _error(502, f"the pool manager at {settings.pool_url} is unreachable "
+        return error(502, f"the pool manager at {settings.pool_url} is unreachable "
                       f"({type(exc).__name__}: {exc}); is `taskmaster up` still running?")
 
 
@@ -93,7 +78,7 @@ async def scale(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
-    body = await _body(request)
+    body = await read_object(request, empty={})
     if "workers" not in body:
         raise InvalidInput(422, "workers is required", "workers")
     n = validate_workers(body["workers"], settings.max_workers)
@@ -108,7 +93,7 @@ async def kill_worker(request: web.Request) -> web.Response:
     if not settings.enable_pool_api:
         return _refused()
     name = request.match_info["name"]
-    graceful = validate_flag(await _body(request), "graceful", False)
+    graceful = validate_flag(await read_object(request, empty={}), "graceful", False)
     if not settings.pool_url:
         return await _compose_kill(request, name, graceful)
     return await _forward(request, "POST", f"/api/pool/workers/{quote(name, safe='')}/kill",
@@ -117,11 +102,9 @@ async def kill_worker(request: web.Request) -> web.Response:
 
 async def _compose_kill(request: web.Request, name: str, graceful: bool) -> web.Response:
     # In a container the worker's host is its hostname, which docker sets to the container id.
-    from taskmaster.scheduler.app import STORE  # app imports this module
-
     known = [w for w in await request.app[STORE].list_workers(60.0) if w.name == name]
     if not known:
-        return _error(404, f"no worker named {name!r} (GET /api/workers lists them)", "name")
+        return error(404, f"no worker named {name!r} (GET /api/workers lists them)", "name")
     return _no_manager(compose_command("kill_worker", known[0].host, graceful=graceful))
 
 
@@ -131,7 +114,7 @@ async def coordinator(request: web.Request) -> web.Response:
     if not settings.enable_pool_api:
         return _refused()
     action = validate_action(request.match_info["action"])
-    restart = validate_flag(await _body(request), "restart", True)
+    restart = validate_flag(await read_object(request, empty={}), "restart", True)
     if not settings.pool_url:
         return _no_manager(compose_command("coordinator", action, restart=restart))
     return await _forward(request, "POST", f"/api/pool/coordinator/{action}",

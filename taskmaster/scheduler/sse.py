@@ -9,18 +9,13 @@ reconnects with Last-Event-ID, so a slow client never grows the server's memory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections import deque
 
-import asyncpg
-
 from taskmaster.aio import wait_event
-from taskmaster.model import Event
-from taskmaster.store import FeedEvent, Store
-from taskmaster.store.queries import q
+from taskmaster.store import UNAVAILABLE, DatabaseError, FeedEvent, Listener, Store
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +30,10 @@ GAP_WAIT = 0.5  # seconds to wait for a transaction holding a lower id to commit
 HORIZON_WAIT = 2.0  # at start, seconds to wait for transactions that may hold lower ids
 
 
-def encode(event: Event) -> bytes:
-    """One SSE message in the seed's format, with an id for resuming."""
-    data = json.dumps(event.to_json(), separators=(",", ":"))
-    return f"id: {event.id}\ndata: {data}\n\n".encode()
-
-
 def encode_feed(e: FeedEvent) -> bytes:
-    """The same message as encode(), its details spliced in from PostgreSQL's JSON text."""
+    """One SSE message in the demo guide's format (`data: {"event", "task_id", "timestamp",
+    ...}`) with an id for resuming, as Event.to_json() would give, its details spliced in
+    from PostgreSQL's JSON text without decoding them."""
     data = e.data_json if e.data_json.startswith("{") else "{}"  # details are an object
     out = ['id: ', str(e.id), '\ndata: {"event":', json.dumps(e.event)]
     if e.task_id is not None:
@@ -147,22 +138,18 @@ class EventHub:
                 await self._run_once()
             except asyncio.CancelledError:
                 raise
-            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (*UNAVAILABLE, DatabaseError, ConnectionError) as exc:
                 log.warning("event feed: database unavailable (%s); retrying in %.1fs", exc, delay)
             self.ready.clear()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
 
     async def _run_once(self) -> None:
-        conn = await asyncpg.connect(self.database_url)
-        closed = asyncio.Event()
-        try:
-            conn.add_termination_listener(lambda _c: closed.set())
-            await conn.add_listener("taskmaster_events", lambda *_: self._wake.set())
+        async with Listener(self.database_url, {"taskmaster_events": self._on_notify}) as listener:
             if self.last_id == 0:
-                self.last_id = await self._horizon(conn)
+                self.last_id = await self._horizon()
             self.ready.set()
-            while not closed.is_set():
+            while not listener.is_lost:
                 read_at = time.monotonic()
                 async with self._reading:
                     await self._drain()
@@ -177,24 +164,24 @@ class EventHub:
                     self._subscribed.clear()
                     await wait_event(self._subscribed,
                                      IDLE_READ_INTERVAL - (time.monotonic() - read_at))
-            raise ConnectionError("event notification connection lost")
-        finally:
-            with contextlib.suppress(Exception):
-                await conn.close(timeout=1)
+            await listener.lost()
 
-    async def _horizon(self, conn: asyncpg.Connection) -> int:
+    def _on_notify(self, _payload: str) -> None:
+        self._wake.set()
+
+    async def _horizon(self) -> int:
         """Where a fresh hub starts: the newest event id, once nothing lower can still appear.
 
         Transactions running when it was read may commit lower ids later; starting past
         them would hide those events from replay, so wait (bounded) for them to end.
         """
-        row = await conn.fetchrow(q("event_horizon"))
+        newest, running = await self.store.event_horizon()
         deadline = time.monotonic() + HORIZON_WAIT
-        while row["running"] and time.monotonic() < deadline:
-            if not await conn.fetchval(q("still_running"), row["running"]):
+        while running and time.monotonic() < deadline:
+            if not await self.store.still_running(running):
                 break
             await asyncio.sleep(0.01)
-        return int(row["id"])
+        return newest
 
     async def _drain(self) -> None:
         """Read and broadcast what was committed; called holding _reading (subscribe() takes

@@ -10,6 +10,8 @@ from taskmaster.store.db import (
     prepare,
     with_database,
 )
+from taskmaster.store.errors import RETRYABLE, ROW_ERRORS, UNAVAILABLE, DatabaseError
+from taskmaster.store.listen import Listener
 from taskmaster.store.store import (
     Applied,
     BadCursor,
@@ -21,10 +23,15 @@ from taskmaster.store.store import (
 )
 
 __all__ = [
+    "RETRYABLE",
+    "ROW_ERRORS",
+    "UNAVAILABLE",
     "Applied",
     "BadCursor",
+    "DatabaseError",
     "Delivery",
     "FeedEvent",
+    "Listener",
     "Moved",
     "NewTask",
     "Store",

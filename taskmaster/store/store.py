@@ -264,6 +264,22 @@ class Store:
         """Only the ids of the events with id > last_id, oldest first."""
         return [r[0] for r in await self.pool.fetch(q("event_ids_after"), last_id, limit)]
 
+    async def event_horizon(self) -> tuple[int, list[str]]:
+        """The newest event id, and the transactions (xid8 as text) still running when it
+        was read: an id is taken at insert but shows at commit, so those may yet commit
+        lower ids."""
+        row = await self.pool.fetchrow(q("event_horizon"))
+        assert row is not None
+        return int(row["id"]), list(row["running"])
+
+    async def still_running(self, xids: Sequence[str]) -> int:
+        """How many of these transactions have not ended yet."""
+        return int(await self.pool.fetchval(q("still_running"), list(xids)))
+
+    async def ping(self, timeout: float = 2.0) -> None:
+        """Raise (one of errors.UNAVAILABLE or a DatabaseError) unless PostgreSQL answers."""
+        await self.pool.fetchval("SELECT 1", timeout=timeout)
+
     async def last_event_id(self) -> int:
         """The newest event id (0 when none)."""
         return int(await self.pool.fetchval(q("last_event_id")))

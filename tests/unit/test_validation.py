@@ -9,24 +9,31 @@ import pytest
 
 from taskmaster.config import Settings
 from taskmaster.scheduler import validation as v
+from taskmaster.errors import InvalidInput
 from taskmaster.store import NewTask
+from taskmaster.web import parse_object
 
 SETTINGS = Settings(max_batch_count=500, max_payload_bytes=100, default_max_attempts=4,
                     default_timeout=60.0)
 KNOWN = {"noop", "demo-job", "sleep"}
 
 
-def refused(fn: Any, *args: Any) -> v.InvalidInput:
+def refused(fn: Any, *args: Any) -> InvalidInput:
     """The InvalidInput fn raises."""
-    with pytest.raises(v.InvalidInput) as info:
+    with pytest.raises(InvalidInput) as info:
         fn(*args)
     return info.value
 
 
-# ---- parse_json ----
+# ---- request bodies (taskmaster.web, shared by the scheduler and the control API) ----
 
-def test_parse_json_accepts_an_object() -> None:
-    assert v.parse_json(b'{"command": "noop"}') == {"command": "noop"}
+def test_parse_object_accepts_an_object() -> None:
+    assert parse_object(b'{"command": "noop"}') == {"command": "noop"}
+
+
+def test_parse_object_takes_an_empty_body_as_the_default_given() -> None:
+    assert parse_object(b"  ", empty={}) == {}
+    assert parse_object(b'{"graceful": true}', empty={}) == {"graceful": True}
 
 
 @pytest.mark.parametrize(("raw", "words"), [
@@ -34,8 +41,8 @@ def test_parse_json_accepts_an_object() -> None:
     (b"[]", "JSON object, not list"), (b"3", "JSON object, not int"),
     (b"null", "JSON object, not NoneType"), (b'"x"', "JSON object, not str"),
 ])
-def test_parse_json_refuses_what_is_not_an_object(raw: bytes, words: str) -> None:
-    err = refused(v.parse_json, raw)
+def test_parse_object_refuses_what_is_not_an_object(raw: bytes, words: str) -> None:
+    err = refused(parse_object, raw)
     assert err.status == 400
     assert err.field == "body"
     assert words in err.message
