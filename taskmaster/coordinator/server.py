@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -23,7 +22,7 @@ from taskmaster.coordinator.service import Coordinator, OutItem, RegistrationRef
 from taskmaster.model import Report, ReportState
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
-from taskmaster.store import Store, close_pool, create_pool, prepare
+from taskmaster.store import Store, prepare
 
 log = logging.getLogger(__name__)
 
@@ -185,21 +184,16 @@ class CoordinatorServer:
         self.server: grpc.aio.Server | None = None
         self.coordinator: Coordinator | None = None
         self.port = 0
-        self._pool: asyncpg.Pool | None = None
-        self._bulk_pool: asyncpg.Pool | None = None
+        self.store: Store | None = None
         self.metrics: CoordinatorMetrics | None = None
         self.metrics_server: MetricsServer | None = None
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Migrate, start the loops and listen; returns the bound port."""
         await prepare(self.database_url)
-        self._pool = await create_pool(self.database_url, min_size=2, max_size=8)
-        # claims and reports of many rows, planned for their actual arrays (store.BULK_ROWS)
-        self._bulk_pool = await create_pool(self.database_url, min_size=1, max_size=2,
-                                            custom_plans=True)
-        self.coordinator = Coordinator(Store(self._pool, bulk_pool=self._bulk_pool),
-                                       self.settings,
-                                       database_url=self.database_url)
+        # bulk: claims and reports of many rows, planned for their actual arrays
+        self.store = await Store.open(self.database_url, min_size=2, max_size=8, bulk=True)
+        self.coordinator = Coordinator(self.store, self.settings)
         self.metrics = CoordinatorMetrics(self.coordinator)
         self.coordinator.observer = self.metrics
         self.server = grpc.aio.server(options=[
@@ -242,9 +236,8 @@ class CoordinatorServer:
             await self.coordinator.stop()
         if self.server is not None:
             await self.server.stop(grace)
-        for pool in (self._pool, self._bulk_pool):
-            if pool is not None:
-                await close_pool(pool)
+        if self.store is not None:
+            await self.store.close()
 
     async def wait(self) -> None:
         """Until the server stops."""

@@ -16,20 +16,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
-
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.coordinator.assignment import STRATEGIES, Candidate
 from taskmaster.model import Report, ReportState, TaskStatus, merge_reports
-from taskmaster.store import Applied, Delivery, Moved, Store
+from taskmaster.store import RETRYABLE, Applied, Delivery, Moved, Store
 
 log = logging.getLogger(__name__)
 
-DB_ERRORS = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-             asyncpg.CannotConnectNowError, asyncpg.AdminShutdownError, asyncio.TimeoutError,
-             # lost a lock race: the statement rolled back whole, so running it again is safe
-             asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+# the database is away, or a statement lost a lock race and rolled back whole: wait, and
+# run it again
+DB_ERRORS = RETRYABLE
 
 # A live worker redials at least every 1.5 s (worker/runtime.py: backoff capped at 1 s,
 # jitter up to x1.5); a restarted coordinator waits this much beyond a heartbeat timeout
@@ -106,10 +103,9 @@ class _PendingWrite:
 class Coordinator:
     """Worker registry, assignment and status writes over a Store."""
 
-    def __init__(self, store: Store, settings: Settings, *, database_url: str = "") -> None:
+    def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
-        self.database_url = database_url
         self.sessions: dict[str, Session] = {}
         self.strategy = STRATEGIES[settings.assign_strategy]
         self._cursor = 0
@@ -466,24 +462,12 @@ class Coordinator:
 
     async def _listen_loop(self) -> None:
         """LISTEN for new tasks and cancellations; reconnect when the connection drops."""
-        conn = await asyncpg.connect(self.database_url) if self.database_url else \
-            await self.store.pool.acquire()
-        closed = asyncio.Event()
-        try:
-            conn.add_termination_listener(lambda _c: closed.set())
-            await conn.add_listener("taskmaster_tasks", lambda *_: self.wake())
-            await conn.add_listener("taskmaster_cancel", self._on_cancel)
+        async with self.store.listen({"taskmaster_tasks": lambda _payload: self.wake(),
+                                      "taskmaster_cancel": self._on_cancel}) as listener:
             self.wake()  # anything that arrived while we were not listening
-            await closed.wait()
-            raise ConnectionError("notification connection lost")
-        finally:
-            with contextlib.suppress(Exception):
-                if self.database_url:
-                    await conn.close(timeout=1)
-                else:
-                    await self.store.pool.release(conn)
+            await listener.lost()
 
-    def _on_cancel(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+    def _on_cancel(self, payload: str) -> None:
         task_id, attempt, worker_id = payload.split(":", 2)
         session = self.sessions.get(worker_id)
         if session is not None:

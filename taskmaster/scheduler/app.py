@@ -324,7 +324,7 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     creates = CreateQueue(store, max_rows=settings.create_batch,
                           max_waiting=settings.create_queue)
     app[CREATES] = creates
-    hub = EventHub(store, url)
+    hub = EventHub(store)
     app[HUB] = hub
     feed = asyncio.create_task(hub.run(), name="event-feed")
     await asyncio.wait_for(hub.ready.wait(), 30)

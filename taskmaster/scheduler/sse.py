@@ -15,7 +15,7 @@ import time
 from collections import deque
 
 from taskmaster.aio import wait_event
-from taskmaster.store import UNAVAILABLE, DatabaseError, FeedEvent, Listener, Store
+from taskmaster.store import UNAVAILABLE, DatabaseError, FeedEvent, Store
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +95,8 @@ class Subscriber:
 class EventHub:
     """Reads committed events in id order and broadcasts them."""
 
-    def __init__(self, store: Store, database_url: str, *, poll: float = 1.0) -> None:
+    def __init__(self, store: Store, *, poll: float = 1.0) -> None:
         self.store = store
-        self.database_url = database_url
         self.poll = poll
         self.subscribers: set[Subscriber] = set()
         self.last_id = 0
@@ -145,7 +144,7 @@ class EventHub:
             delay = min(delay * 2, 2.0)
 
     async def _run_once(self) -> None:
-        async with Listener(self.database_url, {"taskmaster_events": self._on_notify}) as listener:
+        async with self.store.listen({"taskmaster_events": self._on_notify}) as listener:
             if self.last_id == 0:
                 self.last_id = await self._horizon()
             self.ready.set()

@@ -6,7 +6,7 @@ import base64
 import binascii
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -15,6 +15,7 @@ import asyncpg
 
 from taskmaster.model import Event, Report, Task, TaskStatus, Worker, merge_reports
 from taskmaster.store.db import close_pool, create_pool
+from taskmaster.store.listen import Callback, Listener
 from taskmaster.store.queries import q
 
 
@@ -112,9 +113,11 @@ BULK_ROWS = 32
 class Store:
     """Typed access to PostgreSQL over an asyncpg pool (and a pool for big batches)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, bulk_pool: asyncpg.Pool | None = None) -> None:
+    def __init__(self, pool: asyncpg.Pool, *, bulk_pool: asyncpg.Pool | None = None,
+                 url: str = "") -> None:
         self.pool = pool
         self.bulk_pool = bulk_pool or pool
+        self.url = url  # for a listening connection of its own (else one from the pool)
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10,
@@ -129,7 +132,11 @@ class Store:
             except BaseException:
                 await close_pool(pool)
                 raise
-        return cls(pool, bulk_pool=bulk_pool)
+        return cls(pool, bulk_pool=bulk_pool, url=url)
+
+    def listen(self, channels: Mapping[str, Callback]) -> Listener:
+        """LISTEN on these channels (callbacks take the payload); use as `async with`."""
+        return Listener(self.url or self.pool, channels)
 
     async def close(self) -> None:
         """Close the pools (connections still busy after 5 s are terminated)."""

@@ -418,7 +418,7 @@ async def test_stop_ends_every_loop_even_right_after_a_wake(database_url: str,
                                                             store: Store) -> None:
     from taskmaster.coordinator.service import Coordinator
 
-    coordinator = Coordinator(store, fast_settings(), database_url=database_url)
+    coordinator = Coordinator(store, fast_settings())
     await coordinator.start()
     try:
         # the assigner idles in its wait (the test settings poll every 60 s) ...
@@ -436,8 +436,9 @@ async def test_the_coordinator_plans_its_big_batch_statements_for_their_actual_a
     # big batches, planning each small one ~0.5 ms (docs/performance.md);
     # `python -m benchmarks --only throughput` and `--only latency` show the effects
     async with serve_coordinator(fast_settings(), database_url) as server:
-        assert server._bulk_pool is not None and server._pool is not None
-        assert await server._bulk_pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
-        assert await server._pool.fetchval("SHOW plan_cache_mode") == "auto"
+        store = server.store
+        assert store is not None and store.bulk_pool is not store.pool
+        assert await store.bulk_pool.fetchval("SHOW plan_cache_mode") == "force_custom_plan"
+        assert await store.pool.fetchval("SHOW plan_cache_mode") == "auto"
         assert server.coordinator is not None
-        assert server.coordinator.store.bulk_pool is server._bulk_pool
+        assert server.coordinator.store is store

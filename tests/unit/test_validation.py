@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from taskmaster.config import Settings
-from taskmaster.scheduler import validation as v
 from taskmaster.errors import InvalidInput
+from taskmaster.scheduler import validation as v
 from taskmaster.store import NewTask
 from taskmaster.web import parse_object
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def find_notebooks(given: str | None) -> Path:
     """The notebooks folder: the one given, ./notebooks, or the source checkout's."""
     candidates = [Path(given)] if given else [
-        Path.cwd() / "notebooks", Path(__file__).resolve().parents[1] / "notebooks"]
+        Path.cwd() / "notebooks", Path(__file__).resolve().parents[2] / "notebooks"]
     for path in candidates:
         if path.is_dir():
             return path.resolve()

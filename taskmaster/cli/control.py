@@ -1,8 +1,7 @@
-"""CLI commands that act on a running local stack from another terminal.
+"""Commands that act on a running local stack from another terminal.
 
 `taskmaster ps`, `scale N`, `kill WORKER [--graceful]`, `coordinator-crash [--no-restart]`,
-`coordinator-stop`, `coordinator-start`, `coordinator-restart`, and `healthcheck grpc|http`
-(which compose healthchecks use, so images need no extra tools). They find the stack through
+`coordinator-stop`, `coordinator-start`, `coordinator-restart`. They find the stack through
 $TASKMASTER_HOME/stack.json (or --control-url), show progress, then the members table.
 """
 
@@ -12,26 +11,16 @@ import argparse
 import asyncio
 import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
+from taskmaster.cli.health import grpc_health
+from taskmaster.cli.options import settings_from
+from taskmaster.cli.tables import table
 from taskmaster.cluster.control import ControlClient, ControlError, NoStack, find_control_url
 from taskmaster.config import Settings
-
-COLUMNS = ("name", "role", "pid", "host", "state", "restarts")
-
-
-def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str] = COLUMNS) -> str:
-    """A plain-text table, one row per dict."""
-    cells = [[str(r.get(c)) if r.get(c) is not None else "-" for c in columns] for r in rows]
-    widths = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
-    return "\n".join(line.rstrip() for line in lines)
 
 
 def _say(text: str) -> None:
@@ -127,12 +116,6 @@ def _run_async(settings: Settings, body: Callable[[Stack], Any]) -> int:
     return asyncio.run(main())
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    from taskmaster.cli import settings_from
-
-    return settings_from(args)
-
-
 # ---- commands ----
 
 def cmd_ps(args: argparse.Namespace) -> int:
@@ -145,7 +128,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         _say(table(pool["members"]))
         return 0
 
-    return _run_async(_settings(args), body)
+    return _run_async(settings_from(args), body)
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
@@ -167,7 +150,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
                 _say(f"  stopped {m['name']} ({m['state']})")
         return await _finish(stack, args)
 
-    return _run_async(_settings(args), body)
+    return _run_async(settings_from(args), body)
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -181,7 +164,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
         _say(f"  {member['name']}: {member['state']}")
         return await _finish(stack, args)
 
-    return _run_async(_settings(args), body)
+    return _run_async(settings_from(args), body)
 
 
 def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
@@ -209,7 +192,7 @@ def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
                      "workers reconnect on their own")
             return await _finish(stack, args)
 
-        return _run_async(_settings(args), body)
+        return _run_async(settings_from(args), body)
 
     command.__doc__ = f"{action} the coordinator of the running stack."
     return command
@@ -224,53 +207,6 @@ async def _finish(stack: Stack, args: argparse.Namespace) -> int:
     _say(table(pool["members"]))
     return 0 if ok else 1
 
-
-# ---- healthchecks (compose uses them; no curl or grpc_health_probe in the image) ----
-
-def grpc_health(target: str, timeout: float, service: str = "",
-                credentials: Any = None) -> tuple[bool, str]:
-    """Ask a gRPC server's health service; (serving, status text). TLS with credentials."""
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    channel = (grpc.secure_channel(target, credentials) if credentials is not None
-               else grpc.insecure_channel(target))
-    with channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=service), timeout=timeout)
-        except grpc.RpcError as exc:
-            return False, f"{exc.code().name}: {exc.details()}"
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    return reply.status == health_pb2.HealthCheckResponse.SERVING, status
-
-
-def http_health(url: str, timeout: float) -> tuple[bool, str]:
-    """GET a URL; (2xx, status text)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return 200 <= resp.status < 300, f"HTTP {resp.status}"
-    except urllib.error.HTTPError as exc:
-        return False, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        return False, str(getattr(exc, "reason", exc))
-
-
-def cmd_healthcheck(args: argparse.Namespace) -> int:
-    """Exit 0 when the target is healthy, 1 otherwise (for container healthchecks)."""
-    if args.kind == "grpc":
-        from taskmaster.worker.runtime import channel_credentials
-
-        # the same TLS settings the workers use to dial the coordinator
-        credentials = channel_credentials(Settings.from_env())
-        ok, text = grpc_health(args.target, args.timeout, args.service, credentials)
-    else:
-        ok, text = http_health(args.target, args.timeout)
-    print(f"{args.target}: {text}", flush=True)
-    return 0 if ok else 1
-
-
-# ---- parser ----
 
 def add_commands(sub: Any, option: Callable[..., None]) -> None:
     """Add the stack-control and healthcheck subcommands to the `taskmaster` parser."""
@@ -315,12 +251,3 @@ def add_commands(sub: Any, option: Callable[..., None]) -> None:
         p = sub.add_parser(f"coordinator-{action}", help=text)
         common(p)
         p.set_defaults(func=_coordinator_command(action))
-
-    p = sub.add_parser("healthcheck", help="exit 0 if a gRPC or HTTP endpoint is healthy")
-    p.add_argument("kind", choices=("grpc", "http"), help="grpc: the gRPC health service; "
-                   "http: a GET answering 2xx")
-    p.add_argument("target", metavar="TARGET", help="HOST:PORT (grpc) or URL (http)")
-    p.add_argument("--service", default="", help="gRPC health service name [default: server]")
-    p.add_argument("--timeout", type=float, default=3.0, help="seconds [default 3]")
-    option(p, "log_level")
-    p.set_defaults(func=cmd_healthcheck)

@@ -1,0 +1,107 @@
+"""The `taskmaster` command line: the parser and the entry point (main)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from taskmaster.cli import components, control, health, stack
+from taskmaster.cli.options import common, option, settings_from
+from taskmaster.logs import configure_logging
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="taskmaster", description="A distributed task scheduler on PostgreSQL and gRPC.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run the whole stack (embedded PostgreSQL unless configured)")
+    p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
+    p.add_argument("--no-pool-api", action="store_true",
+                   help="refuse the scheduler's /api/pool endpoints (enabled by default here)")
+    p.add_argument("--coordinator-host", default=None, metavar="ADDRESS",
+                   help="address the coordinator binds; 0.0.0.0 lets workers on other hosts "
+                   "join [default 127.0.0.1]")
+    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
+                 "api_token", "cluster_token"):
+        option(p, name)
+    common(p)
+    p.set_defaults(func=stack.cmd_up)
+
+    p = sub.add_parser("demo", help="the stack plus JupyterLab on the notebooks (the main job)")
+    p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
+    p.add_argument("--notebooks", default=None, help="notebooks folder [default ./notebooks]")
+    p.add_argument("--lab-port", type=int, default=8888, help="JupyterLab port [default 8888]")
+    p.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port", "api_token"):
+        option(p, name)
+    common(p)
+    p.set_defaults(func=stack.cmd_demo)
+
+    p = sub.add_parser("scheduler", help="run the HTTP API and SSE feed")
+    option(p, "host")
+    option(p, "scheduler_port", "--port")
+    option(p, "database_url")
+    option(p, "api_token")
+    common(p)
+    p.set_defaults(func=components.cmd_scheduler)
+
+    p = sub.add_parser("coordinator", help="run the gRPC coordinator")
+    option(p, "host")
+    option(p, "coordinator_port", "--port")
+    option(p, "database_url")
+    for name in ("heartbeat_interval", "heartbeat_misses", "assign_strategy", "cluster_token"):
+        option(p, name)
+    common(p)
+    p.set_defaults(func=components.cmd_coordinator)
+
+    p = sub.add_parser("worker", help="run a worker that dials the coordinator")
+    option(p, "coordinator", metavar="HOST:PORT")
+    option(p, "concurrency")
+    option(p, "worker_name", "--name")
+    option(p, "tasks", metavar="MODULE[,MODULE]")
+    for name in ("heartbeat_interval", "drain_grace", "cluster_token"):
+        option(p, name)
+    common(p)
+    p.set_defaults(func=components.cmd_worker)
+
+    p = sub.add_parser("db", help="database maintenance")
+    dbsub = p.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    m = dbsub.add_parser("migrate", help="create the database if missing, apply migrations")
+    option(m, "database_url")
+    common(m)
+    m.set_defaults(func=components.cmd_migrate)
+
+    p = sub.add_parser("status", help="workers and stats of a running stack")
+    p.add_argument("--url", default=None, help="scheduler URL [default: the running `up`, "
+                   "else http://127.0.0.1:TASKMASTER_SCHEDULER_PORT]")
+    for name in ("scheduler_port", "api_token", "api_read_token"):
+        option(p, name)
+    common(p)
+    p.set_defaults(func=stack.cmd_status)
+
+    # every argument goes to the benchmarks' own parser, --help included
+    p = sub.add_parser("bench", help="run the benchmarks (python -m benchmarks --help)",
+                       add_help=False, prefix_chars="\0")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=stack.cmd_bench)
+
+    control.add_commands(sub, option)
+    health.add_commands(sub, option)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `taskmaster` script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = settings_from(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure_logging(settings.log_level, settings.log_format)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130

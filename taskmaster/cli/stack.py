@@ -1,0 +1,136 @@
+"""`taskmaster up | demo | status | bench`: the whole stack in the foreground, and a look at it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from taskmaster.cli.options import run, settings_from, until_signal
+from taskmaster.cli.tables import table
+from taskmaster.config import Settings
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Run the whole stack in the foreground until Ctrl-C."""
+    settings = settings_from(args)
+
+    async def main() -> None:
+        from taskmaster.cluster.local import LocalCluster
+
+        cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency,
+                               pool_api=not args.no_pool_api,
+                               coordinator_host=args.coordinator_host)
+        print(f"starting TaskMaster: database, coordinator, scheduler, {args.workers} workers ...",
+              flush=True)
+        try:
+            await cluster.start()
+        except BaseException:
+            await cluster.stop(grace=2.0)
+            raise
+        db = "embedded PostgreSQL" if not settings.database_url else settings.database_url
+        print(f"TaskMaster is up: API {cluster.url}  coordinator {cluster.coordinator_address}  "
+              f"database {db}", flush=True)
+        print(table(cluster.status()), flush=True)
+        print(f"control API {cluster.control_url} (taskmaster ps | scale N | kill WORKER | "
+              "coordinator-crash)", flush=True)
+        print(f"try: curl {cluster.url}/api/stats    (Ctrl-C stops everything)", flush=True)
+        try:
+            await until_signal()
+        finally:
+            print("stopping ... (Ctrl-C again: workers leave at once)", flush=True)
+            with _hurry_on_signal(cluster):
+                await cluster.stop()
+            print("stopped.", flush=True)
+
+    return run(main)
+
+
+@contextlib.contextmanager
+def _hurry_on_signal(cluster: Any) -> Iterator[None]:
+    """While the stack stops, another Ctrl-C hurries its workers instead of leaving the
+    stack's processes (each in a session of its own) running behind us."""
+    loop = asyncio.get_running_loop()
+
+    def hurry() -> None:
+        print("stopping at once ...", flush=True)
+        for m in cluster.workers():  # a worker's second signal: leave now
+            with contextlib.suppress(ProcessLookupError):
+                m.proc.send_signal(signal.SIGTERM)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, hurry)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the stack and JupyterLab on the notebooks until Ctrl-C."""
+    from taskmaster.cli.demo import find_notebooks, run_demo
+
+    settings = settings_from(args)
+    notebooks = find_notebooks(args.notebooks)
+    return run(lambda: run_demo(settings, workers=args.workers, notebooks=notebooks,
+                                 lab_port=args.lab_port, open_browser=not args.no_browser))
+
+
+def _stack_file(settings: Settings) -> Path:
+    from taskmaster.cluster.control import stack_path
+
+    return stack_path(settings.home)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the workers and the stats of a running stack."""
+    settings = settings_from(args)
+    url = args.url or _default_url(settings)
+
+    async def main() -> int:
+        from taskmaster.client import ApiError, Client
+
+        try:
+            async with Client(url, token=settings.api_read_token or settings.api_token) as c:
+                workers, stats = await c.workers(), await c.stats()
+        except (OSError, ApiError) as exc:
+            print(f"cannot reach the scheduler at {url}: {exc}\n"
+                  "start the stack with `taskmaster up`, or pass --url", file=sys.stderr)
+            return 1
+        print(table(workers, ["name", "status", "current_task_id", "tasks_completed", "capacity"]))
+        print()
+        keys = ["total", "pending", "assigned", "running", "completed", "failed", "cancelled",
+                "queue_depth", "workers_online", "throughput"]
+        print(table([{k: stats.get(k) for k in keys}], keys))
+        return 0
+
+    return run(main)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run the benchmarks of a source checkout (the same as `python -m benchmarks`)."""
+    if Path("benchmarks", "__init__.py").is_file():
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        from benchmarks.cli import main as bench_main
+    except ImportError:
+        print("taskmaster bench runs the benchmarks/ folder of a source checkout: run it from "
+              "the checkout's root", file=sys.stderr)
+        return 2
+    logging.getLogger().setLevel(logging.WARNING)  # the stacks it starts would chatter
+    return bench_main(args.bench_args)
+
+
+def _default_url(settings: Settings) -> str:
+    path = _stack_file(settings)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return str(json.loads(path.read_text())["url"])
+    return f"http://127.0.0.1:{settings.scheduler_port}"
