@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class TaskStatus(enum.StrEnum):
@@ -273,7 +273,7 @@ class Report:
     attempt: int
     state: ReportState
     progress: int = 0
-    result: Any = None
+    result_json: str | None = None  # a completed task's result, as JSON text
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -289,32 +289,57 @@ class Report:
         return self.state.final
 
 
-def merge_reports(reports: list[Report]) -> list[Report]:
-    """Collapse several reports on one delivery into one, keeping order of first sight.
+    @property
+    def ref(self) -> TaskRef:
+        """The delivery this report is about."""
+        return TaskRef(self.task_id, self.attempt)
 
-    A final report wins over running/progress ones; the start time and the highest
-    progress survive. One statement can then apply the whole batch.
-    """
-    merged: dict[tuple[uuid.UUID, int], Report] = {}
-    for r in reports:
-        key = (r.task_id, r.attempt)
-        prev = merged.get(key)
-        if prev is None:
-            merged[key] = r
-            continue
-        if prev.final and not r.final:
-            keep, other = prev, r
-        else:
-            keep, other = r, prev
-        merged[key] = Report(
+    def then(self, later: Report) -> Report:
+        """This report and a later one on the same delivery, as one: a final report wins
+        over running/progress ones; the start time and the highest progress survive."""
+        keep, other = (self, later) if self.final and not later.final else (later, self)
+        return Report(
             task_id=keep.task_id,
             attempt=keep.attempt,
             state=keep.state,
             progress=max(keep.progress, other.progress),
-            result=keep.result,
+            result_json=keep.result_json,
             error=keep.error,
             started_at=keep.started_at or other.started_at,
             finished_at=keep.finished_at or other.finished_at,
             seq=max(keep.seq, other.seq),
         )
+
+
+def merge_reports(reports: list[Report]) -> list[Report]:
+    """Collapse several reports on one delivery into one (Report.then), keeping the order
+    of first sight, so that one statement can apply the whole batch."""
+    merged: dict[TaskRef, Report] = {}
+    for r in reports:
+        prev = merged.get(r.ref)
+        merged[r.ref] = r if prev is None else prev.then(r)
     return list(merged.values())
+
+
+class TaskRef(NamedTuple):
+    """One delivery of a task: its id and the attempt (the fencing token)."""
+
+    task_id: uuid.UUID
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    """A task handed to a worker: what goes over the wire."""
+
+    task_id: uuid.UUID
+    attempt: int
+    command: str
+    payload_json: str
+    timeout_seconds: float
+    worker_id: str = ""
+
+    @property
+    def ref(self) -> TaskRef:
+        """The delivery's task id and attempt."""
+        return TaskRef(self.task_id, self.attempt)

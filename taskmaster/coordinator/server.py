@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
-import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -18,63 +15,37 @@ from grpc_reflection.v1alpha import reflection
 
 from taskmaster.config import Settings
 from taskmaster.coordinator.metrics import CoordinatorMetrics, MetricsServer
-from taskmaster.coordinator.service import Coordinator, OutItem, RegistrationRefused, Session
-from taskmaster.model import Report, ReportState
+from taskmaster.coordinator.service import (
+    Acks,
+    Assign,
+    Cancel,
+    Close,
+    Coordinator,
+    OutItem,
+    RegistrationRefused,
+    Session,
+)
+from taskmaster.model import Report
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
+from taskmaster.rpc.convert import delivery_to_pb, refs_from_pb, refs_to_pb, report_from_pb
 from taskmaster.store import Store, prepare
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "taskmaster.v1.Coordinator"
 
-_STATES = {
-    pb.RUNNING: ReportState.RUNNING,
-    pb.PROGRESS: ReportState.PROGRESS,
-    pb.COMPLETED: ReportState.COMPLETED,
-    pb.FAILED: ReportState.FAILED,
-    pb.CANCELLED: ReportState.CANCELLED,
-    pb.REJECTED: ReportState.REJECTED,
-}
-
-
-def _ts(us: int) -> datetime | None:
-    return datetime.fromtimestamp(us / 1e6, UTC) if us else None
-
-
-def report_from_pb(u: pb.StatusUpdate) -> Report:
-    """A StatusUpdate as a model Report."""
-    result = None
-    if u.result_json:
-        try:
-            result = json.loads(u.result_json)
-        except ValueError:
-            result = u.result_json
-    return Report(
-        task_id=uuid.UUID(u.task_id), attempt=u.attempt, state=_STATES.get(u.state, ReportState.FAILED),
-        progress=max(0, min(100, u.progress)), result=result, error=u.error or None,
-        started_at=_ts(u.started_at_us), finished_at=_ts(u.finished_at_us), seq=u.seq,
-    )
-
-
 def out_to_pb(item: OutItem) -> pb.CoordinatorMessage:
     """An outbox item as a CoordinatorMessage."""
-    kind, payload = item
-    if kind == "assign":
-        return pb.CoordinatorMessage(assign=pb.AssignBatch(tasks=[
-            pb.Assignment(task_id=str(d.task_id), attempt=d.attempt, command=d.command,
-                          payload_json=d.payload_json, timeout_seconds=d.timeout_seconds)
-            for d in payload
-        ]))
-    if kind == "ack":
+    if isinstance(item, Assign):
+        return pb.CoordinatorMessage(assign=pb.AssignBatch(
+            tasks=[delivery_to_pb(d) for d in item.deliveries]))
+    if isinstance(item, Acks):
         return pb.CoordinatorMessage(ack=pb.AckBatch(acks=[
-            pb.Ack(seq=seq, accepted=ok, reason=reason) for seq, ok, reason in payload
-        ]))
-    if kind == "cancel":
-        return pb.CoordinatorMessage(cancel=pb.CancelBatch(tasks=[
-            pb.TaskRef(task_id=str(t), attempt=a) for t, a in payload
-        ]))
-    raise ValueError(kind)
+            pb.Ack(seq=a.seq, accepted=a.accepted, reason=a.reason) for a in item.acks]))
+    if isinstance(item, Cancel):
+        return pb.CoordinatorMessage(cancel=pb.CancelBatch(tasks=refs_to_pb(item.refs)))
+    raise ValueError(f"not a message for the worker: {item!r}")
 
 
 class CoordinatorServicer(pb_grpc.CoordinatorServicer):
@@ -108,21 +79,21 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             session, revoked = await self.coordinator.register(
                 worker_id=reg.worker_id, name=reg.name or reg.worker_id, host=reg.host,
                 pid=reg.pid, capacity=reg.capacity, commands=list(reg.commands),
-                in_flight={uuid.UUID(r.task_id): r.attempt for r in reg.in_flight},
+                in_flight=dict(refs_from_pb(reg.in_flight)),
             )
         except RegistrationRefused as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         yield pb.CoordinatorMessage(registered=pb.Registered(
             worker_id=session.worker_id, heartbeat_interval=self.settings.heartbeat_interval,
-            revoked=[pb.TaskRef(task_id=str(t), attempt=a) for t, a in revoked],
+            revoked=refs_to_pb(revoked),
         ))
         reader = asyncio.create_task(self._read(session, request_iterator))
         reason = "stream closed"
         try:
             while True:
                 item = await session.outbox.get()
-                if item[0] == "close":
-                    reason = str(item[1])
+                if isinstance(item, Close):
+                    reason = item.reason
                     return
                 yield out_to_pb(item)
         finally:
@@ -142,9 +113,9 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
                 kind = msg.WhichOneof("kind")
                 if kind == "heartbeat":
                     beat = msg.heartbeat
-                    self.coordinator.heartbeat(session, draining=beat.draining, in_flight=[
-                        (uuid.UUID(r.task_id), r.attempt) for r in beat.in_flight
-                    ] if beat.draining else None)
+                    self.coordinator.heartbeat(
+                        session, draining=beat.draining,
+                        in_flight=refs_from_pb(beat.in_flight) if beat.draining else None)
                 elif kind == "status":
                     reports = [report_from_pb(u) for u in msg.status.updates]
                     task = asyncio.create_task(self._write(session, reports))
@@ -155,11 +126,10 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         except (grpc.aio.AioRpcError, asyncio.CancelledError):
             pass
         finally:
-            session.send("close", "worker closed its stream")
+            session.send(Close("worker closed its stream"))
 
     async def _write(self, session: Session, reports: list[Report]) -> None:
-        acks = await self.coordinator.report(session, reports)
-        session.send("ack", acks)
+        session.send(Acks(await self.coordinator.report(session, reports)))
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

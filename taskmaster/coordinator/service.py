@@ -14,13 +14,13 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import NamedTuple
 
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.coordinator.assignment import STRATEGIES, Candidate
-from taskmaster.model import Report, ReportState, TaskStatus, merge_reports
-from taskmaster.store import RETRYABLE, Applied, Delivery, Moved, Store
+from taskmaster.model import Delivery, Report, ReportState, TaskRef, TaskStatus
+from taskmaster.store import RETRYABLE, Applied, Moved, Store
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,47 @@ REDIAL_GRACE = 2.0
 # how long stop() waits for its cancelled loops before it gives up on them (and says so)
 STOP_TIMEOUT = 5.0
 
-# Outbox items: ("registered", revoked refs) | ("assign", [Delivery]) |
-# ("ack", [(seq, accepted, reason)]) | ("cancel", [(task_id, attempt)]) | ("close", reason)
-OutItem = tuple[str, Any]
+
+
+# ---- what goes to a worker: the outbox of its session ----
+
+class Ack(NamedTuple):
+    """The answer to one report: its seq, and why it was refused ("" when accepted)."""
+
+    seq: int
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Assign:
+    """Tasks for the worker."""
+
+    deliveries: list[Delivery]
+
+
+@dataclass(frozen=True, slots=True)
+class Acks:
+    """Answers to the worker's reports."""
+
+    acks: list[Ack]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Stop these deliveries (cancelled by a user, or timed out)."""
+
+    refs: list[TaskRef]
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """End the worker's stream."""
+
+    reason: str
+
+
+OutItem = Assign | Acks | Cancel | Close
 
 
 @dataclass(eq=False)
@@ -64,10 +102,10 @@ class Session:
         """Slots this worker can take now."""
         return 0 if self.draining or self.closed else max(0, self.capacity - len(self.held))
 
-    def send(self, kind: str, payload: Any) -> bool:
+    def send(self, item: OutItem) -> bool:
         """Queue a message; False (and the session closed) when the worker is not reading."""
         try:
-            self.outbox.put_nowait((kind, payload))
+            self.outbox.put_nowait(item)
             return True
         except asyncio.QueueFull:
             log.warning("worker %s is not reading its stream; dropping it", self.name,
@@ -97,7 +135,7 @@ class RegistrationRefused(Exception):
 class _PendingWrite:
     session: Session
     reports: list[Report]
-    done: asyncio.Future[list[tuple[int, bool, str]]]
+    done: asyncio.Future[list[Ack]]
 
 
 class Coordinator:
@@ -142,7 +180,7 @@ class Coordinator:
                 log.error("%s did not stop within %gs of being cancelled", t.get_name(),
                           STOP_TIMEOUT)
         for s in self.sessions.values():
-            s.send("close", "coordinator stopping")
+            s.send(Close("coordinator stopping"))
 
     async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a loop; on a database outage wait and run it again."""
@@ -177,7 +215,7 @@ class Coordinator:
         old = self.sessions.pop(worker_id, None)
         if old is not None:
             old.closed = True
-            old.send("close", "replaced by a new connection")
+            old.send(Close("replaced by a new connection"))
         await self.store.upsert_worker(
             worker_id=worker_id, name=name, host=host, pid=pid, capacity=capacity,
             commands=list(commands),
@@ -200,7 +238,7 @@ class Coordinator:
                  len(session.held), len(revoked), extra={"worker_id": worker_id})
         cancels = await self.store.cancel_requests([worker_id])
         if cancels:
-            session.send("cancel", [(t, a) for t, a, _ in cancels])
+            session.send(Cancel([TaskRef(t, a) for t, a, _ in cancels]))
         self.wake()
         return session, revoked
 
@@ -271,10 +309,10 @@ class Coordinator:
 
     # ---- status reports ----
 
-    async def report(self, session: Session, reports: list[Report]) -> list[tuple[int, bool, str]]:
-        """Write reports (group-committed with other workers'); (seq, accepted, reason) each."""
+    async def report(self, session: Session, reports: list[Report]) -> list[Ack]:
+        """Write reports (group-committed with other workers'); an Ack for each."""
         session.last_seen = time.monotonic()
-        done: asyncio.Future[list[tuple[int, bool, str]]] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[list[Ack]] = asyncio.get_running_loop().create_future()
         await self._writes.put(_PendingWrite(session, reports, done))
         return await done
 
@@ -289,9 +327,8 @@ class Coordinator:
             await self._write(batch)
 
     async def _write(self, batch: list[_PendingWrite]) -> None:
-        pairs: list[tuple[str, Report]] = []
-        for item in batch:
-            pairs.extend((item.session.worker_id, r) for r in merge_reports(item.reports))
+        # several reports on one delivery are merged by the store, into one row each
+        pairs = [(item.session.worker_id, r) for item in batch for r in item.reports]
         delay = 0.05
         while True:  # never drop a report while we live: retry through an outage
             try:
@@ -328,7 +365,7 @@ class Coordinator:
                 if status is not None and (status.final or status is TaskStatus.PENDING):
                     item.session.held.pop(r.task_id, None)
                     freed = True
-                acks.append((r.seq, ok, "" if ok else "stale attempt: the task was reassigned"))
+                acks.append(Ack(r.seq, ok, "" if ok else "stale attempt: the task was reassigned"))
             self.counters["reports"] += len(item.reports)
             if not item.done.done():
                 item.done.set_result(acks)
@@ -382,7 +419,7 @@ class Coordinator:
             if session is not None and not session.closed:
                 for d in batch:
                     session.held[d.task_id] = d.attempt
-                if session.send("assign", batch):
+                if session.send(Assign(batch)):
                     continue
                 for d in batch:
                     session.held.pop(d.task_id, None)
@@ -422,7 +459,7 @@ class Coordinator:
         for s in silent:
             self.sessions.pop(s.worker_id, None)
             s.closed = True
-            s.send("close", "missed heartbeats")
+            s.send(Close("missed heartbeats"))
         if silent:
             await self._offline([s.worker_id for s in silent], f"missed heartbeats for {timeout:g}s")
         # after a restart, give every live worker one timeout (and the longest pause between
@@ -439,7 +476,7 @@ class Coordinator:
             for task_id, attempt, worker_id in expired:
                 session = self.sessions.get(worker_id)
                 if session is not None:
-                    session.send("cancel", [(task_id, attempt)])
+                    session.send(Cancel([TaskRef(task_id, attempt)]))
                 reports.append((worker_id, Report(task_id=task_id, attempt=attempt,
                                                   state=ReportState.FAILED, error="timed out")))
             self.observer.applied(await self.store.apply_reports(
@@ -471,4 +508,4 @@ class Coordinator:
         task_id, attempt, worker_id = payload.split(":", 2)
         session = self.sessions.get(worker_id)
         if session is not None:
-            session.send("cancel", [(uuid.UUID(task_id), int(attempt))])
+            session.send(Cancel([TaskRef(uuid.UUID(task_id), int(attempt))]))

@@ -248,10 +248,10 @@ async def fencing_walkthrough(store: Store) -> FencingStory:
     [second] = await store.assign(["worker-B"])
     stale = await store.apply_reports(
         [("worker-A", Report(task_id=task.id, attempt=first.attempt, state=ReportState.COMPLETED,
-                             result={"by": "worker-A"}))], retry_base=0.5, retry_max=5.0)
+                             result_json='{"by": "worker-A"}'))], retry_base=0.5, retry_max=5.0)
     fresh = await store.apply_reports(
         [("worker-B", Report(task_id=task.id, attempt=second.attempt, state=ReportState.COMPLETED,
-                             result={"by": "worker-B"}))], retry_base=0.5, retry_max=5.0)
+                             result_json='{"by": "worker-B"}'))], retry_base=0.5, retry_max=5.0)
     final = await store.get_task(task.id)
     assert final is not None
     events = [

@@ -13,7 +13,15 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from taskmaster.model import Event, Report, Task, TaskStatus, Worker, merge_reports
+from taskmaster.model import (
+    Delivery,
+    Event,
+    Report,
+    Task,
+    TaskStatus,
+    Worker,
+    merge_reports,
+)
 from taskmaster.store.db import close_pool, create_pool
 from taskmaster.store.listen import Callback, Listener
 from taskmaster.store.queries import q
@@ -32,18 +40,6 @@ class NewTask:
     max_attempts: int = 3
     timeout_seconds: float = 300.0
     idempotency_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Delivery:
-    """A task handed to a worker: what goes over the wire."""
-
-    task_id: uuid.UUID
-    attempt: int
-    command: str
-    payload_json: str
-    timeout_seconds: float
-    worker_id: str
 
 
 class FeedEvent(NamedTuple):
@@ -418,7 +414,7 @@ class Store:
             [r.attempt for _, r in reports],
             [r.state for _, r in reports],
             [r.progress for _, r in reports],
-            [None if r.result is None else json.dumps(r.result) for _, r in reports],
+            [r.result_json for _, r in reports],
             [r.error for _, r in reports],
             [r.started_at for _, r in reports],
             [r.finished_at or (now if r.final else None) for _, r in reports],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +29,10 @@ import grpc
 
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
+from taskmaster.model import Delivery, Report, ReportState, TaskRef
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
+from taskmaster.rpc.convert import delivery_from_pb, refs_from_pb, refs_to_pb, report_to_pb
 from taskmaster.worker.handlers import TaskCancelled, TaskContext, registry, run_handler
 
 log = logging.getLogger(__name__)
@@ -36,14 +40,13 @@ log = logging.getLogger(__name__)
 SEEN_LIMIT = 100_000  # deliveries remembered for duplicate detection
 UNACKED_LIMIT = 100_000  # reports kept for resending
 LEAVE_GRACE = 2.0  # seconds a leaving worker waits for the coordinator to close the stream
-_FINAL = {pb.COMPLETED, pb.FAILED, pb.CANCELLED, pb.REJECTED}
 # A task that ends sooner than this after it starts sends one report, not two: its final
 # report carries the start time and the coordinator records the task_running event from it.
 RUNNING_REPORT_DELAY = 0.02
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Unauthorised(Exception):
@@ -52,12 +55,13 @@ class Unauthorised(Exception):
 
 @dataclass(eq=False)
 class Running:
-    task_id: str
-    attempt: int
+    """A delivery this worker is running."""
+
+    ref: TaskRef
     ctx: TaskContext
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
-    started_us: int = field(default_factory=_now_us)
+    started_at: datetime = field(default_factory=_now)
 
 
 class Worker:
@@ -71,10 +75,10 @@ class Worker:
         self.capacity = max(1, concurrency or settings.concurrency)
         self.target = coordinator or settings.coordinator
         self.host = socket.gethostname()
-        self.running: dict[str, Running] = {}
-        self.seen: OrderedDict[tuple[str, int], None] = OrderedDict()
-        self._pending: OrderedDict[tuple[str, int], pb.StatusUpdate] = OrderedDict()
-        self._unacked: OrderedDict[int, pb.StatusUpdate] = OrderedDict()
+        self.running: dict[uuid.UUID, Running] = {}
+        self.seen: OrderedDict[TaskRef, None] = OrderedDict()
+        self._pending: OrderedDict[TaskRef, Report] = OrderedDict()  # not sent yet
+        self._unacked: OrderedDict[int, Report] = OrderedDict()  # sent, by seq
         self._seq = 0
         self._out: asyncio.Queue[pb.WorkerMessage | None] | None = None
         self._report_ready = asyncio.Event()
@@ -87,39 +91,32 @@ class Worker:
 
     # ---- reports ----
 
-    def _queue_report(self, update: pb.StatusUpdate) -> None:
-        """Queue a report, merging it with an unsent one on the same delivery."""
-        key = (update.task_id, update.attempt)
-        prev = self._pending.get(key)
-        if prev is not None:
-            if prev.state in _FINAL and update.state not in _FINAL:
-                return
-            update.started_at_us = update.started_at_us or prev.started_at_us
-            update.progress = max(update.progress, prev.progress)
-        self._pending[key] = update
+    def _queue_report(self, report: Report) -> None:
+        """Queue a report; with an unsent one on the same delivery it goes as one."""
+        prev = self._pending.get(report.ref)
+        self._pending[report.ref] = report if prev is None else prev.then(report)
         self._report_ready.set()
 
-    def _in_flight(self) -> list[pb.TaskRef]:
+    def _in_flight(self) -> list[TaskRef]:
         """Deliveries we still answer for: running, or finished with the report unacked."""
-        refs = {(r.task_id, r.attempt) for r in self.running.values()}
-        refs |= {(u.task_id, u.attempt) for u in self._unacked.values() if u.state in _FINAL}
-        refs |= {(u.task_id, u.attempt) for u in self._pending.values() if u.state in _FINAL}
-        return [pb.TaskRef(task_id=t, attempt=a) for t, a in sorted(refs)]
+        refs = {r.ref for r in self.running.values()}
+        refs |= {r.ref for r in self._unacked.values() if r.final}
+        refs |= {r.ref for r in self._pending.values() if r.final}
+        return sorted(refs)
 
-    def _take_batch(self) -> pb.StatusBatch | None:
-        if not self._pending:
-            return None
-        updates: list[pb.StatusUpdate] = []
-        while self._pending and len(updates) < self.settings.status_batch:
-            _, u = self._pending.popitem(last=False)
+    def _take_batch(self) -> list[Report]:
+        """The next reports to send (numbered), kept until acknowledged; [] when none."""
+        batch: list[Report] = []
+        while self._pending and len(batch) < self.settings.status_batch:
+            _, r = self._pending.popitem(last=False)
             self._seq += 1
-            u.seq = self._seq
-            if u.state != pb.PROGRESS:  # progress is not worth resending
-                self._unacked[u.seq] = u
-            updates.append(u)
+            r = dataclasses.replace(r, seq=self._seq)
+            if r.state is not ReportState.PROGRESS:  # progress is not worth resending
+                self._unacked[r.seq] = r
+            batch.append(r)
         while len(self._unacked) > UNACKED_LIMIT:
             self._unacked.popitem(last=False)
-        return pb.StatusBatch(updates=updates)
+        return batch
 
     # ---- connection ----
 
@@ -151,7 +148,7 @@ class Worker:
                 break
             await wait_event(self._stop, backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 1.0)  # the coordinator's REDIAL_GRACE relies on it
-        await self._cancel_all("worker stopped")
+        await self._cancel_all()
         log.info("worker %s stopped (%d tasks completed)", self.name, self.completed)
         return 0
 
@@ -216,10 +213,10 @@ class Worker:
                         ) -> AsyncIterator[pb.WorkerMessage]:
         yield pb.WorkerMessage(register=pb.Register(
             worker_id=self.worker_id, name=self.name, host=self.host, capacity=self.capacity,
-            pid=os.getpid(), commands=sorted(registry), in_flight=self._in_flight(),
+            pid=os.getpid(), commands=sorted(registry), in_flight=refs_to_pb(self._in_flight()),
         ))
         if self._unacked:  # reports the last coordinator never acknowledged
-            yield pb.WorkerMessage(status=pb.StatusBatch(updates=list(self._unacked.values())))
+            yield _status(self._unacked.values())
         while True:
             msg = await out.get()
             if msg is None:
@@ -230,8 +227,8 @@ class Worker:
         while True:
             await self._report_ready.wait()
             self._report_ready.clear()
-            while (batch := self._take_batch()) is not None:
-                out.put_nowait(pb.WorkerMessage(status=batch))
+            while batch := self._take_batch():
+                out.put_nowait(_status(batch))
             await asyncio.sleep(0)  # let more reports gather into the next batch
 
     async def _heartbeats(self, out: asyncio.Queue[pb.WorkerMessage | None]) -> None:
@@ -241,7 +238,7 @@ class Worker:
         while True:
             seq += 1
             out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(
-                seq=seq, in_flight=self._in_flight(), draining=self.draining)))
+                seq=seq, in_flight=refs_to_pb(self._in_flight()), draining=self.draining)))
             await asyncio.sleep(self.settings.heartbeat_interval)
 
     async def _handle(self, msg: pb.CoordinatorMessage) -> None:
@@ -249,115 +246,117 @@ class Worker:
         if kind == "registered":
             self.connected.set()
             log.info("worker %s registered with the coordinator at %s", self.name, self.target)
-            for ref in msg.registered.revoked:
-                self._revoke(ref.task_id, ref.attempt)
+            for ref in refs_from_pb(msg.registered.revoked):
+                self._revoke(ref)
         elif kind == "assign":
             for a in msg.assign.tasks:
-                self._accept(a)
+                self._accept(delivery_from_pb(a))
         elif kind == "ack":
             for ack in msg.ack.acks:
                 update = self._unacked.pop(ack.seq, None)
                 if not ack.accepted and update is not None:
                     log.warning("coordinator refused our report on task %s attempt %d: %s",
                                 update.task_id, update.attempt, ack.reason,
-                                extra={"task_id": update.task_id, "attempt": update.attempt})
+                                extra={"task_id": str(update.task_id), "attempt": update.attempt})
             self._maybe_finish_drain()
         elif kind == "cancel":
-            for ref in msg.cancel.tasks:
-                self._cancel(ref.task_id, ref.attempt)
+            for ref in refs_from_pb(msg.cancel.tasks):
+                self._cancel(ref)
 
     # ---- tasks ----
 
-    def _accept(self, a: pb.Assignment) -> None:
-        key = (a.task_id, a.attempt)
-        if key in self.seen:
+    def _accept(self, d: Delivery) -> None:
+        ref = d.ref
+        ids = {"task_id": str(d.task_id), "attempt": d.attempt}
+        if ref in self.seen:
             self.duplicates += 1
-            log.info("dropped a duplicate delivery of task %s attempt %d", a.task_id, a.attempt,
-                     extra={"task_id": a.task_id, "attempt": a.attempt})
+            log.info("dropped a duplicate delivery of task %s attempt %d", d.task_id, d.attempt,
+                     extra=ids)
             return
-        self.seen[key] = None
+        self.seen[ref] = None
         if len(self.seen) > SEEN_LIMIT:
             self.seen.popitem(last=False)
         if self.draining or len(self.running) >= self.capacity:
-            self._queue_report(pb.StatusUpdate(
-                task_id=a.task_id, attempt=a.attempt, state=pb.REJECTED,
-                error="worker draining" if self.draining else "worker full",
-                finished_at_us=_now_us()))
+            self._queue_report(Report(
+                task_id=d.task_id, attempt=d.attempt, state=ReportState.REJECTED,
+                error="worker draining" if self.draining else "worker full", finished_at=_now()))
             return
-        handler = registry.get(a.command)
+        handler = registry.get(d.command)
         if handler is None:
-            self._queue_report(pb.StatusUpdate(
-                task_id=a.task_id, attempt=a.attempt, state=pb.FAILED, finished_at_us=_now_us(),
-                error=f"worker {self.name} has no handler for command {a.command!r}"))
+            self._queue_report(Report(
+                task_id=d.task_id, attempt=d.attempt, state=ReportState.FAILED,
+                finished_at=_now(),
+                error=f"worker {self.name} has no handler for command {d.command!r}"))
             return
         try:
-            payload = json.loads(a.payload_json) if a.payload_json else None
+            payload = json.loads(d.payload_json) if d.payload_json else None
         except ValueError:
-            payload = a.payload_json
-        rt = Running(task_id=a.task_id, attempt=a.attempt, ctx=None)  # type: ignore[arg-type]
-        rt.ctx = TaskContext(task_id=uuid.UUID(a.task_id), attempt=a.attempt, command=a.command,
+            payload = d.payload_json
+        rt = Running(ref=ref, ctx=None)  # type: ignore[arg-type]
+        rt.ctx = TaskContext(task_id=d.task_id, attempt=d.attempt, command=d.command,
                              payload=payload, report_progress=self._progress_reporter(rt))
-        self.running[a.task_id] = rt
-        rt.task = asyncio.create_task(self._execute(rt, handler, a.timeout_seconds))
+        self.running[d.task_id] = rt
+        rt.task = asyncio.create_task(self._execute(rt, handler, d.timeout_seconds))
+
+    def _report(self, rt: Running, state: ReportState, **fields: Any) -> Report:
+        return Report(task_id=rt.ref.task_id, attempt=rt.ref.attempt, state=state,
+                      started_at=rt.started_at, **fields)
 
     def _progress_reporter(self, rt: Running) -> Any:
         async def report(percent: int) -> None:
-            self._queue_report(pb.StatusUpdate(
-                task_id=rt.task_id, attempt=rt.attempt, state=pb.PROGRESS, progress=percent,
-                started_at_us=rt.started_us))
+            self._queue_report(self._report(rt, ReportState.PROGRESS, progress=percent))
         return report
 
     async def _execute(self, rt: Running, handler: Any, timeout: float) -> None:
-        running = pb.StatusUpdate(task_id=rt.task_id, attempt=rt.attempt, state=pb.RUNNING,
-                                  started_at_us=rt.started_us)
         timer = asyncio.get_running_loop().call_later(
-            RUNNING_REPORT_DELAY, self._queue_report, running)
-        update = pb.StatusUpdate(task_id=rt.task_id, attempt=rt.attempt, started_at_us=rt.started_us)
+            RUNNING_REPORT_DELAY, self._queue_report, self._report(rt, ReportState.RUNNING))
+        fields: dict[str, Any] = {}
         try:
             async with asyncio.timeout(timeout or None):  # no extra task, unlike wait_for
                 result = await run_handler(handler, rt.ctx)
-            update.state = pb.COMPLETED
-            update.progress = 100
-            update.result_json = json.dumps(result, default=str)
+            # what cannot be JSON fails the task here, not the stream that would carry it
+            fields = {"progress": 100, "result_json": json.dumps(result, default=str)}
+            state = ReportState.COMPLETED
             self.completed += 1
         except (TaskCancelled, asyncio.CancelledError) as exc:
             if rt.cancel_requested:
-                update.state, update.error = pb.CANCELLED, "cancelled"
+                state, fields["error"] = ReportState.CANCELLED, "cancelled"
             else:  # interrupted by our own shutdown: give it back without using an attempt
-                update.state, update.error = pb.REJECTED, str(exc) or "worker stopped"
+                state, fields["error"] = ReportState.REJECTED, str(exc) or "worker stopped"
         except TimeoutError:
-            update.state, update.error = pb.FAILED, f"timed out after {timeout:g}s"
+            state, fields["error"] = ReportState.FAILED, f"timed out after {timeout:g}s"
         except Exception as exc:
-            update.state, update.error = pb.FAILED, f"{type(exc).__name__}: {exc}"
+            state, fields["error"] = ReportState.FAILED, f"{type(exc).__name__}: {exc}"
         finally:
             timer.cancel()
-            update.finished_at_us = _now_us()
-            self.running.pop(rt.task_id, None)
-        self._queue_report(update)
+            self.running.pop(rt.ref.task_id, None)
+        self._queue_report(self._report(rt, state, finished_at=_now(), **fields))
 
-    def _cancel(self, task_id: str, attempt: int) -> None:
-        rt = self.running.get(task_id)
-        if rt is None or rt.attempt != attempt:
+    def _cancel(self, ref: TaskRef) -> None:
+        rt = self.running.get(ref.task_id)
+        if rt is None or rt.ref != ref:
             return
-        log.info("cancelling task %s", task_id, extra={"task_id": task_id, "attempt": attempt})
+        log.info("cancelling task %s", ref.task_id,
+                 extra={"task_id": str(ref.task_id), "attempt": ref.attempt})
         rt.cancel_requested = True
         rt.ctx.cancel_event.set()
         if rt.task is not None:
             rt.task.cancel()
 
-    def _revoke(self, task_id: str, attempt: int) -> None:
+    def _revoke(self, ref: TaskRef) -> None:
         """The coordinator gave this delivery to someone else: stop and forget it."""
         log.warning("task %s attempt %d was reassigned while we were away; dropping it",
-                    task_id, attempt, extra={"task_id": task_id, "attempt": attempt})
-        rt = self.running.get(task_id)
-        if rt is not None and rt.attempt == attempt and rt.task is not None:
+                    ref.task_id, ref.attempt,
+                    extra={"task_id": str(ref.task_id), "attempt": ref.attempt})
+        rt = self.running.get(ref.task_id)
+        if rt is not None and rt.ref == ref and rt.task is not None:
             rt.cancel_requested = True
             rt.task.cancel()
-        self._pending.pop((task_id, attempt), None)
-        for seq in [s for s, u in self._unacked.items() if (u.task_id, u.attempt) == (task_id, attempt)]:
+        self._pending.pop(ref, None)
+        for seq in [s for s, r in self._unacked.items() if r.ref == ref]:
             del self._unacked[seq]
 
-    async def _cancel_all(self, reason: str) -> None:
+    async def _cancel_all(self) -> None:
         tasks = [rt.task for rt in self.running.values() if rt.task is not None]
         for t in tasks:
             t.cancel()
@@ -377,7 +376,7 @@ class Worker:
         log.info("worker %s draining: %d tasks to finish", self.name, len(self.running))
         if self._out is not None:
             self._out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(
-                in_flight=self._in_flight(), draining=True)))
+                in_flight=refs_to_pb(self._in_flight()), draining=True)))
         asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
@@ -387,7 +386,7 @@ class Worker:
         if self.running:
             log.warning("drain grace of %gs over: giving back %d tasks",
                         self.settings.drain_grace, len(self.running))
-            await self._cancel_all("drain grace over")
+            await self._cancel_all()
         # give the coordinator a moment to acknowledge the last reports
         ack_deadline = time.monotonic() + 5.0
         while (self._unacked or self._pending) and time.monotonic() < ack_deadline:
@@ -402,6 +401,10 @@ class Worker:
                 self._out.put_nowait(None)  # end our stream: the coordinator sees us leave
                 self._goodbye = True
             self._stop.set()
+
+
+def _status(reports: Any) -> pb.WorkerMessage:
+    return pb.WorkerMessage(status=pb.StatusBatch(updates=[report_to_pb(r) for r in reports]))
 
 
 def default_name() -> str:

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from taskmaster.config import Settings
+from taskmaster.coordinator.service import Assign
 from taskmaster.model import Task, TaskStatus
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
@@ -183,10 +184,10 @@ async def test_a_duplicate_delivery_is_dropped_by_the_worker(
                             payload_json='{"seconds": 0.5}', timeout_seconds=60,
                             worker_id=worker.worker_id)
         session = coordinator.coordinator.sessions[worker.worker_id]
-        session.send("assign", [delivery])  # the same (task, attempt) again, while it runs
+        session.send(Assign([delivery]))  # the same (task, attempt) again, while it runs
         await wait_for(lambda: worker.duplicates == 1, message="the duplicate to be seen")
         [done] = await wait_final(store, [task.id])
-        session.send("assign", [delivery])  # and again after it finished
+        session.send(Assign([delivery]))  # and again after it finished
         await wait_for(lambda: worker.duplicates == 2, message="the second duplicate")
     assert sample_tasks.CALLS[str(task.id)] == 1
     assert (done.status, done.attempt, done.result) == (TaskStatus.COMPLETED, 1, {"calls": 1})

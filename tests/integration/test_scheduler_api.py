@@ -313,7 +313,7 @@ async def test_cancel_completed_is_a_conflict(api: Api, store: Store) -> None:
                               commands=["noop"])
     [d] = await store.assign(["wk"])
     await store.apply_reports([("wk", Report(task_id=d.task_id, attempt=1, state="completed",
-                                             result={"ok": 1}))], retry_base=0.1, retry_max=1)
+                                             result_json='{"ok": 1}'))], retry_base=0.1, retry_max=1)
     status, err, _ = await api.post(f"/api/tasks/{tid}/cancel")
     assert (status, err["field"]) == (409, "id")
     assert "completed" in err["error"]

@@ -35,7 +35,7 @@ async def test_every_event_encodes_as_the_model_does(store: Store) -> None:
     await store.apply_reports([
         (name, Report(task_id=first.task_id, attempt=1, state="progress", progress=40,
                       started_at=now)),
-        (name, Report(task_id=second.task_id, attempt=1, state="completed", result={"r": 1},
+        (name, Report(task_id=second.task_id, attempt=1, state="completed", result_json='{"r": 1}',
                       started_at=now, finished_at=now)),
         (name, Report(task_id=third.task_id, attempt=1, state="failed", error="boom\t\"x\"",
                       started_at=now, finished_at=now)),

@@ -74,6 +74,8 @@ def rep(d: Delivery | tuple[uuid.UUID, int], state: str, **kw: Any) -> Report:
     task_id, attempt = (d.task_id, d.attempt) if isinstance(d, Delivery) else d
     if state in ("completed", "failed", "cancelled", "rejected"):
         kw.setdefault("finished_at", datetime.now(UTC))
+    if "result" in kw:  # a result as a value, sent as JSON text
+        kw["result_json"] = json.dumps(kw.pop("result"))
     return Report(task_id=task_id, attempt=attempt, state=state, **kw)
 
 

@@ -198,12 +198,12 @@ def test_final_wins_over_progress_in_either_order() -> None:
     done = T0 + timedelta(seconds=2)
     running = rep("running", started_at=started, progress=0, seq=1)
     progress = rep("progress", progress=60, seq=2)
-    completed = rep("completed", result={"x": 1}, finished_at=done, seq=3)
+    completed = rep("completed", result_json='{"x": 1}', finished_at=done, seq=3)
     for order in ([running, progress, completed], [completed, progress, running],
                   [progress, completed, running]):
         [m] = merge_reports(order)
         assert m.state == "completed"
-        assert m.result == {"x": 1}
+        assert m.result_json == '{"x": 1}'
         assert m.started_at == started
         assert m.finished_at == done
         assert m.progress == 60
