@@ -225,7 +225,7 @@ class Coordinator:
         lost = [(t, a) for t, a in db_held.items() if in_flight.get(t) != a]
         if lost:
             self.observer.moved(
-                await self.store.requeue_moved(lost, f"delivery lost on the way to {name}"))
+                await self.store.requeue(lost, f"delivery lost on the way to {name}"))
         # held by the worker but no longer its delivery: stop it, drop its result
         revoked = [(t, a) for t, a in in_flight.items() if db_held.get(t) != a]
         session = Session(
@@ -295,7 +295,7 @@ class Coordinator:
     async def _offline(self, worker_ids: list[str], reason: str) -> None:
         for attempt in range(50):
             try:
-                moved = await self.store.workers_offline_moved(worker_ids, reason)
+                moved = await self.store.workers_offline(worker_ids, reason)
                 break
             except DB_ERRORS:
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))

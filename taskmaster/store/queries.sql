@@ -1,56 +1,33 @@
 -- Named queries, loaded once by taskmaster.store.queries. Each state transition is one
--- statement: the task rows, their events and the worker counters change together.
+-- statement: the task rows, their events and the worker counters change together. A new
+-- task's task_scheduled event is written by the tasks insert trigger (schema.sql).
 
 -- name: insert_task
 -- One task. An idempotency key already used returns no row (the caller fetches it).
-WITH ins AS (
-    INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts,
-                       timeout_seconds, idempotency_key)
-    VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7, $8)
-    ON CONFLICT (idempotency_key) DO NOTHING
-    RETURNING *
-), ev AS (
-    INSERT INTO events (ts, event, task_id, data)
-    SELECT created_at, 'task_scheduled', id,
-           jsonb_build_object('command', command, 'scheduled_at', scheduled_at)
-    FROM ins
-)
-SELECT * FROM ins;
+INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts,
+                   timeout_seconds, idempotency_key)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7, $8)
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING *;
 
 -- name: insert_tasks
 -- Tasks without idempotency keys, from concurrent single creates, in one statement.
 -- $1 ids, $2 commands, $3 payloads (JSON text), $4 priorities, $5 delays (seconds),
 -- $6 max_attempts, $7 timeouts
-WITH ins AS (
-    INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts,
-                       timeout_seconds)
-    SELECT n.id, n.command, n.payload::jsonb, n.priority,
-           now() + make_interval(secs => n.delay), n.max_attempts, n.timeout
-    FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::int[],
-                $7::float8[]) AS n(id, command, payload, priority, delay, max_attempts, timeout)
-    RETURNING *
-), ev AS (
-    INSERT INTO events (ts, event, task_id, data)
-    SELECT created_at, 'task_scheduled', id,
-           jsonb_build_object('command', command, 'scheduled_at', scheduled_at)
-    FROM ins
-)
-SELECT * FROM ins;
+INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts,
+                   timeout_seconds)
+SELECT n.id, n.command, n.payload::jsonb, n.priority,
+       now() + make_interval(secs => n.delay), n.max_attempts, n.timeout
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::int[], $5::float8[], $6::int[],
+            $7::float8[]) AS n(id, command, payload, priority, delay, max_attempts, timeout)
+RETURNING *;
 
 -- name: insert_batch
 -- $1 command, $2 payload, $3 count, $4 delay seconds, $5 priority, $6 max_attempts, $7 timeout
-WITH ins AS (
-    INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts, timeout_seconds)
-    SELECT gen_random_uuid(), $1, $2, $5, now() + make_interval(secs => $4), $6, $7
-    FROM generate_series(1, $3)
-    RETURNING id, command, created_at, scheduled_at
-), ev AS (
-    INSERT INTO events (ts, event, task_id, data)
-    SELECT created_at, 'task_scheduled', id,
-           jsonb_build_object('command', command, 'scheduled_at', scheduled_at)
-    FROM ins
-)
-SELECT id, created_at FROM ins;
+INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts, timeout_seconds)
+SELECT gen_random_uuid(), $1, $2, $5, now() + make_interval(secs => $4), $6, $7
+FROM generate_series(1, $3)
+RETURNING id, created_at;
 
 -- name: get_task
 SELECT * FROM tasks WHERE id = $1;
@@ -140,9 +117,6 @@ FROM events WHERE id > $1 ORDER BY id LIMIT $2;
 
 -- name: event_ids_after
 SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2;
-
--- name: last_event_id
-SELECT coalesce(max(id), 0) AS id FROM events;
 
 -- name: event_horizon
 -- The newest event id, and the transactions still running when it was read: an id is
@@ -280,7 +254,7 @@ WITH held AS (
            id, old_worker, jsonb_build_object('attempt', attempt, 'reason', $3::text)
     FROM upd
 )
-SELECT id, status, attempt, command FROM upd;
+SELECT status, command FROM upd;
 
 -- name: stale_workers
 -- Workers PostgreSQL thinks alive, silent for $1 seconds, not connected here ($2).

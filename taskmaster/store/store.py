@@ -202,10 +202,6 @@ class Store:
         row = await self.pool.fetchrow(q("get_task"), task_id)
         return Task.from_record(row) if row else None
 
-    async def get_task_record(self, task_id: uuid.UUID) -> asyncpg.Record | None:
-        """One task's raw row (with history)."""
-        return await self.pool.fetchrow(q("get_task"), task_id)
-
     async def list_tasks(
         self, *, status: TaskStatus | None, limit: int, cursor: str | None = None
     ) -> tuple[list[Task], str | None]:
@@ -283,10 +279,6 @@ class Store:
         """Raise (one of errors.UNAVAILABLE or a DatabaseError) unless PostgreSQL answers."""
         await self.pool.fetchval("SELECT 1", timeout=timeout)
 
-    async def last_event_id(self) -> int:
-        """The newest event id (0 when none)."""
-        return int(await self.pool.fetchval(q("last_event_id")))
-
     async def prune_events(self, older_than: float) -> int:
         """Delete events older than the retention; how many went."""
         status = await self.pool.execute(q("prune_events"), older_than)
@@ -323,13 +315,9 @@ class Store:
         if beats:
             await self.pool.execute(q("heartbeat_workers"), list(beats), list(beats.values()))
 
-    async def workers_offline(self, worker_ids: Iterable[str], reason: str) -> tuple[int, int]:
-        """Mark workers offline and requeue their tasks; (workers, tasks) changed."""
-        moved = await self.workers_offline_moved(worker_ids, reason)
-        return moved.workers, moved.total
-
-    async def workers_offline_moved(self, worker_ids: Iterable[str], reason: str) -> Moved:
-        """workers_offline, telling what became of their tasks by command."""
+    async def workers_offline(self, worker_ids: Iterable[str], reason: str) -> Moved:
+        """Mark workers offline and put their tasks back (or fail them, out of attempts);
+        what became of the tasks, by command."""
         ids = list(worker_ids)
         if not ids:
             return Moved()
@@ -338,32 +326,18 @@ class Store:
         return Moved(workers=row["workers"], tasks={
             (command, TaskStatus(status)): n for command, status, n in row["moved"]})
 
-    async def requeue(
-        self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str
-    ) -> list[tuple[uuid.UUID, TaskStatus, int]]:
-        """Put specific deliveries back in the queue (or fail them when out of attempts)."""
-        rows = await self._requeue(deliveries, reason)
-        return [(r["id"], TaskStatus(r["status"]), r["attempt"]) for r in rows]
-
-    async def requeue_moved(
-        self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str
-    ) -> Moved:
-        """requeue, telling what became of the tasks by command."""
+    async def requeue(self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str) -> Moved:
+        """Put specific deliveries back in the queue (or fail them when out of attempts);
+        what became of them, by command."""
+        pairs = list(deliveries)
+        if not pairs:
+            return Moved()
         tasks: dict[tuple[str, TaskStatus], int] = {}
-        for r in await self._requeue(deliveries, reason):
+        for r in await self.pool.fetch(q("requeue_tasks"), [p[0] for p in pairs],
+                                       [p[1] for p in pairs], reason):
             key = (r["command"], TaskStatus(r["status"]))
             tasks[key] = tasks.get(key, 0) + 1
         return Moved(tasks=tasks)
-
-    async def _requeue(
-        self, deliveries: Iterable[tuple[uuid.UUID, int]], reason: str
-    ) -> list[asyncpg.Record]:
-        pairs = list(deliveries)
-        if not pairs:
-            return []
-        return await self.pool.fetch(
-            q("requeue_tasks"), [p[0] for p in pairs], [p[1] for p in pairs], reason
-        )
 
     async def stale_workers(self, timeout: float, connected: Iterable[str]) -> list[str]:
         """Workers marked alive, silent for timeout seconds and not connected here."""

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from taskmaster.model import Event, Report, Task, TaskStatus, WorkerStatus
-from taskmaster.store import BadCursor, Delivery, NewTask, Store
+from taskmaster.store import BadCursor, Delivery, Moved, NewTask, Store
 from taskmaster.store.queries import q, queries
 
 RETRY = {"retry_base": 0.5, "retry_max": 60.0}
@@ -47,7 +47,7 @@ async def get(store: Store, task_id: uuid.UUID) -> Task:
 
 async def row(store: Store, task_id: uuid.UUID) -> dict[str, Any]:
     """A task's raw row, every column."""
-    record = await store.get_task_record(task_id)
+    record = await store.pool.fetchrow("SELECT * FROM tasks WHERE id = $1", task_id)
     assert record is not None
     return dict(record)
 
@@ -56,6 +56,11 @@ async def all_events(store: Store, task_id: uuid.UUID | None = None) -> list[Eve
     """Every event (of one task), oldest first."""
     events = await store.events_after(0, 1_000_000)
     return [e for e in events if task_id is None or e.task_id == task_id]
+
+
+def _counts(moved: Moved) -> tuple[int, int]:
+    """(workers, tasks) a workers_offline changed."""
+    return moved.workers, moved.total
 
 
 async def kinds(store: Store, task_id: uuid.UUID) -> list[str]:
@@ -449,11 +454,11 @@ async def test_several_reports_on_one_delivery_in_one_call(store: Store) -> None
 async def refused(store: Store, tid: uuid.UUID, worker: str, report: Report) -> None:
     """The report is refused and nothing changes."""
     before = await row(store, tid)
-    last_event = await store.last_event_id()
+    last_event = (await store.event_horizon())[0]
     workers = await store.pool.fetch("SELECT * FROM workers ORDER BY id")
     assert await apply(store, worker, report) == []
     assert await row(store, tid) == before
-    assert await store.last_event_id() == last_event
+    assert (await store.event_horizon())[0] == last_event
     assert await store.pool.fetch("SELECT * FROM workers ORDER BY id") == workers
 
 
@@ -462,7 +467,9 @@ async def test_fencing_refuses_old_attempts_and_other_workers(store: Store) -> N
     [tid] = await new_tasks(store, 1)
     first = await assign_one(store, "w1")
     await apply(store, "w1", rep(first, "running", started_at=datetime.now(UTC)))
-    assert await store.requeue([(tid, 1)], "lost") == [(tid, TaskStatus.PENDING, 2)]
+    assert (await store.requeue([(tid, 1)], "lost")).total == 1
+    assert ((await get(store, tid)).status, (await get(store, tid)).attempt) == (
+        TaskStatus.PENDING, 2)
     second = await assign_one(store, "w2")
     assert (second.task_id, second.attempt) == (tid, 2)
     for state in ("running", "progress", "completed", "failed", "cancelled", "rejected"):
@@ -640,8 +647,10 @@ async def test_a_cancelled_task_is_not_run_again(store: Store) -> None:
     await store.assign(["w1", "w2", "w2"])
     for tid in (crashed, lost, refused_):
         await store.cancel_task(tid)
-    assert await store.workers_offline(["w1"], "crash") == (1, 1)
-    assert await store.requeue([(lost, 1)], "lost") == [(lost, TaskStatus.CANCELLED, 1)]
+    assert await store.workers_offline(["w1"], "crash") == Moved(
+        workers=1, tasks={("noop", TaskStatus.CANCELLED): 1})
+    assert await store.requeue([(lost, 1)], "lost") == Moved(
+        tasks={("noop", TaskStatus.CANCELLED): 1})
     [a] = await apply(store, "w2", rep((refused_, 1), "rejected", error="draining"))
     assert a.status is TaskStatus.CANCELLED
     for tid in (crashed, lost, refused_):
@@ -725,7 +734,7 @@ async def test_workers_offline_requeues_or_fails_held_tasks(store: Store) -> Non
     by_task = {d.task_id: d for d in got}
     await apply(store, "w1", rep(by_task[young], "running", started_at=datetime.now(UTC)))
     await apply(store, "w1", rep(by_task[done], "completed"))
-    assert await store.workers_offline(["w1"], "missed heartbeats for 6s") == (1, 2)
+    assert _counts(await store.workers_offline(["w1"], "missed heartbeats for 6s")) == (1, 2)
     t = await get(store, young)
     assert (t.status, t.attempt, t.worker_id, t.started_at) == (TaskStatus.PENDING, 2, None, None)
     assert t.error == "missed heartbeats for 6s"
@@ -745,8 +754,8 @@ async def test_workers_offline_requeues_or_fails_held_tasks(store: Store) -> Non
     workers = {w.id: w for w in await store.list_workers()}
     assert workers["w1"].status is WorkerStatus.OFFLINE
     assert await store.list_workers(offline_window=0) == [workers["w2"]]
-    assert await store.workers_offline(["w1"], "again") == (0, 0)
-    assert await store.workers_offline([], "nobody") == (0, 0)
+    assert _counts(await store.workers_offline(["w1"], "again")) == (0, 0)
+    assert _counts(await store.workers_offline([], "nobody")) == (0, 0)
     d = await assign_one(store, "w2")
     assert (d.task_id, d.attempt) == (young, 2)
 
@@ -798,7 +807,7 @@ async def test_reports_and_worker_offline_do_not_deadlock(
     # tasks are locked in id order: the report on the lower id waits and then is stale
     expected = TaskStatus.COMPLETED if blocked == "lower id" else TaskStatus.PENDING
     assert (await get(store, reported.task_id)).status is expected
-    assert results[0] == (1, 2 if expected is TaskStatus.PENDING else 1)
+    assert _counts(results[0]) == (1, 2 if expected is TaskStatus.PENDING else 1)
     await assert_stats_match(store)
 
 
@@ -808,7 +817,7 @@ async def test_orphans_and_held_tasks(store: Store) -> None:
     await store.assign(["w", "ghost"])
     assert await store.held_tasks("w") == {ids[0]: 1}
     assert await store.orphan_holders() == ["ghost"]
-    assert await store.workers_offline(["ghost"], "unknown worker") == (0, 1)
+    assert _counts(await store.workers_offline(["ghost"], "unknown worker")) == (0, 1)
     assert await store.orphan_holders() == []
     await store.workers_offline(["w"], "x")
     assert await store.held_tasks("w") == {}
@@ -819,14 +828,18 @@ async def test_requeue(store: Store) -> None:
     [a, b, c] = await new_tasks(store, 3, max_attempts=2)
     await store.pool.execute("UPDATE tasks SET attempt = 2 WHERE id = $1", c)
     await store.assign(["w"] * 3)
-    result = await store.requeue([(a, 1), (b, 7), (c, 2)], "worker lost it")
-    assert sorted(result) == sorted([(a, TaskStatus.PENDING, 2), (c, TaskStatus.FAILED, 2)])
+    moved = await store.requeue([(a, 1), (b, 7), (c, 2)], "worker lost it")
+    assert moved.tasks == {("noop", TaskStatus.PENDING): 1, ("noop", TaskStatus.FAILED): 1}
+    assert ((await get(store, a)).status, (await get(store, a)).attempt) == (
+        TaskStatus.PENDING, 2)
+    assert ((await get(store, c)).status, (await get(store, c)).attempt) == (
+        TaskStatus.FAILED, 2)
     assert (await get(store, b)).status is TaskStatus.ASSIGNED  # wrong attempt: untouched
     assert (await get(store, a)).error == "worker lost it"
     assert (await all_events(store, a))[-1].event == "task_reassigned"
     assert (await all_events(store, c))[-1].event == "task_failed"
-    assert await store.requeue([], "nothing") == []
-    assert await store.requeue([(a, 2)], "not held") == []
+    assert await store.requeue([], "nothing") == Moved()
+    assert await store.requeue([(a, 2)], "not held") == Moved()
 
 
 async def test_timed_out(store: Store) -> None:
@@ -897,7 +910,7 @@ async def test_stats_throughput_and_queue_wait(store: Store) -> None:
 
 
 async def test_events_after_order_and_limit(store: Store) -> None:
-    assert await store.last_event_id() == 0
+    assert (await store.event_horizon())[0] == 0
     assert await store.events_after(0, 10) == []
     await register(store, "w")
     await new_tasks(store, 5)
@@ -907,7 +920,7 @@ async def test_events_after_order_and_limit(store: Store) -> None:
         "task_assigned"] * 2
     ids = [e.id for e in events]
     assert ids == sorted(ids) and len(set(ids)) == 8
-    assert await store.last_event_id() == ids[-1]
+    assert (await store.event_horizon())[0] == ids[-1]
     page = await store.events_after(ids[2], 3)
     assert [e.id for e in page] == ids[3:6]
     assert await store.events_after(ids[-1], 10) == []
@@ -928,7 +941,7 @@ async def test_prune_events(store: Store) -> None:
     assert await store.prune_events(3600) == 0
     # ids keep growing after a prune, so SSE clients never see an id reused
     await new_tasks(store, 1)
-    assert await store.last_event_id() > events[-1].id
+    assert (await store.event_horizon())[0] > events[-1].id
 
 
 async def test_sequence_of_statuses_is_recorded_in_events(store: Store) -> None:
