@@ -18,14 +18,15 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from taskmaster.coordinator.service import Coordinator, Observer
-from taskmaster.model import TaskStatus
-from taskmaster.store import Applied, Delivery, Moved
+from taskmaster.model import Delivery, ReportState, TaskStatus
+from taskmaster.store import Applied, Moved
 
 log = logging.getLogger(__name__)
 
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 RUN_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800)
-_OUTCOMES = {"completed": "completed", "failed": "failed", "cancelled": "cancelled"}
+# the run time of a delivery that ended this way is observed, labelled with it
+_OUTCOMES = frozenset({ReportState.COMPLETED, ReportState.FAILED, ReportState.CANCELLED})
 
 
 class _SessionCollector(Collector):
@@ -125,17 +126,17 @@ class CoordinatorMetrics(Observer):
         """Outcomes, wait and run times of accepted reports (counters added once a batch)."""
         counts: dict[tuple[Counter, str], int] = {}
         for a in applied:
-            if (a.old_status is TaskStatus.ASSIGNED and a.state != "rejected"
+            if (a.old_status is TaskStatus.ASSIGNED and a.state is not ReportState.REJECTED
                     and a.due_at is not None and a.started_at is not None):
                 self._child(self.wait, a.command).observe(
                     max(0.0, (a.started_at - a.due_at).total_seconds()))
-            outcome = _OUTCOMES.get(a.state)
+            outcome = a.state.value if a.state in _OUTCOMES else None
             if outcome and a.started_at is not None and a.finished_at is not None:
                 self._child(self.run, a.command, outcome).observe(
                     max(0.0, (a.finished_at - a.started_at).total_seconds()))
             counter = self._final.get(a.status)
             if a.status is TaskStatus.PENDING:
-                counter = self.tasks_rejected if a.state == "rejected" else self.tasks_retried
+                counter = self.tasks_rejected if a.state is ReportState.REJECTED else self.tasks_retried
             if counter is not None:
                 counts[counter, a.command] = counts.get((counter, a.command), 0) + 1
         for (counter, command), n in counts.items():

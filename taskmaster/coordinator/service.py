@@ -19,7 +19,7 @@ from typing import NamedTuple
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
 from taskmaster.coordinator.assignment import STRATEGIES, Candidate
-from taskmaster.model import Delivery, Report, ReportState, TaskRef, TaskStatus
+from taskmaster.model import Delivery, Report, ReportState, TaskRef, TaskStatus, WorkerStatus
 from taskmaster.store import RETRYABLE, Applied, Moved, Store
 
 log = logging.getLogger(__name__)
@@ -491,7 +491,7 @@ class Coordinator:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
-            beats = {s.worker_id: ("draining" if s.draining else "online")
+            beats = {s.worker_id: WorkerStatus.DRAINING if s.draining else WorkerStatus.ONLINE
                      for s in self.sessions.values() if s.beat}
             for s in self.sessions.values():
                 s.beat = False

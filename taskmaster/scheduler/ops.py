@@ -24,6 +24,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.process_collector import ProcessCollector
 
 from taskmaster.logs import REQUEST_ID
+from taskmaster.model import TaskStatus
 from taskmaster.scheduler.context import CREATES, HUB, SETTINGS, STORE, TASKS_CREATED
 from taskmaster.store import UNAVAILABLE, DatabaseError
 from taskmaster.web import Handler, error
@@ -100,8 +101,8 @@ class SchedulerMetrics:
             self.database_up.set(0)
             return
         self.database_up.set(1)
-        for status in ("pending", "assigned", "running", "completed", "failed", "cancelled"):
-            self.tasks.labels(status).set(stats[status])
+        for status in TaskStatus:
+            self.tasks.labels(status.value).set(stats[status])
         self.queue_depth.set(stats["queue_depth"])
         self.running.set(stats["assigned"] + stats["running"])
         self.workers_online.set(stats["workers_online"])

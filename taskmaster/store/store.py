@@ -17,9 +17,11 @@ from taskmaster.model import (
     Delivery,
     Event,
     Report,
+    ReportState,
     Task,
     TaskStatus,
     Worker,
+    WorkerStatus,
     merge_reports,
 )
 from taskmaster.store.db import close_pool, create_pool
@@ -64,7 +66,7 @@ class Applied:
     # what the report did, for the coordinator's metrics
     command: str = ""
     old_status: TaskStatus | None = None  # assigned or running
-    state: str = ""  # the report's state
+    state: ReportState = ReportState.RUNNING  # the report's state
     due_at: datetime | None = None  # when the delivered attempt became due
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -238,7 +240,7 @@ class Store:
         return {
             "total": sum(counts.values()),
             **counts,
-            "queue_depth": counts["pending"],
+            "queue_depth": counts[TaskStatus.PENDING],
             "workers_online": row["workers_online"],
             "workers_draining": row["workers_draining"],
             "throughput": round(row["recent_completed"] / window, 3),
@@ -310,10 +312,11 @@ class Store:
         rows = await self.pool.fetch(q("worker_held_tasks"), worker_id)
         return {r["id"]: r["attempt"] for r in rows}
 
-    async def heartbeat(self, beats: dict[str, str]) -> None:
-        """Record heartbeats: {worker id: online|draining}."""
+    async def heartbeat(self, beats: Mapping[str, WorkerStatus]) -> None:
+        """Record heartbeats: {worker id: online or draining}."""
         if beats:
-            await self.pool.execute(q("heartbeat_workers"), list(beats), list(beats.values()))
+            await self.pool.execute(q("heartbeat_workers"), list(beats),
+                                    [status.value for status in beats.values()])
 
     async def workers_offline(self, worker_ids: Iterable[str], reason: str) -> Moved:
         """Mark workers offline and put their tasks back (or fail them, out of attempts);
@@ -403,7 +406,7 @@ class Store:
                 worker_id=r["worker_id"],
                 command=r["command"],
                 old_status=TaskStatus(r["old_status"]),
-                state=r["state"],
+                state=ReportState(r["state"]),
                 due_at=r["due_at"],
                 started_at=r["started_at"],
                 finished_at=r["finished_at"],

@@ -695,9 +695,9 @@ async def test_heartbeat_and_draining(store: Store) -> None:
     await register(store, "w1", "w2")
     await store.pool.execute("UPDATE workers SET last_heartbeat = now() - interval '1 hour'")
     await store.heartbeat({})
-    await store.heartbeat({"w1": "draining", "w2": "online"})
+    await store.heartbeat({"w1": WorkerStatus.DRAINING, "w2": WorkerStatus.ONLINE})
     for _ in range(2):
-        await store.heartbeat({"w1": "draining"})
+        await store.heartbeat({"w1": WorkerStatus.DRAINING})
     draining = [e for e in await all_events(store) if e.event == "worker_draining"]
     assert [(e.worker_id, e.data.get("name")) for e in draining] == [("w1", "name-w1")]
     workers = {w.id: w for w in await store.list_workers()}
@@ -707,11 +707,11 @@ async def test_heartbeat_and_draining(store: Store) -> None:
         assert w.last_heartbeat > datetime.now(UTC) - timedelta(minutes=1)
     stats = await store.stats()
     assert (stats["workers_online"], stats["workers_draining"]) == (1, 1)
-    await store.heartbeat({"w1": "online"})
+    await store.heartbeat({"w1": WorkerStatus.ONLINE})
     assert (await store.list_workers())[0].status is WorkerStatus.ONLINE
     # an offline worker's late heartbeat does not bring it back
     await store.workers_offline(["w2"], "gone")
-    await store.heartbeat({"w2": "online"})
+    await store.heartbeat({"w2": WorkerStatus.ONLINE})
     assert {w.id: w.status for w in await store.list_workers()}["w2"] is WorkerStatus.OFFLINE
 
 
