@@ -20,15 +20,18 @@ install-test:
 demo: install
 	taskmaster demo
 
-# Lint, types, unit, integration, end-to-end, chaos and notebook tests.
-test: install-test
-	$(PYTHON) -m ruff check taskmaster tests benchmarks
-	$(PYTHON) -m mypy
+# Lint, types, the walls between the rooms, then unit, integration, end-to-end, chaos and
+# notebook tests.
+test: install-test lint
 	$(PYTHON) -m pytest
+
+# lint-imports checks the contracts of pyproject.toml ([tool.importlinter])
+LINT_IMPORTS = $(PYTHON) -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
 
 lint:
 	$(PYTHON) -m ruff check taskmaster tests benchmarks
 	$(PYTHON) -m mypy
+	$(LINT_IMPORTS) --no-cache
 
 proto:
 	$(PYTHON) -m taskmaster.rpc.build
