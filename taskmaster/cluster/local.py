@@ -2,7 +2,7 @@
 
 What `taskmaster up` runs and what notebooks start. It supervises its children like a
 compose restart policy: a crashed coordinator or scheduler comes back by itself, a killed
-worker stays dead until the next scale (as in the seed's demo).
+worker stays dead until the next scale (as in the demo guide).
 """
 
 from __future__ import annotations

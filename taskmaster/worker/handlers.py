@@ -89,7 +89,7 @@ def _number(payload: Any, key: str, default: float) -> float:
 
 @task("demo-job")
 async def demo_job(ctx: TaskContext) -> dict[str, Any]:
-    """Like the seed's tasks: 0.5-0.8 s of work, reporting progress along the way."""
+    """Like the demo guide's tasks: 0.5-0.8 s of work, reporting progress along the way."""
     seconds = random.uniform(0.5, 0.8)
     steps = 4
     for i in range(1, steps):

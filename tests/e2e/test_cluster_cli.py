@@ -1,6 +1,6 @@
 """`taskmaster up` in one process, driven from "another terminal": scale, kill, crash.
 
-The seed's demo scales 3 -> 1 -> 5 and kills a worker with docker; here the same happens to
+The demo guide scales 3 -> 1 -> 5 and kills a worker with docker; here the same happens to
 a running local stack with `taskmaster scale N`, `taskmaster kill WORKER [--graceful]` and
 `taskmaster coordinator-crash`, each a separate process that finds the stack through
 $TASKMASTER_HOME/stack.json. Throughput is compared between phases as ratios of completion

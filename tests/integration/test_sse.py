@@ -1,4 +1,4 @@
-"""The SSE log stream on a real socket: the seed's line format with ids, replay after a
+"""The SSE log stream on a real socket: the demo guide's line format with ids, replay after a
 reconnect, keepalives, a bounded buffer per subscriber and a bounded number of them."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def count_scheduled(n: int) -> Any:
     return lambda events: len(scheduled(events)) >= n
 
 
-async def test_events_have_an_id_and_the_seeds_data_line(database_url: str) -> None:
+async def test_events_have_an_id_and_the_demo_guides_data_line(database_url: str) -> None:
     async with scheduler(database_url) as (url, _, http), stream(http, url) as sse:
         ids = await schedule(http, url, 3)
         events = await sse.events(count_scheduled(3))

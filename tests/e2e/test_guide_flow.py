@@ -1,4 +1,4 @@
-"""The seed's demo against real processes: the five curl commands, 50 demo-jobs on three
+"""The demo guide's walk-through against real processes: the five curl commands, 50 demo-jobs on three
 workers, every task_completed on the SSE stream, and `taskmaster status` on the stack."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import aiohttp
 from taskmaster.cluster.local import LocalCluster
 from tests.helpers import SseReader, wait_for
 
-SEED_BATCH = {"command": "demo-job", "count": 50, "delay_seconds": 0}
+GUIDE_BATCH = {"command": "demo-job", "count": 50, "delay_seconds": 0}
 
 
 async def get_json(http: aiohttp.ClientSession, url: str) -> Any:
@@ -43,7 +43,7 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
     return best
 
 
-async def test_the_seeds_demo_runs_on_real_processes(cluster: LocalCluster) -> None:
+async def test_the_demo_guides_tour_runs_on_real_processes(cluster: LocalCluster) -> None:
     url = cluster.url
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
     async with aiohttp.ClientSession(timeout=timeout) as http, \
@@ -56,7 +56,7 @@ async def test_the_seeds_demo_runs_on_real_processes(cluster: LocalCluster) -> N
         samples: list[list[dict[str, Any]]] = []
         watcher = asyncio.create_task(watch_workers(http, url, samples))
         started = time.monotonic()
-        async with http.post(url + "/api/schedule/batch", json=SEED_BATCH) as resp:
+        async with http.post(url + "/api/schedule/batch", json=GUIDE_BATCH) as resp:
             assert resp.status == 201
             created = await resp.json()
         ids = created["ids"]
