@@ -121,7 +121,9 @@ class Stack:
         try:
             await cluster.start()
             # the port is known once started; a pool action may wait for workers to drain
-            stack.client = Client(cluster.url, pool_timeout=settings.drain_grace + 60)
+            token = settings.api_token or settings.api_read_token or None
+            stack.client = Client(cluster.url, token=token,
+                                  pool_timeout=settings.drain_grace + 60)
             stack.database_url = cluster.database_url
             atexit.register(cluster.kill_now)  # the watchdog does the rest
             await stack.wait_workers(workers, timeout)

@@ -47,6 +47,8 @@ async def test_own_stack_and_the_demo_stack_through_its_url(
     # on a database server: the stack gets a database of its own, dropped at close
     monkeypatch.setenv("TASKMASTER_DATABASE_URL", admin_url)
     monkeypatch.setenv("TASKMASTER_URL", "http://127.0.0.1:1")  # nobody answers there
+    # with an API token, which the panels' client must present for every call
+    monkeypatch.setenv("TASKMASTER_API_TOKEN", "notebook-secret")
     own = await connect(workers=1)
     pids: list[int | None] = []
     try:
