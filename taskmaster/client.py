@@ -18,11 +18,11 @@ from urllib.parse import quote
 import aiohttp
 
 from taskmaster import __version__
+from taskmaster.pool import validate_action
 
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8081"
-COORDINATOR_ACTIONS = ("kill", "stop", "start", "restart")
 # statuses worth retrying on the event stream: the scheduler is restarting or overloaded
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -153,11 +153,15 @@ class Client:
         sse_idle_timeout: float = 60.0,
         backoff_min: float = 0.1,
         backoff_max: float = 5.0,
+        pool_timeout: float = 120.0,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
         self.sse_idle_timeout = sse_idle_timeout
+        # scaling down and graceful stops wait for workers to drain; the scheduler bounds
+        # that wait by TASKMASTER_DRAIN_GRACE + 30 s, so a pool action gets its own limit
+        self.pool_timeout = pool_timeout
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self._session: aiohttp.ClientSession | None = None
@@ -186,11 +190,15 @@ class Client:
         return self._session
 
     async def _call(
-        self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None
+        self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> tuple[Any, Mapping[str, str]]:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
-        async with self._open().request(
-            method, self.base_url + path, json=body, params=query or None
+        session = self._open()
+        # without a timeout of its own the request has the session's (self.timeout)
+        limit = session.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        async with session.request(
+            method, self.base_url + path, json=body, params=query or None, timeout=limit
         ) as resp:
             data = _decode(await resp.read())
             if resp.status >= 400:
@@ -199,6 +207,10 @@ class Client:
 
     async def _json(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         return (await self._call(method, path, body=body, params=params))[0]
+
+    async def _pool_action(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        timeout = max(self.timeout, self.pool_timeout)
+        return (await self._call("POST", path, body=body, timeout=timeout))[0]
 
     # tasks
     async def schedule(
@@ -271,19 +283,18 @@ class Client:
         return await self._json("GET", "/api/pool")
 
     async def scale(self, n: int) -> dict[str, Any]:
-        """Ask the pool manager for `n` workers."""
-        return await self._json("POST", "/api/pool/scale", {"workers": n})
+        """Ask the pool manager for `n` workers (waits while the ones that leave drain)."""
+        return await self._pool_action("/api/pool/scale", {"workers": n})
 
     async def kill_worker(self, name: str, graceful: bool = False) -> dict[str, Any]:
         """Stop one worker: SIGKILL, or SIGTERM and drain when graceful."""
         path = f"/api/pool/workers/{quote(name, safe='')}/kill"
-        return await self._json("POST", path, {"graceful": graceful})
+        return await self._pool_action(path, {"graceful": graceful})
 
     async def coordinator(self, action: str, restart: bool = True) -> dict[str, Any]:
         """Kill (restarted by the supervisor unless restart=False), stop, start or restart it."""
-        if action not in COORDINATOR_ACTIONS:
-            raise ValueError(f"action must be one of {', '.join(COORDINATOR_ACTIONS)}")
-        return await self._json("POST", f"/api/pool/coordinator/{action}", {"restart": restart})
+        validate_action(action)  # a ValueError naming the actions, before any request
+        return await self._pool_action(f"/api/pool/coordinator/{action}", {"restart": restart})
 
     # health
     async def healthz(self) -> bool:

@@ -207,6 +207,14 @@ class LocalCluster:
                 await asyncio.to_thread(self._db_handle.cleanup)
             self._db_handle = None
 
+    def kill_now(self) -> None:
+        """SIGKILL every live member at once, without waiting (e.g. at interpreter exit,
+        when the event loop may be gone)."""
+        for m in self.members.values():
+            if m.proc is not None and m.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(m.proc.pid, signal.SIGKILL)
+
     async def __aenter__(self) -> LocalCluster:
         return await self.start()
 

@@ -1,19 +1,24 @@
-"""Jupyter panels (ipywidgets + bqplot) mirroring the seed's React UI, fed by the SSE feed.
+"""Jupyter panels (ipywidgets + bqplot) mirroring the React UI of the TaskMaster
+interactive demo guide, a Node.js demo of the same system; fed by the SSE feed.
 
-    from taskmaster.notebook import connect
+What a notebook shows and clicks: panels, the feed consumer, their state, charts, the
+dashboard, analysis of recorded events and source listings. It talks to a stack only
+through `taskmaster.client.Client` (HTTP + SSE); starting, measuring and tearing down
+stacks is the lab bench's job (`taskmaster.lab`).
 
-    stack = await connect(workers=3)   # the demo's stack (TASKMASTER_URL) or one of its own
-    dash = await stack.dashboard()     # events + polls + render tick, in the kernel's loop
+    dash = Dashboard(Client("http://127.0.0.1:8081"))
+    dash.start()                       # events + polls + render tick, in the kernel's loop
     dash                               # display it
-    await dash.wait_for(lambda s: s.count("task_completed") >= 50, timeout=60)
-    await stack.close()
+    await dash.wait_for(lambda s: s.count(EventType.TASK_COMPLETED) >= 50, timeout=60)
+    await dash.stop()
 
-Panels also work on their own over any Client: `Dashboard(Client(url)).start()`.
+or, with a stack of the notebook's own: `stack = await taskmaster.lab.connect(workers=3)`,
+then `dash = await stack.dashboard()`.
 """
 
 import logging
 
-from taskmaster.notebook.analysis import SEED, Audit, EventRecord, audit
+from taskmaster.notebook.analysis import DEMO_GUIDE, Audit, EventRecord, GuideFigures, audit
 from taskmaster.notebook.chart import BarChart, ThroughputChart
 from taskmaster.notebook.controls import (
     DEFAULT_COMMANDS,
@@ -24,7 +29,6 @@ from taskmaster.notebook.controls import (
 )
 from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.notebook.feed import Feed, live
-from taskmaster.notebook.stack import Stack, connect
 from taskmaster.notebook.state import DashboardState, TaskRow
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
@@ -34,7 +38,7 @@ logging.getLogger("taskmaster").addHandler(logging.NullHandler())
 
 __all__ = [
     "DEFAULT_COMMANDS",
-    "SEED",
+    "DEMO_GUIDE",
     "ActivityLog",
     "Audit",
     "BarChart",
@@ -44,8 +48,8 @@ __all__ = [
     "DockerCommands",
     "EventRecord",
     "Feed",
+    "GuideFigures",
     "PoolOps",
-    "Stack",
     "StatsPanel",
     "TaskMonitor",
     "TaskRow",
@@ -53,6 +57,5 @@ __all__ = [
     "WorkerControlPanel",
     "WorkersPanel",
     "audit",
-    "connect",
     "live",
 ]

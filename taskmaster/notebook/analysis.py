@@ -1,6 +1,6 @@
 """Measuring what the notebooks claim, from the SSE events and the API; pure Python.
 
-The notebooks assert the seed's claims with numbers measured on the reader's machine:
+The notebooks assert the demo guide's claims with numbers measured on the reader's machine:
 nothing lost, nothing completed twice, tasks in parallel, throughput growing with
 workers, a killed worker's tasks finished elsewhere. The functions here compute those
 numbers from lists of event dicts (as GET /api/logs/stream sends them), so they are
@@ -16,18 +16,21 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from taskmaster.model import EventType
+
 Event = Mapping[str, Any]
 
 # Events that end a run of a task on a worker (it no longer occupies a slot there).
 _LEAVES = frozenset({
-    "task_completed", "task_failed", "task_retrying", "task_reassigned", "task_cancelled",
-    "task_rejected",
+    EventType.TASK_COMPLETED, EventType.TASK_FAILED, EventType.TASK_RETRYING,
+    EventType.TASK_REASSIGNED, EventType.TASK_CANCELLED, EventType.TASK_REJECTED,
 })
 
 
 @dataclass(frozen=True, slots=True)
-class Seed:
-    """The figures the seed's demo guide quotes (M1 Mac / i7, 0.5-0.8 s tasks)."""
+class GuideFigures:
+    """The figures quoted by the TaskMaster interactive demo guide, a Node.js demo of the
+    same system (M1 Mac / i7, 0.5-0.8 s tasks)."""
 
     creation_ms: float = 200.0  # 50 tasks created
     assignment_s: float = 1.0  # the scheduler polls the database every second
@@ -39,7 +42,7 @@ class Seed:
     )  # tasks/s by worker count
 
 
-SEED = Seed()
+DEMO_GUIDE = GuideFigures()
 
 
 def when(event: Event) -> float:
@@ -77,7 +80,7 @@ class EventRecord:
             del self.received[:half]
             self.dropped += half
 
-    def delays(self, kinds: Iterable[str] = ("task_completed",)) -> list[float]:
+    def delays(self, kinds: Iterable[str] = (EventType.TASK_COMPLETED,)) -> list[float]:
         """Seconds between each event's timestamp and its arrival here, for these kinds."""
         wanted = set(kinds)
         return [
@@ -151,9 +154,9 @@ def audit(events: Iterable[Event], task_ids: Iterable[str]) -> Audit:
         task = e.get("task_id")
         if task not in wanted:
             continue
-        if e.get("event") == "task_completed":
+        if e.get("event") == EventType.TASK_COMPLETED:
             done[str(task)] += 1
-        elif e.get("event") == "task_failed":
+        elif e.get("event") == EventType.TASK_FAILED:
             failed.add(str(task))
     return Audit(
         expected=len(wanted),
@@ -169,7 +172,7 @@ def completions(events: Iterable[Event], task_ids: Iterable[str] | None = None) 
     wanted = None if task_ids is None else set(map(str, task_ids))
     return [
         e for e in events
-        if e.get("event") == "task_completed" and (wanted is None or e.get("task_id") in wanted)
+        if e.get("event") == EventType.TASK_COMPLETED and (wanted is None or e.get("task_id") in wanted)
     ]
 
 
@@ -213,11 +216,11 @@ def running_over_time(events: Iterable[Event]) -> list[tuple[float, int]]:
     out: list[tuple[float, int]] = []
     for e in sorted(events, key=when):
         kind, key = e.get("event"), (e.get("task_id"), e.get("attempt"))
-        if kind == "task_running":
+        if kind == EventType.TASK_RUNNING:
             running.add(key)
         elif kind in _LEAVES:
             running.discard(key)
-            if kind == "task_reassigned":  # the attempt number is the next one here
+            if kind == EventType.TASK_REASSIGNED:  # the attempt number is the next one here
                 running = {k for k in running if k[0] != key[0]}
         else:
             continue
@@ -234,7 +237,7 @@ def reassigned_from(events: Iterable[Event], worker_id: str) -> list[str]:
     """Tasks taken back from this worker (task_reassigned events naming it), in order."""
     seen: dict[str, None] = {}
     for e in events:
-        if e.get("event") == "task_reassigned" and e.get("worker_id") == worker_id:
+        if e.get("event") == EventType.TASK_REASSIGNED and e.get("worker_id") == worker_id:
             seen.setdefault(str(e.get("task_id")), None)
     return list(seen)
 
@@ -253,7 +256,7 @@ def lifecycle(events: Iterable[Event], task_id: str) -> list[str]:
     steps: list[str] = []
     for e in events:
         kind = str(e.get("event", ""))
-        if e.get("task_id") == task_id and kind != "task_progress":
+        if e.get("task_id") == task_id and kind != EventType.TASK_PROGRESS:
             step = kind.removeprefix("task_")
             if not steps or steps[-1] != step:
                 steps.append(step)
@@ -277,8 +280,8 @@ def spread(counts: Mapping[str, int | float]) -> float:
     return max(values) - min(values) if values else 0
 
 
-def gaps(events: Iterable[Event], task_ids: Iterable[str], start: str = "task_scheduled",
-         end: str = "task_assigned") -> list[float]:
+def gaps(events: Iterable[Event], task_ids: Iterable[str],
+         start: str = EventType.TASK_SCHEDULED, end: str = EventType.TASK_ASSIGNED) -> list[float]:
     """Per task, seconds from its first `start` event to its first `end` event after it."""
     wanted = set(map(str, task_ids))
     began: dict[str, float] = {}

@@ -12,6 +12,7 @@ import asyncio
 import html
 import inspect
 import logging
+import shlex
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -19,7 +20,9 @@ from typing import Any, Protocol
 import ipywidgets as widgets
 
 from taskmaster.client import ApiError
+from taskmaster.model import WorkerStatus
 from taskmaster.notebook.state import DashboardState
+from taskmaster.pool import compose_command
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,10 @@ def _middle() -> widgets.Layout:
 class PoolOps(Protocol):
     """The pool operations WorkerControlPanel drives.
 
-    `taskmaster.client.Client` has them (over the scheduler's /api/pool), and so may a
-    local cluster object. Each may be sync or async; a raised exception is shown in the
-    panel's toast (an ApiError with a `command` shows the command to run instead).
+    `taskmaster.client.Client` has them, over the scheduler's /api/pool (which a stack
+    started by `taskmaster up`, `taskmaster demo` or the lab bench forwards to its
+    supervisor). Each may be sync or async; a raised exception is shown in the panel's
+    toast (an ApiError with a `command` shows the command to run instead).
     """
 
     def scale(self, n: int) -> Any:
@@ -191,22 +195,27 @@ def _created(result: Any) -> str:
 
 
 class DockerCommands:
-    """The docker compose command equivalent to each pool action, to copy to a shell."""
+    """The docker compose command doing each pool action on the compose stack, to copy to
+    a shell: `taskmaster.pool.compose_command`, as the scheduler's 501 answers name them.
 
-    def __init__(self, compose: str = "docker compose") -> None:
-        self.compose = compose
+    `compose` is the compose program with its options, e.g. "docker compose -f compose.yaml".
+    """
+
+    def __init__(self, compose: str | Sequence[str] = "docker compose") -> None:
+        self.compose = tuple(shlex.split(compose) if isinstance(compose, str) else compose)
 
     def scale(self, n: int) -> str:
         """Run n workers."""
-        return f"{self.compose} up --scale worker={n} -d"
+        return compose_command("scale", n, compose=self.compose)
 
     def kill_worker(self, container: str, graceful: bool = False) -> str:
         """Stop (SIGTERM, then SIGKILL after the grace) or kill (SIGKILL) one container."""
-        return f"docker {'stop' if graceful else 'kill'} {container}"
+        return compose_command("kill_worker", container, graceful=graceful, compose=self.compose)
 
     def coordinator(self, action: str) -> str:
-        """Kill, start or restart the coordinator service."""
-        return f"{self.compose} {action} coordinator"
+        """Kill (a real crash inside its container, which the restart policy undoes),
+        stop, start or restart the coordinator service."""
+        return compose_command("coordinator", action, compose=self.compose)
 
 
 def _code(text: str) -> str:
@@ -312,7 +321,7 @@ class WorkerControlPanel(ActionPanel):
         live = sorted(
             (str(w.get("name") or w.get("id")), str(w.get("container") or w.get("name") or ""))
             for w in workers
-            if w.get("status", "online") != "offline"
+            if w.get("status", WorkerStatus.ONLINE) != WorkerStatus.OFFLINE
         )
         key = tuple(live)
         if key == self._worker_key and not force:

@@ -1,4 +1,4 @@
-"""Dashboard: every panel of the seed's React UI in one widget, fed by one Feed."""
+"""Dashboard: every panel of the demo guide's React UI in one widget, fed by one Feed."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from taskmaster.model import EventType
 from taskmaster.notebook.analysis import Audit, EventRecord, audit
 from taskmaster.notebook.chart import ThroughputChart
 from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, WorkerControlPanel
@@ -14,14 +15,15 @@ from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.state import DashboardState
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
-_FINAL_EVENTS = frozenset({"task_completed", "task_failed", "task_cancelled"})
+_FINAL_EVENTS = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED,
+                           EventType.TASK_CANCELLED})
 
 
 class Dashboard(widgets.VBox):
     """Bulk create and worker controls on top, stats and chart, then tasks, workers, log.
 
-    `client` is a taskmaster.client.Client; `pool` defaults to it (its /api/pool
-    methods) and may be a local cluster object with the same method names.
+    `client` is a taskmaster.client.Client; the worker controls drive its /api/pool
+    methods (`pool` replaces them only where the panel, not the HTTP, is under test).
     """
 
     def __init__(
@@ -145,7 +147,8 @@ class Dashboard(widgets.VBox):
     async def wait_for(
         self, predicate: Callable[[DashboardState], Any], timeout: float = 30.0
     ) -> DashboardState:
-        """Wait until predicate(state) holds, e.g. `lambda s: s.count("task_completed") >= 50`."""
+        """Wait until predicate(state) holds, e.g.
+        `lambda s: s.count(EventType.TASK_COMPLETED) >= 50`."""
         return await self.feed.wait_for(predicate, timeout)
 
     def summary(self) -> str:

@@ -49,7 +49,8 @@ class Listing:
 
 def sql(name: str) -> Listing:
     """The named query of taskmaster/store/queries.sql, with its comment header."""
-    text = resources.files("taskmaster.store").joinpath("queries.sql").read_text()
+    # read as a file of the package: the panels' side never imports the store
+    text = resources.files("taskmaster").joinpath("store", "queries.sql").read_text()
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.strip() == f"-- name: {name}"), None)
     if start is None:

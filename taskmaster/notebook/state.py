@@ -15,28 +15,34 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from taskmaster.model import EventType, TaskStatus, WorkerStatus
+
 SECTIONS = ("tasks", "log", "workers", "stats", "series")
 
 # the status each task event leaves the task in (None: unchanged)
-EVENT_STATUS: dict[str, str | None] = {
-    "task_scheduled": "pending",
-    "task_assigned": "assigned",
-    "task_running": "running",
-    "task_progress": None,
-    "task_completed": "completed",
-    "task_failed": "failed",
-    "task_retrying": "pending",
-    "task_reassigned": "pending",
-    "task_cancelled": "cancelled",
-    "task_rejected": "pending",
+EVENT_STATUS: dict[str, TaskStatus | None] = {
+    EventType.TASK_SCHEDULED: TaskStatus.PENDING,
+    EventType.TASK_ASSIGNED: TaskStatus.ASSIGNED,
+    EventType.TASK_RUNNING: TaskStatus.RUNNING,
+    EventType.TASK_PROGRESS: None,
+    EventType.TASK_COMPLETED: TaskStatus.COMPLETED,
+    EventType.TASK_FAILED: TaskStatus.FAILED,
+    EventType.TASK_RETRYING: TaskStatus.PENDING,
+    EventType.TASK_REASSIGNED: TaskStatus.PENDING,
+    EventType.TASK_CANCELLED: TaskStatus.CANCELLED,
+    EventType.TASK_REJECTED: TaskStatus.PENDING,
 }
-WORKER_EVENTS = {
-    "worker_online": "online",
-    "worker_draining": "draining",
-    "worker_offline": "offline",
+WORKER_EVENTS: dict[str, WorkerStatus] = {
+    EventType.WORKER_ONLINE: WorkerStatus.ONLINE,
+    EventType.WORKER_DRAINING: WorkerStatus.DRAINING,
+    EventType.WORKER_OFFLINE: WorkerStatus.OFFLINE,
 }
-_RANK = {"pending": 0, "assigned": 1, "running": 2, "completed": 3, "failed": 3, "cancelled": 3}
-FINAL = frozenset({"completed", "failed", "cancelled"})
+# how far along a task is: a poll older than the events applied never moves a row back
+_RANK: dict[str, int] = {
+    TaskStatus.PENDING: 0, TaskStatus.ASSIGNED: 1, TaskStatus.RUNNING: 2,
+    TaskStatus.COMPLETED: 3, TaskStatus.FAILED: 3, TaskStatus.CANCELLED: 3,
+}
+FINAL = frozenset(s for s in TaskStatus if s.final)
 
 
 @dataclass(slots=True)
@@ -46,7 +52,7 @@ class TaskRow:
     id: str
     seq: int  # order of first sight: the monitor lists newest first and rows do not jump
     command: str = ""
-    status: str = "pending"
+    status: str = TaskStatus.PENDING
     progress: int = 0
     worker_id: str | None = None
     attempt: int = 1
@@ -122,21 +128,21 @@ class DashboardState:
             row.status = status
         if event.get("command"):
             row.command = str(event["command"])
-        if event.get("worker_id") and kind in ("task_assigned", "task_running"):
+        if event.get("worker_id") and kind in (EventType.TASK_ASSIGNED, EventType.TASK_RUNNING):
             row.worker_id = str(event["worker_id"])
         attempt = event.get("next_attempt") or event.get("attempt")
         if isinstance(attempt, int):
             row.attempt = attempt
-        if kind == "task_progress":
+        if kind == EventType.TASK_PROGRESS:
             row.progress = _clamp(event.get("progress"), row.progress)
-            if row.status in ("pending", "assigned"):
-                row.status = "running"
-        elif kind == "task_completed":
+            if row.status in (TaskStatus.PENDING, TaskStatus.ASSIGNED):
+                row.status = TaskStatus.RUNNING
+        elif kind == EventType.TASK_COMPLETED:
             row.progress = 100
             self._count_completion(event)
-        elif kind in ("task_retrying", "task_reassigned", "task_rejected", "task_scheduled"):
+        elif EVENT_STATUS[kind] is TaskStatus.PENDING:  # back in the queue, on no worker
             row.progress, row.worker_id = 0, None
-        if kind == "task_reassigned":
+        if kind == EventType.TASK_REASSIGNED:
             row.reassigned += 1
         if event.get("error"):
             row.error = str(event["error"])
@@ -160,7 +166,7 @@ class DashboardState:
             worker_id, {"id": worker_id, "name": event.get("name") or worker_id}
         )
         worker["status"] = WORKER_EVENTS[kind]
-        if kind == "worker_offline":
+        if kind == EventType.WORKER_OFFLINE:
             worker["current_task_id"], worker["current_task_ids"] = None, []
         self.versions["workers"] += 1
 
@@ -246,7 +252,7 @@ class DashboardState:
     def summary(self) -> str:
         """A one-line, id-free description (stable text for notebooks)."""
         s = self.stats
-        online = sum(1 for w in self.workers.values() if w.get("status") == "online")
+        online = sum(1 for w in self.workers.values() if w.get("status") == WorkerStatus.ONLINE)
         return (
             f"tasks: {s.get('total', 0)} total, {s.get('pending', 0)} pending, "
             f"{s.get('running', 0)} running, {s.get('completed', 0)} completed, "

@@ -14,21 +14,29 @@ from typing import Any
 
 import ipywidgets as widgets
 
+from taskmaster.model import EventType, TaskStatus, WorkerStatus
 from taskmaster.notebook.state import DashboardState, TaskRow
 
-STATUS_COLORS = {
-    "pending": "#6b7280",
-    "assigned": "#2563eb",
-    "running": "#d97706",
-    "completed": "#16a34a",
-    "failed": "#dc2626",
-    "cancelled": "#9ca3af",
-    "online": "#16a34a",
-    "draining": "#d97706",
-    "offline": "#9ca3af",
-    "reassigned": "#7c3aed",
-    "retrying": "#d97706",
-    "rejected": "#dc2626",
+
+def event_badge(kind: str) -> str:
+    """The badge an event shows in the activity log: its type without the task_/worker_
+    prefix (task_reassigned -> reassigned)."""
+    return str(kind).removeprefix("task_").removeprefix("worker_")
+
+
+STATUS_COLORS: dict[str, str] = {
+    TaskStatus.PENDING: "#6b7280",
+    TaskStatus.ASSIGNED: "#2563eb",
+    TaskStatus.RUNNING: "#d97706",
+    TaskStatus.COMPLETED: "#16a34a",
+    TaskStatus.FAILED: "#dc2626",
+    TaskStatus.CANCELLED: "#9ca3af",
+    WorkerStatus.ONLINE: "#16a34a",
+    WorkerStatus.DRAINING: "#d97706",
+    WorkerStatus.OFFLINE: "#9ca3af",
+    event_badge(EventType.TASK_REASSIGNED): "#7c3aed",
+    event_badge(EventType.TASK_RETRYING): "#d97706",
+    event_badge(EventType.TASK_REJECTED): "#dc2626",
 }
 _TABLE = "border-collapse:collapse;width:100%;font-size:12px"
 _CELL = "padding:2px 6px;border-bottom:1px solid #e5e7eb;text-align:left"
@@ -159,7 +167,7 @@ class WorkersPanel(View):
                 task += f" +{len(current) - 1}"
             rows.append([
                 html.escape(str(w.get("name", ""))),
-                badge(str(w.get("status", "online"))),
+                badge(str(w.get("status", WorkerStatus.ONLINE))),
                 task,
                 str(int(w.get("tasks_completed") or 0)),
                 str(int(w.get("tasks_failed") or 0)),
@@ -185,7 +193,7 @@ class TaskMonitor(View):
     def _row(row: TaskRow, state: DashboardState) -> list[str]:
         status = badge(row.status)
         if row.reassigned:
-            status += " " + badge("reassigned") + f" x{row.reassigned}"
+            status += " " + badge(event_badge(EventType.TASK_REASSIGNED)) + f" x{row.reassigned}"
         return [
             short(row.id),
             html.escape(row.command),
@@ -236,9 +244,7 @@ def format_event(
             stamp = datetime.fromisoformat(ts).astimezone().strftime("%H:%M:%S")
         except ValueError:
             stamp = ts[:8]
-    kind = str(event.get("event", ""))
-    status = kind.removeprefix("task_").removeprefix("worker_")
-    parts = [html.escape(stamp), badge(status)]
+    parts = [html.escape(stamp), badge(event_badge(str(event.get("event", ""))))]
     if event.get("task_id"):
         parts.append(short(event["task_id"]))
     if event.get("name") or event.get("worker_id"):

@@ -27,7 +27,7 @@ import aiohttp
 import pytest
 
 from taskmaster.cluster.local import free_port
-from taskmaster.notebook import Stack, connect
+from taskmaster.lab import Stack, connect
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

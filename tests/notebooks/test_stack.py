@@ -1,4 +1,5 @@
-"""connect(): a stack of the notebook's own, the demo's stack over HTTP, and no leftovers.
+"""The lab bench's connect(): a stack of the notebook's own, the demo's stack over HTTP,
+and no leftovers.
 
 Real processes, real PostgreSQL, real sockets: the same paths the notebooks take.
 """
@@ -9,14 +10,15 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from taskmaster.cluster.base import pid_alive as alive
-from taskmaster.notebook import connect
-from taskmaster.store.db import database_name
+from taskmaster.lab import connect
+from taskmaster.store import database_name
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
@@ -30,20 +32,56 @@ async def database_exists(admin_url: str, name: str) -> bool:
         await conn.close()
 
 
+async def scratch_databases(admin_url: str) -> set[str]:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        rows = await conn.fetch("SELECT datname FROM pg_database WHERE datname LIKE 'tm_scratch_%'")
+        return {r["datname"] for r in rows}
+    finally:
+        await conn.close()
+
+
 async def test_own_stack_and_the_demo_stack_through_its_url(
     admin_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # on a database server: the stack gets a database of its own, dropped at close
     monkeypatch.setenv("TASKMASTER_DATABASE_URL", admin_url)
     monkeypatch.setenv("TASKMASTER_URL", "http://127.0.0.1:1")  # nobody answers there
+    # with an API token, which the panels' client must present for every call
+    monkeypatch.setenv("TASKMASTER_API_TOKEN", "notebook-secret")
     own = await connect(workers=1)
+    pids: list[int | None] = []
     try:
         assert own.owned and own.home is not None and own.home.is_dir()
         name = database_name(own.database_url)
         assert name.startswith("tm_nb_") and await database_exists(admin_url, name)
         members = await own.members()
         assert list(members["role"]) == ["database", "coordinator", "scheduler", "worker"]
-        pids = [m.pid for m in own.cluster.members.values()]
+        assert own.cluster is not None
+
+        # the panels drive even a stack started here over HTTP: its scheduler's /api/pool
+        assert own.pool is own.client
+        dash = await own.dashboard()
+        assert dash.controls.pool is own.client
+        dash.controls.slider.value = 2
+        dash.controls.scale_button.click()
+        await dash.controls.wait()
+        assert dash.controls.toast_text == "Scaling to 2 workers"
+        await own.wait_workers(2)
+        dash.controls.kill_worker("worker-2")
+        await dash.controls.wait()
+        assert dash.controls.toast_text == "Killed (SIGKILL) worker-2"
+        await own.wait_workers(1)
+        states = {m["name"]: m["state"] for m in (await own.client.pool())["members"]}
+        assert states["worker-2"] == "exited(-9)" and states["worker-1"] == "running"
+        await dash.stop()
+
+        # a scratch database of the same server: migrated, then dropped
+        before = await scratch_databases(admin_url)
+        async with own.scratch_store() as store:
+            scratch = await scratch_databases(admin_url) - before
+            assert len(scratch) == 1 and await store.get_task(uuid.uuid4()) is None
+        assert not scratch & await scratch_databases(admin_url)
 
         # what a notebook does inside `taskmaster demo`: TASKMASTER_URL names a live stack
         monkeypatch.setenv("TASKMASTER_URL", own.url)
@@ -55,6 +93,8 @@ async def test_own_stack_and_the_demo_stack_through_its_url(
         await demo.close()  # only its client: the stack goes on
         assert await own.client.readyz()
     finally:
+        if own.cluster is not None:  # every process it ran, workers started later included
+            pids += [m.pid for m in own.cluster.members.values()]
         await own.close()
     assert not own.home.exists()
     assert not any(alive(p) for p in pids if p is not None)
@@ -64,7 +104,7 @@ async def test_own_stack_and_the_demo_stack_through_its_url(
 
 KILLED_KERNEL = textwrap.dedent("""
     import asyncio, os
-    from taskmaster.notebook import connect
+    from taskmaster.lab import connect
 
     async def main():
         stack = await connect(workers=1)

@@ -1,4 +1,5 @@
-"""What the notebooks measure: audits, throughput, concurrency, gaps, tables, listings."""
+"""What the notebooks measure from recorded events: audits, throughput, concurrency, gaps;
+and the source listings."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from typing import Any
 
 import pytest
 
+from taskmaster.model import EventType
 from taskmaster.notebook import source
 from taskmaster.notebook.analysis import (
+    DEMO_GUIDE,
     EventRecord,
     audit,
     busy_seconds,
     by_worker,
+    completions,
     finished_by,
     gaps,
     lifecycle,
@@ -25,7 +29,6 @@ from taskmaster.notebook.analysis import (
     utilisation,
     when,
 )
-from taskmaster.notebook.measure import Distribution, Phase, scaling_table, strategy_table
 
 T0 = 1_800_000_000.0
 
@@ -126,29 +129,11 @@ def test_event_record_marks_bounds_and_delays() -> None:
     assert [e["task_id"] for e in record.of(["d"])] == ["d"]
 
 
-def test_scaling_table_compares_speedups_with_the_seed() -> None:
-    phases = [Phase(3, 30, 2.0), Phase(1, 10, 2.0), Phase(5, 40, 1.6)]
-    assert phases[0].rate == 15.0 and Phase(1, 1, 0.0).rate == 0.0
-    table = scaling_table(phases)
-    assert list(table.index) == [3, 1, 5]
-    assert table.loc[3, "measured vs 1 worker"] == 3.0
-    assert table.loc[5, "measured vs 1 worker"] == 5.0
-    assert table.loc[5, "seed tasks/s"] == 2.5 and table.loc[5, "seed vs 1 worker"] == 5.0
-
-
-def test_strategy_table_and_long_task_share() -> None:
-    rr = Distribution("round-robin")
-    rr.tasks.update({"w1": 2, "w2": 2})
-    rr.long.update({"w1": 2, "w2": 0})
-    rr.busy.update({"w1": 1.5, "w2": 0.1})
-    ll = Distribution("least-loaded")
-    ll.tasks.update({"w1": 3, "w2": 1})
-    ll.long.update({"w1": 1, "w2": 1})
-    assert rr.share_of_long() == 1.0 and ll.share_of_long() == 0.5
-    assert Distribution("random").share_of_long() == 0.0
-    table = strategy_table([rr, ll])
-    assert table.loc["round-robin", ("long tasks", "w1")] == 2
-    assert table.loc["least-loaded", ("busy s", "w2")] == 0.0
+def test_the_demo_guide_figures_and_event_types_as_strings() -> None:
+    assert DEMO_GUIDE.scaling == {1: 0.5, 3: 1.5, 5: 2.5} and DEMO_GUIDE.assignment_s == 1.0
+    # events arrive as JSON strings; the enum members compare equal to them
+    events = [{"event": str(EventType.TASK_COMPLETED), "task_id": "a"}]
+    assert audit(events, ["a"]).ok and completions(events) == events
 
 
 def test_source_listings_come_from_the_package() -> None:

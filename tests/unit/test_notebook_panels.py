@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import html
+import shlex
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiohttp import web
 
-from taskmaster.client import ApiError
+from taskmaster.client import ApiError, Client
 from taskmaster.notebook import (
     ActivityLog,
     BulkTaskPanel,
@@ -21,6 +26,7 @@ from taskmaster.notebook import (
     WorkerControlPanel,
     WorkersPanel,
 )
+from taskmaster.pool import COORDINATOR_ACTIONS, CRASH_SNIPPET, compose_command
 
 
 class FakeApi:
@@ -137,15 +143,31 @@ async def test_worker_controls_show_the_docker_commands() -> None:
     state.set_workers(workers("worker-1"))
     panel = WorkerControlPanel(FakePool(), state=state,
                                docker=DockerCommands("docker compose -f compose.yaml"))
-    text = str([getattr(w, "value", "") for w in _walk(panel)])
+    text = html.unescape(str([getattr(w, "value", "") for w in _walk(panel)]))
+    crash = "python -c 'import os, signal; os.kill(-1, signal.SIGKILL)'"
     for command in ("docker compose -f compose.yaml up --scale worker=3 -d",
                     "docker kill worker-1", "docker stop worker-1",
-                    "docker compose -f compose.yaml kill coordinator",
-                    "docker compose -f compose.yaml start coordinator"):
+                    f"docker compose -f compose.yaml exec -T coordinator {crash}",
+                    "docker compose -f compose.yaml start coordinator",
+                    "docker compose -f compose.yaml restart coordinator"):
         assert command in text
     state.set_workers(workers("worker-1", "worker-2"))
     assert panel.render() is True and sorted(panel.worker_buttons) == ["worker-1", "worker-2"]
     assert panel.render() is False  # same workers: rows are not rebuilt
+
+
+def test_docker_commands_are_the_pools_compose_commands() -> None:
+    docker = DockerCommands()
+    assert docker.scale(5) == compose_command("scale", 5) == "docker compose up --scale worker=5 -d"
+    for graceful in (False, True):
+        assert docker.kill_worker("stack-worker-2", graceful) == compose_command(
+            "kill_worker", "stack-worker-2", graceful=graceful)
+    for action in COORDINATOR_ACTIONS:
+        assert docker.coordinator(action) == compose_command("coordinator", action)
+    # a crash the restart policy undoes: killed inside the container, not `docker compose kill`
+    assert docker.coordinator("kill").endswith(shlex.quote(CRASH_SNIPPET))
+    other = DockerCommands(["podman-compose", "-p", "tm"])
+    assert other.scale(2) == compose_command("scale", 2, compose=("podman-compose", "-p", "tm"))
 
 
 def _walk(widget: Any) -> list[Any]:
@@ -257,3 +279,76 @@ async def test_worker_controls_name_the_command_to_run_instead() -> None:
     await panel.wait()
     assert panel.toast_text == "ConnectionRefusedError: connection refused"
     assert not panel.toast_ok
+
+
+class PoolApi:
+    """A scheduler's /api/pool endpoints, recording what the panel's Client posts."""
+
+    def __init__(self, scale_delay: float = 0.0) -> None:
+        self.scale_delay = scale_delay
+        self.calls: list[tuple[str, Any]] = []
+        self.url = ""
+
+    async def scale(self, request: web.Request) -> web.Response:
+        self.calls.append((request.path, await request.json()))
+        await asyncio.sleep(self.scale_delay)  # the workers that leave drain
+        return web.json_response({"workers": 2})
+
+    async def post(self, request: web.Request) -> web.Response:
+        self.calls.append((request.path, await request.json()))
+        return web.json_response({"member": {"name": "x", "state": "running"}})
+
+    async def get(self, request: web.Request) -> web.Response:
+        return web.json_response({"manager": "local", "workers": 2, "members": []})
+
+
+@pytest.fixture
+async def pool_api() -> AsyncIterator[PoolApi]:
+    fake = PoolApi(scale_delay=1.0)
+    app = web.Application()
+    app.router.add_get("/api/pool", fake.get)
+    app.router.add_post("/api/pool/scale", fake.scale)
+    app.router.add_post("/api/pool/workers/{name}/kill", fake.post)
+    app.router.add_post("/api/pool/coordinator/{action}", fake.post)
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    fake.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    yield fake
+    await runner.cleanup()
+
+
+async def test_the_dashboards_worker_controls_are_the_clients_pool_api(pool_api: PoolApi) -> None:
+    # a request timeout shorter than the drain of a scale-down: pool actions have their own
+    async with Client(pool_api.url, timeout=0.5, pool_timeout=5.0) as client:
+        assert (await client.pool())["manager"] == "local"
+        dash = Dashboard(client)
+        assert dash.controls.pool is client
+        dash.state.set_workers(workers("worker-1", "worker-2"))
+        dash.controls.render()
+        dash.controls.slider.value = 2
+        dash.controls.scale_button.click()
+        await dash.controls.wait()
+        assert dash.controls.toast_text == "Scaling to 2 workers" and dash.controls.toast_ok
+        dash.controls.worker_buttons["worker-2"]["kill"].click()
+        await dash.controls.wait()
+        dash.controls.worker_buttons["worker-1"]["stop"].click()
+        await dash.controls.wait()
+        dash.controls.coordinator_buttons["kill"].click()
+        await dash.controls.wait()
+        assert dash.controls.toast_text == "Coordinator crashed"
+        with pytest.raises(ValueError, match="action must be one of"):
+            await client.coordinator("explode")
+    assert pool_api.calls == [
+        ("/api/pool/scale", {"workers": 2}),
+        ("/api/pool/workers/worker-2/kill", {"graceful": False}),
+        ("/api/pool/workers/worker-1/kill", {"graceful": True}),
+        ("/api/pool/coordinator/kill", {"restart": True}),
+    ]
+
+
+async def test_a_pool_action_still_times_out(pool_api: PoolApi) -> None:
+    async with Client(pool_api.url, timeout=0.2, pool_timeout=0.3) as client:
+        with pytest.raises(TimeoutError):
+            await client.scale(2)

@@ -1,8 +1,8 @@
 """Cleans up after a notebook kernel that died with a stack of its own still running.
 
-`python -m taskmaster.notebook.watchdog --pid KERNEL --home DIR [--drop-database URL]`
+`python -m taskmaster.lab.watchdog --pid KERNEL --home DIR [--drop-database URL]`
 
-Started by taskmaster.notebook.connect(). It waits for the kernel process to end; if the
+Started by taskmaster.lab.connect(). It waits for the kernel process to end; if the
 stack's home folder is still there then (the kernel was killed: nbval's kernel shutdown,
 a kernel restart, a crash), it kills every process whose environment names that home
 (the stack's members), stops the embedded PostgreSQL under it, drops the stack's database
@@ -61,24 +61,14 @@ def postmaster(home: Path) -> list[int]:
     return []
 
 
-async def drop_database(url: str) -> None:
-    """Drop the stack's database on an external server."""
-    import asyncpg
-
-    from taskmaster.store.db import database_name, with_database
-
-    admin = await asyncpg.connect(with_database(url, "postgres"), timeout=10)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def clean(home: Path, database_url: str = "") -> None:
     """Stop the stack living under home and remove its traces."""
     stop(members(home))
     stop(postmaster(home), grace=5.0)  # SIGTERM: PostgreSQL's smart shutdown, then kill
     if database_url:
+        # imported here: a watchdog that never has to clean up never loads the database driver
+        from taskmaster.store import drop_database
+
         with contextlib.suppress(Exception):
             asyncio.run(drop_database(database_url))
     shutil.rmtree(home, ignore_errors=True)

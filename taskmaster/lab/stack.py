@@ -8,8 +8,13 @@
 A stack of its own runs as child processes of the kernel (LocalCluster: coordinator,
 scheduler, workers, free ports) on an embedded PostgreSQL in a temporary folder, or on a
 uniquely named database of the server TASKMASTER_DATABASE_URL names (dropped at close).
-A small watchdog process stops all of it when the kernel dies without closing it (a
-kernel killed by nbval or by a restart), so nothing outlives the notebook.
+A small watchdog process (`python -m taskmaster.lab.watchdog`) stops all of it when the
+kernel dies without closing it (a kernel killed by nbval or by a restart), so nothing
+outlives the notebook.
+
+Either way the panels speak only HTTP and SSE to the stack: their worker controls are the
+Client's /api/pool methods, which the scheduler of a stack started here forwards to the
+LocalCluster supervising it.
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,18 +34,21 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pandas as pd
 
 from taskmaster.client import ApiError, Client
+from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import Settings
+from taskmaster.model import EventType, WorkerStatus
 from taskmaster.notebook.dashboard import Dashboard
-from taskmaster.store import Store, close_pool, create_pool, prepare
-from taskmaster.store.db import database_name, with_database
+from taskmaster.store import Store, drop_database, prepare, with_database
 
 log = logging.getLogger(__name__)
 
 URL_VARIABLE = "TASKMASTER_URL"
+# the values of TASKMASTER_ASSIGN_STRATEGY (the coordinator's STRATEGIES; a unit test
+# keeps the two equal, since the lab bench does not import the coordinator)
+STRATEGIES = ("round-robin", "least-loaded", "random")
 
 
 async def connect(
@@ -66,7 +73,7 @@ async def connect(
     if not own:
         client = Client(url, token=os.environ.get("TASKMASTER_API_TOKEN") or None, timeout=10)
         if await client.readyz():
-            stack = Stack(client, pool=client)
+            stack = Stack(client)
             if workers is not None:
                 await stack.ensure_workers(workers, timeout)
             return stack
@@ -76,17 +83,16 @@ async def connect(
 
 
 class Stack:
-    """A running stack: its API client, its pool controls and, when started here, its cluster."""
+    """A running stack: its API client and, when started here, its cluster."""
 
-    def __init__(self, client: Client, pool: Any, cluster: Any = None, *,
-                 home: Path | None = None, database_url: str = "", drop_database: bool = False,
+    def __init__(self, client: Client, cluster: LocalCluster | None = None, *,
+                 home: Path | None = None, database_url: str = "", own_database: bool = False,
                  watchdog: subprocess.Popen[bytes] | None = None) -> None:
         self.client = client
-        self.pool = pool  # what WorkerControlPanel drives: the cluster, or the Client's /api/pool
         self.cluster = cluster
         self.home = home
         self.database_url = database_url
-        self._drop_database = drop_database
+        self._own_database = own_database  # a database of its own on a server: dropped at close
         self._watchdog = watchdog
         self._dashboards: list[Dashboard] = []
         self.closed = False
@@ -97,8 +103,6 @@ class Stack:
     async def start(cls, workers: int = 3, *, concurrency: int | None = None,
                     timeout: float = 60.0, **overrides: Any) -> Stack:
         """A new stack of local processes, in a temporary home, on free ports."""
-        from taskmaster.cluster.local import LocalCluster
-
         home = Path(tempfile.mkdtemp(prefix="taskmaster-notebook-")).resolve()
         # the embedded server's runtime files: not in home, which close() removes
         os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
@@ -109,15 +113,19 @@ class Stack:
         overrides.setdefault("metrics_port", 0)  # 9090 may be taken by another stack
         settings = Settings.from_env(home=home, database_url=database_url, **overrides)
         watchdog = _start_watchdog(home, database_url)
+        # its scheduler's /api/pool is on and forwards to the cluster (LocalCluster's default)
         cluster = LocalCluster(settings, workers=workers, concurrency=concurrency,
                                scheduler_port=0, coordinator_port=0)
-        stack = cls(Client(cluster.url), pool=cluster, cluster=cluster, home=home,
-                    database_url=database_url, drop_database=bool(server), watchdog=watchdog)
+        stack = cls(Client(cluster.url), cluster, home=home, database_url=database_url,
+                    own_database=bool(server), watchdog=watchdog)
         try:
             await cluster.start()
-            stack.client = Client(cluster.url)  # the port is known once started
+            # the port is known once started; a pool action may wait for workers to drain
+            token = settings.api_token or settings.api_read_token or None
+            stack.client = Client(cluster.url, token=token,
+                                  pool_timeout=settings.drain_grace + 60)
             stack.database_url = cluster.database_url
-            atexit.register(stack._kill_now)
+            atexit.register(cluster.kill_now)  # the watchdog does the rest
             await stack.wait_workers(workers, timeout)
         except BaseException:
             await stack.close()
@@ -129,7 +137,7 @@ class Stack:
         online = await self.online_workers()
         if len(online) != n:
             try:
-                await _maybe_await(self.pool.scale(n))
+                await self.client.scale(n)
             except ApiError as exc:  # no pool manager: say what to run instead
                 raise RuntimeError(
                     f"the stack has {len(online)} workers online, the notebook wants {n}, and "
@@ -139,6 +147,12 @@ class Stack:
         await self.wait_workers(n, timeout)
 
     # ---- reading ----
+
+    @property
+    def pool(self) -> Client:
+        """What the WorkerControlPanel drives: the Client's /api/pool methods (the scheduler
+        of a stack started here forwards them to its supervisor)."""
+        return self.client
 
     @property
     def url(self) -> str:
@@ -153,14 +167,14 @@ class Stack:
     async def online_workers(self) -> list[dict[str, Any]]:
         """GET /api/workers, the online ones, by name."""
         workers = await self.client.workers()
-        return sorted((w for w in workers if w.get("status") == "online"),
+        return sorted((w for w in workers if w.get("status") == WorkerStatus.ONLINE),
                       key=lambda w: str(w.get("name")))
 
     async def members(self) -> pd.DataFrame:
         """The stack's processes: component, role, address and state (no pids)."""
         rows = []
         if self.cluster is not None:
-            database = "external server" if self._drop_database else "embedded, Unix socket"
+            database = "external server" if self._own_database else "embedded, Unix socket"
             rows.append(("postgresql", "database", database, "running"))
             addresses = {"coordinator": f"gRPC {self.cluster.coordinator_address}",
                          "scheduler": f"HTTP {self.cluster.url}"}
@@ -210,7 +224,7 @@ class Stack:
         """Every panel in one layout, started and connected to the event stream."""
         online = await self.online_workers()
         options.setdefault("workers", len(online))
-        dash = Dashboard(self.client, pool=self.pool, **options)
+        dash = Dashboard(self.client, **options)
         self._dashboards.append(dash)
         dash.start()
         await dash.ready()
@@ -218,7 +232,7 @@ class Stack:
 
     # ---- what only a stack of our own can do ----
 
-    def _own(self, what: str) -> Any:
+    def _own(self, what: str) -> LocalCluster:
         if self.cluster is None:
             raise RuntimeError(f"{what} needs a stack started by this notebook: "
                                "connect(own=True)")
@@ -226,8 +240,6 @@ class Stack:
 
     async def use_strategy(self, strategy: str, timeout: float = 30.0) -> None:
         """Restart the coordinator with TASKMASTER_ASSIGN_STRATEGY=strategy; wait for the workers."""
-        from taskmaster.coordinator.assignment import STRATEGIES
-
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
         cluster = self._own("changing the assignment strategy")
@@ -239,7 +251,7 @@ class Stack:
         n = len(await self.online_workers())
         await self.after_events(
             lambda: cluster.coordinator("restart"),
-            lambda e: e.get("event") == "worker_online", n, timeout,
+            lambda e: e.get("event") == EventType.WORKER_ONLINE, n, timeout,
         )
 
     async def after_events(self, action: Callable[[], Any],
@@ -284,12 +296,14 @@ class Stack:
         self._own("a scratch database")
         url = with_database(self.database_url, f"tm_scratch_{secrets.token_hex(4)}")
         await prepare(url)
-        pool = await create_pool(url, min_size=1, max_size=2)
         try:
-            yield Store(pool)
+            store = await Store.open(url, min_size=1, max_size=2)
+            try:
+                yield store
+            finally:
+                await store.close()
         finally:
-            await close_pool(pool)
-            await _drop(url)
+            await drop_database(url)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The last lines of a member's log (coordinator, scheduler, worker-1, ...)."""
@@ -307,26 +321,17 @@ class Stack:
         await self.client.close()
         if self.cluster is None:
             return
-        with contextlib.suppress(ValueError):
-            atexit.unregister(self._kill_now)
+        atexit.unregister(self.cluster.kill_now)
         try:
             await self.cluster.stop(grace=5.0)
-            if self._drop_database and self.database_url:
-                await _drop(self.database_url)
+            if self._own_database and self.database_url:
+                await drop_database(self.database_url)
         finally:
             if self.home is not None:
                 shutil.rmtree(self.home, ignore_errors=True)
             if self._watchdog is not None:
                 self._watchdog.terminate()
                 await asyncio.to_thread(self._watchdog.wait)
-
-    def _kill_now(self) -> None:
-        """At interpreter exit: kill the members at once (the watchdog does the rest)."""
-        for member in getattr(self.cluster, "members", {}).values():
-            proc = member.proc
-            if proc is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
 
     def __repr__(self) -> str:
         where = "started here" if self.owned else "connected"
@@ -339,15 +344,6 @@ async def _maybe_await(value: Any) -> Any:
     return value
 
 
-async def _drop(url: str) -> None:
-    """Drop the database the URL names (closing its connections)."""
-    admin = await asyncpg.connect(with_database(url, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database_name(url)}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 def _runtime_dir() -> Path:
     path = Path(tempfile.gettempdir()) / f"taskmaster-runtime-{os.getuid()}"
     path.mkdir(mode=0o700, exist_ok=True)
@@ -356,7 +352,7 @@ def _runtime_dir() -> Path:
 
 def _start_watchdog(home: Path, database_url: str) -> subprocess.Popen[bytes]:
     """A process that cleans up after this kernel if it dies without close()."""
-    args = [sys.executable, "-m", "taskmaster.notebook.watchdog", "--pid", str(os.getpid()),
+    args = [sys.executable, "-m", "taskmaster.lab.watchdog", "--pid", str(os.getpid()),
             "--home", str(home)]
     if database_url:
         args += ["--drop-database", database_url]

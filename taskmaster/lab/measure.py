@@ -19,8 +19,16 @@ from typing import Any
 
 import pandas as pd
 
-from taskmaster.model import Report, ReportState
-from taskmaster.notebook.analysis import SEED, Seed, completions, when
+from taskmaster.model import EventType, Report, ReportState, TaskStatus, WorkerStatus
+from taskmaster.notebook.analysis import (
+    DEMO_GUIDE,
+    GuideFigures,
+    busy_seconds,
+    by_worker,
+    completions,
+    utilisation,
+    when,
+)
 from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.store import NewTask, Store
 
@@ -44,7 +52,7 @@ class WorkerSampler:
         while True:
             sample: dict[str, bool] = {}
             for w in await self.client.workers():
-                if w.get("status") != "online":
+                if w.get("status") != WorkerStatus.ONLINE:
                     continue
                 held = len(w.get("current_task_ids") or [])
                 name = str(w.get("name"))
@@ -64,8 +72,6 @@ class WorkerSampler:
 
     def utilisation(self) -> dict[str, float]:
         """Per worker, the share of samples in which it held a task."""
-        from taskmaster.notebook.analysis import utilisation
-
         return utilisation(self.samples)
 
     def __repr__(self) -> str:
@@ -101,21 +107,22 @@ async def measure_phase(dash: Dashboard, workers: int, completed: int = 20,
     return Phase(workers=workers, intervals=completed - 1, seconds=times[-1] - times[0])
 
 
-def scaling_table(phases: Sequence[Phase], seed: Seed = SEED) -> pd.DataFrame:
-    """Measured tasks/s per worker count beside the seed's, each also relative to 1 worker."""
+def scaling_table(phases: Sequence[Phase], guide: GuideFigures = DEMO_GUIDE) -> pd.DataFrame:
+    """Measured tasks/s per worker count beside the demo guide's, each also relative to
+    1 worker."""
     by_workers = {p.workers: p.rate for p in phases}
     base = by_workers.get(1) or next(iter(by_workers.values()), 0.0)
-    seed_base = seed.scaling.get(1, 0.0)
+    guide_base = guide.scaling.get(1, 0.0)
     rows = []
     for p in phases:
-        seed_rate = seed.scaling.get(p.workers)
+        guide_rate = guide.scaling.get(p.workers)
         rows.append({
             "workers": p.workers,
             "measured tasks/s": round(p.rate, 2),
             "measured vs 1 worker": round(p.rate / base, 2) if base else None,
-            "seed tasks/s": seed_rate,
-            "seed vs 1 worker": round(seed_rate / seed_base, 2)
-            if seed_rate is not None and seed_base else None,
+            "demo guide tasks/s": guide_rate,
+            "demo guide vs 1 worker": round(guide_rate / guide_base, 2)
+            if guide_rate is not None and guide_base else None,
         })
     return pd.DataFrame(rows).set_index("workers")
 
@@ -171,12 +178,12 @@ async def run_trickle(client: Any, strategy: str, load: Trickle = Trickle(),
     for task_id, long in ids:
         while True:
             task = await client.task(task_id)
-            if task["status"] in ("completed", "failed", "cancelled"):
+            if TaskStatus(task["status"]).final:
                 break
             if time.monotonic() > deadline:
                 raise TimeoutError(f"task {task_id} not finished within {timeout}s")
             await asyncio.sleep(0.05)
-        if task["status"] != "completed":
+        if task["status"] != TaskStatus.COMPLETED:
             continue
         if task.get("worker_id") not in names:
             names.update({w["id"]: str(w.get("name")) for w in await client.workers()})
@@ -257,7 +264,7 @@ async def fencing_walkthrough(store: Store) -> FencingStory:
     events = [
         e.event + (f" @{e.worker_id}" if e.worker_id else "")
         for e in await store.events_after(0, 1000)
-        if e.task_id in (None, task.id) and e.event != "worker_online"
+        if e.task_id in (None, task.id) and e.event != EventType.WORKER_ONLINE
     ]
     return FencingStory(
         first_attempt=first.attempt, second_attempt=second.attempt,
@@ -276,10 +283,8 @@ def worker_table(events: Sequence[Mapping[str, Any]], names: Any,
                  sampler: WorkerSampler | None = None) -> pd.DataFrame:
     """Per worker: tasks completed, seconds busy, and how busy it was (from the events, and
     from the GET /api/workers samples when a sampler is given)."""
-    from taskmaster.notebook.analysis import busy_seconds, by_worker
-
     done = completions(events)
-    started = [when(e) for e in events if e.get("event") == "task_running"]
+    started = [when(e) for e in events if e.get("event") == EventType.TASK_RUNNING]
     window = (max(when(e) for e in done) - min(started)) if done and started else 0.0
     counts, busy = by_worker(events, names), busy_seconds(events, names)
     sampled = sampler.utilisation() if sampler is not None else {}
