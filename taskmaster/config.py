@@ -16,6 +16,8 @@ def _env_name(name: str) -> str:
 
 
 # limits and batch sizes below 1 would refuse everything or never make progress
+# the coordinator's assignment strategies (coordinator/assignment.py implements each)
+ASSIGN_STRATEGIES = ("round-robin", "least-loaded", "random")
 _AT_LEAST_ONE = ("max_batch_count", "max_body_bytes", "max_payload_bytes", "max_page_size",
                  "max_sse_clients", "sse_queue", "assign_batch", "status_batch",
                  "create_batch", "create_queue")
@@ -166,6 +168,9 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{_env_name(name)}={value!r} must be at least 1")
+        if self.assign_strategy not in ASSIGN_STRATEGIES:
+            raise ValueError(f"{_env_name('assign_strategy')}={self.assign_strategy!r} must be one "
+                             f"of {', '.join(ASSIGN_STRATEGIES)}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

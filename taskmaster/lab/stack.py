@@ -38,7 +38,7 @@ import pandas as pd
 
 from taskmaster.client import ApiError, Client
 from taskmaster.cluster.local import LocalCluster
-from taskmaster.config import Settings
+from taskmaster.config import ASSIGN_STRATEGIES, Settings
 from taskmaster.model import EventType, WorkerStatus
 from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.store import Store, drop_database, prepare, with_database
@@ -46,9 +46,6 @@ from taskmaster.store import Store, drop_database, prepare, with_database
 log = logging.getLogger(__name__)
 
 URL_VARIABLE = "TASKMASTER_URL"
-# the values of TASKMASTER_ASSIGN_STRATEGY (the coordinator's STRATEGIES; a unit test
-# keeps the two equal, since the lab bench does not import the coordinator)
-STRATEGIES = ("round-robin", "least-loaded", "random")
 
 
 async def connect(
@@ -240,8 +237,8 @@ class Stack:
 
     async def use_strategy(self, strategy: str, timeout: float = 30.0) -> None:
         """Restart the coordinator with TASKMASTER_ASSIGN_STRATEGY=strategy; wait for the workers."""
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if strategy not in ASSIGN_STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(ASSIGN_STRATEGIES)}")
         cluster = self._own("changing the assignment strategy")
         current = cluster.extra_env.get("TASKMASTER_ASSIGN_STRATEGY",
                                         cluster.settings.assign_strategy)
