@@ -39,8 +39,15 @@ SETTING_FLAGS = [
 ]
 
 
-def samples(kind: type) -> tuple[str, str, Any, Any]:
+# settings that take one of a few words
+WORDS = {"assign_strategy": ("least-loaded", "random")}
+
+
+def samples(kind: type, name: str = "") -> tuple[str, str, Any, Any]:
     """(env text, flag text, env value, flag value) for a setting type."""
+    if name in WORDS:
+        env, flag = WORDS[name]
+        return env, flag, env, flag
     if kind is int:
         return "4321", "1234", 4321, 1234
     if kind is float:
@@ -103,7 +110,7 @@ def test_flag_defaults_from_its_variable_and_overrides_it(
         monkeypatch.setenv(variable, "0")
         assert getattr(settings_from(PARSER.parse_args([*path, flag])), name) is True
         return
-    env_text, flag_text, env_value, flag_value = samples(kind)
+    env_text, flag_text, env_value, flag_value = samples(kind, name)
     default = getattr(Settings(), name)
     assert getattr(settings_from(PARSER.parse_args([*path])), name) == default
     monkeypatch.setenv(variable, env_text)

@@ -96,6 +96,8 @@ def test_overrides_win_and_none_is_ignored() -> None:
 
 def _non_default(f: dataclasses.Field) -> object:
     value = f.default
+    if f.name == "assign_strategy":
+        return "random"
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
@@ -120,6 +122,12 @@ def test_env_round_trip_of_every_field_changed() -> None:
     for f in dataclasses.fields(Settings):
         assert getattr(changed, f.name) != f.default, f.name
     assert Settings.from_env(changed.env()) == changed
+
+
+def test_an_unknown_strategy_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ValueError, match="TASKMASTER_ASSIGN_STRATEGY='fastest' must be one of "
+                       "round-robin, least-loaded, random"):
+        Settings.from_env({"TASKMASTER_ASSIGN_STRATEGY": "fastest"})
 
 
 def test_with_returns_a_copy() -> None:
