@@ -274,9 +274,16 @@ class Client:
         return [c["name"] if isinstance(c, dict) else str(c) for c in data]
 
     # workers and pool
-    async def workers(self) -> list[dict[str, Any]]:
-        """GET /api/workers."""
+    async def workers(self, history: bool = False) -> list[dict[str, Any]]:
+        """GET /api/workers: one row per worker name (its live or latest incarnation), or
+        every incarnation with history=True."""
+        if history:
+            return await self._json("GET", "/api/workers", history="true")
         return await self._json("GET", "/api/workers")
+
+    async def reset(self) -> dict[str, Any]:
+        """POST /api/reset: clear every task, event and count (see the README's Reset)."""
+        return await self._pool_action("/api/reset", {})
 
     async def pool(self) -> dict[str, Any]:
         """GET /api/pool: what the pool manager runs."""
@@ -287,7 +294,7 @@ class Client:
         return await self._pool_action("/api/pool/scale", {"workers": n})
 
     async def kill_worker(self, name: str, graceful: bool = False) -> dict[str, Any]:
-        """Stop one worker: SIGKILL, or SIGTERM and drain when graceful."""
+        """Stop one worker, by name or id: SIGKILL, or SIGTERM and drain when graceful."""
         path = f"/api/pool/workers/{quote(name, safe='')}/kill"
         return await self._pool_action(path, {"graceful": graceful})
 

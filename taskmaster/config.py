@@ -20,7 +20,7 @@ def _env_name(name: str) -> str:
 ASSIGN_STRATEGIES = ("round-robin", "least-loaded", "random")
 _AT_LEAST_ONE = ("max_batch_count", "max_body_bytes", "max_payload_bytes", "max_page_size",
                  "max_sse_clients", "sse_queue", "assign_batch", "status_batch",
-                 "create_batch", "create_queue")
+                 "create_batch", "create_queue", "load_max_pending")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +35,12 @@ class Settings:
     database_url: str = field(
         default="",
         metadata={"help": "PostgreSQL URL; empty starts an embedded PostgreSQL under home"},
+    )
+    url: str = field(
+        default="",
+        metadata={"help": "scheduler URL the CLI's stack commands and the notebooks use "
+                          "(empty: the stack file of home, else "
+                          "http://127.0.0.1:<scheduler_port>)"},
     )
     # network
     host: str = field(
@@ -121,6 +127,16 @@ class Settings:
     status_batch: int = field(
         default=1000, metadata={"help": "most status updates written in one statement"}
     )
+    load_max_rate: float = field(
+        default=1000.0,
+        metadata={"help": "most tasks per second `taskmaster load` and the Steady load panel "
+                          "create"},
+    )
+    load_max_pending: int = field(
+        default=10_000,
+        metadata={"help": "queue depth at which a steady load pauses until the queue is "
+                          "shorter"},
+    )
     rate_limit: float = field(
         default=0.0, metadata={"help": "requests per second per client, 0 = unlimited"}
     )
@@ -168,6 +184,9 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{_env_name(name)}={value!r} must be at least 1")
+        if not self.load_max_rate > 0:
+            raise ValueError(f"{_env_name('load_max_rate')}={self.load_max_rate!r} must be "
+                             "above 0")
         if self.assign_strategy not in ASSIGN_STRATEGIES:
             raise ValueError(f"{_env_name('assign_strategy')}={self.assign_strategy!r} must be one "
                              f"of {', '.join(ASSIGN_STRATEGIES)}")

@@ -18,3 +18,18 @@ class InvalidInput(ValueError):
     def to_json(self) -> dict[str, Any]:
         """The JSON error body: {"error": ..., "field": ...}."""
         return {"error": self.message, "field": self.field}
+
+
+# The exit status of a component (scheduler, coordinator) that could not listen on its
+# port: a supervisor does not restart it forever, and says why.
+EXIT_CANNOT_LISTEN = 3
+
+
+class CannotListen(OSError):
+    """A component could not bind its address (another process listens there)."""
+
+    def __init__(self, what: str, address: str, reason: str) -> None:
+        super().__init__(f"the {what} cannot listen on {address}: {reason}")
+        self.what = what
+        self.address = address
+        self.reason = reason

@@ -52,6 +52,8 @@ class EventType(enum.StrEnum):
     WORKER_ONLINE = "worker_online"
     WORKER_DRAINING = "worker_draining"
     WORKER_OFFLINE = "worker_offline"
+    # every task, event and counter was cleared (POST /api/reset); the first event after it
+    STACK_RESET = "stack_reset"
     # sent by the feed itself, never stored: a reconnecting client missed more than the
     # replay limit (TASKMASTER_SSE_REPLAY)
     REPLAY_TRUNCATED = "replay_truncated"

@@ -10,6 +10,7 @@ from typing import Any
 
 from taskmaster.cli.options import run, settings_from, until_signal
 from taskmaster.config import Settings
+from taskmaster.errors import EXIT_CANNOT_LISTEN, CannotListen
 
 log = logging.getLogger("taskmaster")
 
@@ -34,14 +35,30 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
                                shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, settings.host, settings.scheduler_port, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise CannotListen("scheduler", f"{settings.host}:{settings.scheduler_port}",
+                               exc.strerror or str(exc)) from None
         log.info("scheduler listening on http://%s:%d", settings.host, settings.scheduler_port)
         try:
             await until_signal()
         finally:
             await runner.cleanup()
 
-    return run(main)
+    return _listening(main)
+
+
+def _listening(main: Any) -> int:
+    """Run a component's main; one that cannot bind its port says why and exits with
+    EXIT_CANNOT_LISTEN, which a supervisor does not restart forever."""
+    try:
+        return run(main)
+    except CannotListen as exc:
+        log.error("%s; another process listens there (another TaskMaster stack? "
+                  "`taskmaster status` tells), or choose another port", exc)
+        return EXIT_CANNOT_LISTEN
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
@@ -59,7 +76,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         finally:
             await server.stop(grace=2.0)
 
-    return run(main)
+    return _listening(main)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -1,14 +1,17 @@
-"""Commands that act on a running local stack from another terminal.
+"""Commands that act on a running local stack from another terminal, in any folder.
 
 `taskmaster ps`, `scale N`, `kill WORKER [--graceful]`, `coordinator-crash [--no-restart]`,
-`coordinator-stop`, `coordinator-start`, `coordinator-restart`. They find the stack through
-$TASKMASTER_HOME/stack.json (or --control-url), show progress, then the members table.
+`coordinator-stop`, `coordinator-start`, `coordinator-restart`. They find the stack (see
+find_stack) through --control-url, the scheduler's address (--url, TASKMASTER_URL) and its
+pool API, the stack file of $TASKMASTER_HOME, or the default address; show progress, then
+the members table.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +25,8 @@ from taskmaster.cli.tables import table
 from taskmaster.cluster.control import ControlClient, ControlError, NoStack, find_control_url
 from taskmaster.config import Settings
 
+PROBE_TIMEOUT = 5.0  # seconds to wait for a stack's first answer
+
 
 def _say(text: str) -> None:
     print(text, flush=True)
@@ -32,7 +37,9 @@ class Stack:
 
     def __init__(self, settings: Settings, control_url: str) -> None:
         self.settings = settings
-        self.control = ControlClient(control_url, token=settings.api_token)
+        # a control API, or a scheduler, whose /api/pool has the same paths
+        self.control = ControlClient(control_url,
+                                     token=settings.api_token or settings.api_read_token)
         self.read_token = settings.api_read_token or settings.api_token
 
     async def online_workers(self, scheduler: str) -> set[str] | None:
@@ -90,10 +97,56 @@ def _member(pool: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((m for m in pool["members"] if m["name"] == name), None)
 
 
-def _run_async(settings: Settings, body: Callable[[Stack], Any]) -> int:
+def default_url(settings: Settings) -> str:
+    """The scheduler's default address: http://127.0.0.1:<TASKMASTER_SCHEDULER_PORT>."""
+    return f"http://127.0.0.1:{settings.scheduler_port}"
+
+
+async def find_stack(settings: Settings, home_given: bool) -> str:
+    """The base URL to send pool requests to, from any folder: the control URL given
+    (--control-url), else the scheduler given (--url, TASKMASTER_URL), else the stack file
+    of the home (a live one), else, unless --home was given, the scheduler at the default
+    address. Checked to answer; NoStack says what was tried and what to do."""
+    if settings.pool_url:
+        return settings.pool_url.rstrip("/")
+    if settings.url:
+        return await _answering(settings, settings.url.rstrip("/"), "TASKMASTER_URL or --url")
+    try:
+        return find_control_url(settings.home)
+    except NoStack as exc:
+        if home_given:
+            raise
+        missing = str(exc)
+    url = default_url(settings)
+    try:
+        return await _answering(settings, url, "the default address")
+    except NoStack as exc:
+        raise NoStack(f"no running stack found: {exc}; and {missing.removeprefix('no running stack: ')}"
+                      ) from None
+
+
+async def _answering(settings: Settings, url: str, named_by: str) -> str:
+    """url, once a scheduler (or control API) answers GET /api/pool there."""
+    token = settings.api_token or settings.api_read_token
+    try:
+        async with ControlClient(url, token=token, timeout=PROBE_TIMEOUT) as probe:
+            await probe.pool()
+    except ControlError:
+        return url  # it answers (a refusal is reported by the command itself)
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise NoStack(f"nothing answers at {url} ({named_by}: {type(exc).__name__}). Start a "
+                      "stack with `taskmaster up`, or point TASKMASTER_URL (or --url) at its "
+                      "scheduler, or pass --home with the folder it keeps its state in") from None
+    return url
+
+
+def _run_async(args: argparse.Namespace, body: Callable[[Stack], Any]) -> int:
+    settings = settings_from(args)
+    home_given = getattr(args, "home", None) is not None or bool(os.environ.get("TASKMASTER_HOME"))
+
     async def main() -> int:
         try:
-            url = find_control_url(settings.home, settings.pool_url)
+            url = await find_stack(settings, home_given)
         except NoStack as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
@@ -101,11 +154,12 @@ def _run_async(settings: Settings, body: Callable[[Stack], Any]) -> int:
         try:
             return int(await body(stack) or 0)
         except ControlError as exc:
-            print(f"error: {exc.body.get('error', exc)}", file=sys.stderr)
+            hint = f"; run instead: {exc.command}" if exc.command else ""
+            print(f"error: {exc.body.get('error', exc)}{hint}", file=sys.stderr)
             return 1
         except (aiohttp.ClientConnectionError, OSError) as exc:
-            print(f"error: cannot reach the stack's control API at {url} ({exc}); is "
-                  "`taskmaster up` still running?", file=sys.stderr)
+            print(f"error: cannot reach the stack at {url} ({exc}); is `taskmaster up` still "
+                  "running?", file=sys.stderr)
             return 1
         except TimeoutError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -128,7 +182,7 @@ def cmd_ps(args: argparse.Namespace) -> int:
         _say(table(pool["members"]))
         return 0
 
-    return _run_async(settings_from(args), body)
+    return _run_async(args, body)
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
@@ -150,7 +204,7 @@ def cmd_scale(args: argparse.Namespace) -> int:
                 _say(f"  stopped {m['name']} ({m['state']})")
         return await _finish(stack, args)
 
-    return _run_async(settings_from(args), body)
+    return _run_async(args, body)
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -164,7 +218,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
         _say(f"  {member['name']}: {member['state']}")
         return await _finish(stack, args)
 
-    return _run_async(settings_from(args), body)
+    return _run_async(args, body)
 
 
 def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
@@ -192,7 +246,7 @@ def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
                      "workers reconnect on their own")
             return await _finish(stack, args)
 
-        return _run_async(settings_from(args), body)
+        return _run_async(args, body)
 
     command.__doc__ = f"{action} the coordinator of the running stack."
     return command
@@ -212,7 +266,9 @@ def add_commands(sub: Any, option: Callable[..., None]) -> None:
     """Add the stack-control and healthcheck subcommands to the `taskmaster` parser."""
 
     def common(p: argparse.ArgumentParser, wait: bool = True) -> None:
+        option(p, "url", metavar="URL")
         option(p, "pool_url", "--control-url", metavar="URL")
+        option(p, "scheduler_port")
         option(p, "api_token")
         option(p, "api_read_token")
         option(p, "home")
@@ -233,7 +289,8 @@ def add_commands(sub: Any, option: Callable[..., None]) -> None:
     p.set_defaults(func=cmd_scale)
 
     p = sub.add_parser("kill", help="SIGKILL a worker of the running stack (--graceful: SIGTERM)")
-    p.add_argument("worker", metavar="WORKER", help="worker name, as `taskmaster ps` shows")
+    p.add_argument("worker", metavar="WORKER",
+                   help="worker name (as `taskmaster ps` shows) or id (as GET /api/workers shows)")
     p.add_argument("--graceful", action="store_true",
                    help="SIGTERM: the worker finishes its tasks, then leaves")
     common(p)

@@ -1,11 +1,15 @@
-"""`taskmaster demo`: the stack plus JupyterLab on the notebooks, ready for the interview."""
+"""`taskmaster demo`: the stack plus JupyterLab on working copies of the notebooks, ready for
+the interview."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -26,19 +30,76 @@ def find_notebooks(given: str | None) -> Path:
                      "pass --notebooks DIR")
 
 
+COPIES = "notebooks"  # the working copies' folder, under the stack's home
+MANIFEST = ".taskmaster-copies.json"  # which source each working copy was made from
+
+
+def _cells_digest(path: Path) -> str:
+    """What a person edits in a notebook: its cells' types and sources (not the outputs,
+    execution counts or widget ids that running it changes)."""
+    try:
+        cells = json.loads(path.read_text()).get("cells", [])
+    except (OSError, ValueError, AttributeError):
+        return ""
+    text = json.dumps([[c.get("cell_type"), "".join(c.get("source", ""))] for c in cells])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def working_copies(source: Path, home: Path) -> tuple[Path, list[str]]:
+    """Copies of the notebooks under home/notebooks, which JupyterLab opens and autosaves,
+    so that running the demo never changes the committed notebooks (their recorded outputs
+    are what nbval compares and what readers browse). A copy whose cells someone edited is
+    kept; one that was only run is refreshed. Returns the folder and what was kept."""
+    target = home / COPIES
+    target.mkdir(parents=True, exist_ok=True)
+    manifest_path = target / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    kept = []
+    for nb in sorted(source.glob("*.ipynb")):
+        copy, digest = target / nb.name, _cells_digest(nb)
+        ours = _cells_digest(copy) if copy.exists() else None
+        # missing, only run (same cells as the source), or not edited since copied
+        if ours is None or ours in (digest, manifest.get(nb.name)):
+            shutil.copyfile(nb, copy)
+            manifest[nb.name] = digest
+        elif digest != manifest.get(nb.name):
+            kept.append(nb.name)
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    return target, kept
+
+
 async def run_demo(settings: Settings, *, workers: int, notebooks: Path, lab_port: int,
                    open_browser: bool) -> int:
-    """Start the stack, then JupyterLab with TASKMASTER_URL pointing at it; stop both on exit."""
+    """Start the stack, then JupyterLab on working copies of the notebooks with
+    TASKMASTER_URL pointing at the stack; stop both on exit."""
     from taskmaster.cluster.local import LocalCluster
+    from taskmaster.cluster.preflight import StackConflict
 
     cluster = LocalCluster(settings, workers=workers)
     print(f"starting TaskMaster ({workers} workers) ...", flush=True)
-    await cluster.start()
+    try:
+        await cluster.start()
+    except StackConflict as exc:
+        await cluster.stop(grace=2.0)  # whatever it started itself; never the other's
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except BaseException:
+        await cluster.stop(grace=2.0)
+        raise
+    folder, kept = working_copies(notebooks, cluster.home)
+    print(f"notebooks: working copies in {folder} (the ones in {notebooks} stay as committed)",
+          flush=True)
+    for name in kept:
+        print(f"  kept your edited {name}; delete it there to get the repository's version",
+              flush=True)
     env = dict(os.environ)
     env.update({"TASKMASTER_URL": cluster.url, "TASKMASTER_HOME": str(cluster.home)})
     if settings.api_token:
         env["TASKMASTER_API_TOKEN"] = settings.api_token
-    args = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={notebooks}",
+    args = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
             f"--ServerApp.port={lab_port}", "--ServerApp.ip=127.0.0.1"]
     if not open_browser:
         args.append("--no-browser")

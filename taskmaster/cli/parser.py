@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from taskmaster.cli import components, control, health, stack
+from taskmaster.cli import components, control, health, presenter, stack
 from taskmaster.cli.options import common, option, settings_from
 from taskmaster.logs import configure_logging
 
@@ -74,9 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=components.cmd_migrate)
 
     p = sub.add_parser("status", help="workers and stats of a running stack")
-    p.add_argument("--url", default=None, help="scheduler URL [default: the running `up`, "
-                   "else http://127.0.0.1:TASKMASTER_SCHEDULER_PORT]")
-    for name in ("scheduler_port", "api_token", "api_read_token"):
+    for name in ("url", "scheduler_port", "api_token", "api_read_token"):
         option(p, name)
     common(p)
     p.set_defaults(func=stack.cmd_status)
@@ -88,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=stack.cmd_bench)
 
     control.add_commands(sub, option)
+    presenter.add_commands(sub, option)
     health.add_commands(sub, option)
     return parser
 

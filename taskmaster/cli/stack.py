@@ -22,8 +22,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole stack in the foreground until Ctrl-C."""
     settings = settings_from(args)
 
-    async def main() -> None:
+    async def main() -> int:
         from taskmaster.cluster.local import LocalCluster
+        from taskmaster.cluster.preflight import StackConflict
 
         cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency,
                                pool_api=not args.no_pool_api,
@@ -32,6 +33,10 @@ def cmd_up(args: argparse.Namespace) -> int:
               flush=True)
         try:
             await cluster.start()
+        except StackConflict as exc:
+            await cluster.stop(grace=2.0)  # whatever it started itself; never the other's
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1
         except BaseException:
             await cluster.stop(grace=2.0)
             raise
@@ -49,6 +54,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             with _hurry_on_signal(cluster):
                 await cluster.stop()
             print("stopped.", flush=True)
+        return 0
 
     return run(main)
 
@@ -84,16 +90,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                  lab_port=args.lab_port, open_browser=not args.no_browser))
 
 
-def _stack_file(settings: Settings) -> Path:
-    from taskmaster.cluster.control import stack_path
-
-    return stack_path(settings.home)
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the workers and the stats of a running stack."""
     settings = settings_from(args)
-    url = args.url or _default_url(settings)
+    url = scheduler_url(settings)
 
     async def main() -> int:
         from taskmaster.client import ApiError, Client
@@ -129,8 +129,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
-def _default_url(settings: Settings) -> str:
-    path = _stack_file(settings)
-    with contextlib.suppress(OSError, ValueError, KeyError):
-        return str(json.loads(path.read_text())["url"])
+def scheduler_url(settings: Settings) -> str:
+    """The scheduler to talk to: TASKMASTER_URL (--url), else the one the stack file of the
+    home names (a live stack), else http://127.0.0.1:<TASKMASTER_SCHEDULER_PORT>."""
+    from taskmaster.cluster.base import pid_alive
+    from taskmaster.cluster.control import stack_path
+
+    if settings.url:
+        return settings.url.rstrip("/")
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        info = json.loads(stack_path(settings.home).read_text())
+        if pid_alive(int(info["pid"])):
+            return str(info["url"])
     return f"http://127.0.0.1:{settings.scheduler_port}"

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from taskmaster.client import ApiError, Client
 from taskmaster.cluster.base import MemberInfo, UnknownWorker
 from taskmaster.cluster.control import (
     ControlServer,
@@ -28,12 +29,17 @@ from taskmaster.cluster.control import (
     stack_path,
     write_stack_file,
 )
+from taskmaster.cluster.preflight import HomeLock, StackConflict, claim
 from taskmaster.config import Settings
+from taskmaster.errors import EXIT_CANNOT_LISTEN
 from taskmaster.pool import compose_command, validate_action, validate_workers
 from taskmaster.store import prepare
 from taskmaster.store.embedded import resolve_database
 
 log = logging.getLogger(__name__)
+
+# a core member that exits this many times in a row because its port is taken stays down
+LISTEN_TRIES = 3
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,6 +62,7 @@ class Member:
     started_at: float = field(default_factory=time.monotonic)
     exit_code: int | None = None
     env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
+    listen_failures: int = 0  # exits in a row because its port was taken
 
     @property
     def pid(self) -> int | None:
@@ -64,11 +71,13 @@ class Member:
 
     @property
     def state(self) -> str:
-        """running, stopped or exited(code)."""
+        """running, stopped or exited(code) (with the reason when it could not listen)."""
         if self.proc is None:
             return "stopped"
         if self.proc.returncode is None:
             return "running"
+        if self.proc.returncode == EXIT_CANNOT_LISTEN:
+            return f"exited({EXIT_CANNOT_LISTEN}): port in use"
         return f"exited({self.proc.returncode})"
 
     def to_json(self) -> MemberInfo:
@@ -109,6 +118,8 @@ class LocalCluster:
         self.logs = self.home / "logs"
         self.control = ControlServer(self) if control else None
         self.stack_file = stack_path(self.home) if stack_file else None
+        self._lock = HomeLock(self.home)
+        self._starting = False  # a core member that dies now fails the start
         # scale and kills one at a time; coordinator/scheduler (re)starts one at a time
         self._pool_lock = asyncio.Lock()
         self._core_lock = asyncio.Lock()
@@ -136,7 +147,23 @@ class LocalCluster:
     # ---- lifecycle ----
 
     async def start(self) -> LocalCluster:
-        """Database, coordinator, scheduler, workers; returns when the API is ready."""
+        """Database, coordinator, scheduler, workers; returns when the API is ready.
+
+        Before anything starts, the home and the ports are claimed: StackConflict (nothing
+        started, nothing of the other stack touched) when another stack has them. A core
+        member that dies during the start fails it with the reason from its log."""
+        host = self.settings.host
+        await claim(self.home, self._lock, stack_path(self.home), {
+            "scheduler": (host, self.scheduler_port),
+            "coordinator": (self.coordinator_host or host, self.coordinator_port)},
+            self.settings.api_read_token or self.settings.api_token)
+        self._starting = True
+        try:
+            return await self._start()
+        finally:
+            self._starting = False
+
+    async def _start(self) -> LocalCluster:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.database_url, self._db_handle = await asyncio.to_thread(
             resolve_database, self.settings.database_url, self.home)
@@ -172,6 +199,7 @@ class LocalCluster:
         online = -1
         async with aiohttp.ClientSession(headers=self._auth_headers()) as http:
             while time.monotonic() < deadline:
+                self._check_core()
                 with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
                     async with http.get(self.url + "/api/stats") as resp:
                         if resp.status == 200:
@@ -182,6 +210,28 @@ class LocalCluster:
         raise TimeoutError(f"{online} of {n} workers online after {timeout:g}s; "
                            f"coordinator log:\n{self.log_tail('coordinator')}")
 
+    def _check_core(self) -> None:
+        """During the start, a coordinator or scheduler that has exited fails it, saying why
+        (a port taken meanwhile: StackConflict)."""
+        if not self._starting:
+            return
+        for m in self.members.values():
+            if m.role == "worker" or m.proc is None or m.proc.returncode is None:
+                continue
+            why = self._last_error(m.name)
+            if m.proc.returncode == EXIT_CANNOT_LISTEN:
+                raise StackConflict(f"{why or f'the {m.name} cannot listen on its port'} "
+                                    f"(its log: {self.logs / (m.name + '.log')})")
+            raise RuntimeError(f"the {m.name} exited with {m.proc.returncode} while the stack "
+                               f"was starting; its log:\n{self.log_tail(m.name)}")
+
+    def _last_error(self, name: str) -> str:
+        """The last ERROR line of a member's log (without its prefix), or ""."""
+        for line in reversed(self.log_tail(name, 50).splitlines()):
+            if "ERROR" in line:
+                return line.split("ERROR", 1)[1].strip(" :]")
+        return ""
+
     def _auth_headers(self) -> dict[str, str]:
         token = self.settings.api_read_token or self.settings.api_token
         return {"Authorization": f"Bearer {token}"} if token else {}
@@ -190,7 +240,7 @@ class LocalCluster:
         """Workers first (they drain within grace, default TASKMASTER_DRAIN_GRACE), then the rest."""
         grace = self.settings.drain_grace if grace is None else grace
         if self.stack_file is not None:
-            remove_stack_file(self.stack_file)
+            remove_stack_file(self.stack_file)  # only if it is ours
         if self.control is not None:
             await self.control.stop()
         if self._watch is not None:
@@ -206,6 +256,7 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self._db_handle.cleanup)
             self._db_handle = None
+        self._lock.release()
 
     def kill_now(self) -> None:
         """SIGKILL every live member at once, without waiting (e.g. at interpreter exit,
@@ -226,6 +277,7 @@ class LocalCluster:
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as http:
             while time.monotonic() < deadline:
+                self._check_core()  # before asking: whoever answers must be ours
                 with contextlib.suppress(aiohttp.ClientError, OSError):
                     async with http.get(self.url + "/readyz") as resp:
                         if resp.status == 200:
@@ -268,11 +320,13 @@ class LocalCluster:
             await self._spawn(m)
 
     async def kill_worker(self, name: str, graceful: bool = False) -> MemberInfo:
-        """SIGKILL a worker (or SIGTERM with graceful=True: it drains and leaves)."""
-        m = self.members.get(name)
+        """SIGKILL a worker (or SIGTERM with graceful=True: it drains and leaves); `name` is
+        its name or the id GET /api/workers shows."""
+        m = self.members.get(name) or self.members.get(await self._name_of(name) or "")
         if m is None or m.role != "worker":
             names = ", ".join(w.name for w in self.members.values() if w.role == "worker")
-            raise UnknownWorker(f"no worker named {name!r}; workers: {names or 'none'}")
+            raise UnknownWorker(f"no worker with the name or id {name!r}; workers: "
+                                f"{names or 'none'}")
         async with self._pool_lock:
             if graceful:
                 await self._terminate(m, self.settings.drain_grace)
@@ -280,6 +334,16 @@ class LocalCluster:
                 await self._kill(m)
         self._publish()
         return m.to_json()
+
+    async def _name_of(self, worker_id: str) -> str | None:
+        """The name of the worker with this id, as the scheduler lists it (None if none)."""
+        token = self.settings.api_read_token or self.settings.api_token or None
+        try:
+            async with Client(self.url, token=token, timeout=5) as client:
+                workers = await client.workers(history=True)
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError):
+            return None
+        return next((str(w["name"]) for w in workers if w.get("id") == worker_id), None)
 
     async def coordinator(self, action: str, restart: bool = True) -> MemberInfo:
         """kill (SIGKILL: a crash, restarted by supervision unless restart=False), stop,
@@ -311,6 +375,7 @@ class LocalCluster:
     def describe(self) -> dict[str, Any]:
         """What GET /api/pool answers: manager, addresses, running workers, members."""
         return {"manager": "local", "scheduler": self.url, "coordinator": self.coordinator_address,
+                "home": str(self.home), "pid": os.getpid(),
                 "workers": len(self.workers()), "max_workers": self.settings.max_workers,
                 "members": self.status()}
 
@@ -393,11 +458,29 @@ class LocalCluster:
                     async with self._core_lock:
                         if not m.wanted or m.proc is None or m.proc.returncode is None:
                             continue
+                        if self._gives_up(m):
+                            continue
                         m.restarts += 1
                         log.warning("%s exited with %s; restarting it", m.name,
                                     m.proc.returncode)
                         await self._spawn(m)
                     self._publish()
+
+    def _gives_up(self, m: Member) -> bool:
+        """A member that cannot listen on its port, again and again, is not restarted
+        forever: after LISTEN_TRIES tries it stays down, and the log says why."""
+        assert m.proc is not None
+        if m.proc.returncode != EXIT_CANNOT_LISTEN:
+            m.listen_failures = 0
+            return False
+        m.listen_failures += 1
+        if m.listen_failures < LISTEN_TRIES:
+            return False
+        m.wanted = False
+        log.error("%s: %s; gave up after %d tries: free the port, then restart the stack",
+                  m.name, self._last_error(m.name) or "cannot listen", m.listen_failures)
+        self._publish()
+        return True
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The last lines of a member's log."""

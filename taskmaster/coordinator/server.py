@@ -25,6 +25,7 @@ from taskmaster.coordinator.service import (
     RegistrationRefused,
     Session,
 )
+from taskmaster.errors import CannotListen
 from taskmaster.model import Report
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
@@ -172,6 +173,9 @@ class CoordinatorServer:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
             ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            # one coordinator per port: without this, gRPC's SO_REUSEPORT lets a second
+            # coordinator bind the same port and take half of the workers' connections
+            ("grpc.so_reuseport", 0),
         ])
         pb_grpc.add_CoordinatorServicer_to_server(
             CoordinatorServicer(self.coordinator, self.settings), self.server
@@ -183,10 +187,15 @@ class CoordinatorServer:
         )
         bind = f"{host or self.settings.host}:{self.settings.coordinator_port if port is None else port}"
         credentials = server_credentials(self.settings)
-        if credentials is None:
-            self.port = self.server.add_insecure_port(bind)
-        else:
-            self.port = self.server.add_secure_port(bind, credentials)
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(bind)
+            else:
+                self.port = self.server.add_secure_port(bind, credentials)
+        except RuntimeError as exc:  # grpc says only "Failed to bind to address ..."
+            await self.store.close()
+            raise CannotListen("coordinator", bind, "the address is in use or not available "
+                               f"({exc})") from None
         await self.coordinator.start()
         await self.server.start()
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

@@ -153,6 +153,7 @@ class Coordinator:
         self._offlines: set[asyncio.Task[None]] = set()  # see disconnected()
         self._started = time.monotonic()
         self.stopping = False
+        self._reset_seen = False  # a reset committed: stop the deliveries whose tasks went
         self.outbox_limit = 10_000
         self.observer = Observer()
         # what only the coordinator sees; exported by coordinator/metrics.py
@@ -387,6 +388,11 @@ class Coordinator:
                     timeout = min(timeout, max(0.0, due.timestamp() - time.time()) + 0.001)
             await wait_event(self._wake, timeout)
             self._wake.clear()
+            if self._reset_seen:
+                # between two rounds: every delivery claimed before the reset is in a
+                # session's held by now, so none escapes
+                self._reset_seen = False
+                await self.revoke_deleted()
             while True:
                 free = min(sum(s.free for s in self.sessions.values()), self.settings.assign_batch)
                 sent = await self.assign_once()
@@ -436,6 +442,28 @@ class Coordinator:
                 self.sessions.pop(worker_id, None)
             await self._offline(lost, "worker gone during assignment")
         return len(deliveries)
+
+    async def revoke_deleted(self) -> int:
+        """Tell workers to stop the deliveries whose tasks no longer exist (a reset deleted
+        them); how many. Their reports then find no row and are refused, which frees the
+        slots; nothing they do can bring a task or a count back."""
+        held = {t for s in self.sessions.values() for t in s.held}
+        if not held:
+            return 0
+        existing = await self.store.existing_tasks(held)
+        stopped = 0
+        for s in list(self.sessions.values()):
+            refs = [TaskRef(t, a) for t, a in s.held.items() if t not in existing]
+            if refs:
+                s.send(Cancel(refs))
+                stopped += len(refs)
+        if stopped:
+            log.info("reset: told workers to stop %d deliveries of deleted tasks", stopped)
+        return stopped
+
+    def _on_reset(self, _payload: str) -> None:
+        self._reset_seen = True
+        self.wake()
 
     # ---- failure detection and housekeeping ----
 
@@ -500,7 +528,9 @@ class Coordinator:
     async def _listen_loop(self) -> None:
         """LISTEN for new tasks and cancellations; reconnect when the connection drops."""
         async with self.store.listen({"taskmaster_tasks": lambda _payload: self.wake(),
-                                      "taskmaster_cancel": self._on_cancel}) as listener:
+                                      "taskmaster_cancel": self._on_cancel,
+                                      "taskmaster_reset": self._on_reset}) as listener:
+            self._reset_seen = True  # a reset may have come while we were not listening
             self.wake()  # anything that arrived while we were not listening
             await listener.lost()
 

@@ -25,10 +25,12 @@ from taskmaster.notebook.controls import (
     BulkTaskPanel,
     DockerCommands,
     PoolOps,
+    ResetPanel,
     WorkerControlPanel,
 )
 from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.notebook.feed import Feed, live
+from taskmaster.notebook.load import SteadyLoadPanel
 from taskmaster.notebook.state import DashboardState, TaskRow
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
@@ -50,7 +52,9 @@ __all__ = [
     "Feed",
     "GuideFigures",
     "PoolOps",
+    "ResetPanel",
     "StatsPanel",
+    "SteadyLoadPanel",
     "TaskMonitor",
     "TaskRow",
     "ThroughputChart",

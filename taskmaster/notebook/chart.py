@@ -1,7 +1,15 @@
-"""ThroughputChart: completed tasks per second, queue depth and running, over time."""
+"""ThroughputChart: the stack over time, in three stacked charts that share a sliding time
+axis, so that no line is flattened by another's scale:
+
+- tasks per second: completed/s (left axis) and created/s (right axis: a burst of 2,000
+  creates does not flatten the completions);
+- the queue depth (its own axis, as it may reach thousands);
+- the workers online (a step line: scaling and kills show as steps) and the running tasks.
+"""
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -16,11 +24,20 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import bqplot
 
+GREEN, BLUE, AMBER, PURPLE = "#16a34a", "#2563eb", "#d97706", "#7c3aed"
+# (key, label, colour, chart, axis side, interpolation)
 SERIES = (
-    ("completed", "completed/s", "#16a34a"),
-    ("queue_depth", "queue depth", "#2563eb"),
-    ("running", "running", "#d97706"),
+    ("completed", "completed/s", GREEN, "rates", "left", "linear"),
+    ("created", "created/s", BLUE, "rates", "right", "linear"),
+    ("queue_depth", "queue depth", BLUE, "queue", "left", "linear"),
+    ("workers", "workers online", PURPLE, "counts", "left", "step-after"),
+    ("running", "running tasks", AMBER, "counts", "left", "linear"),
 )
+CHARTS = (("rates", "Tasks per second"), ("queue", "Queue depth"),
+          ("counts", "Workers online and running tasks"))
+MARGIN = {"top": 30, "bottom": 30, "left": 55, "right": 55}
+# the smallest top of each chart's axes: an idle stack draws flat lines low on a sane scale
+FLOOR = {"rates": 2.0, "queue": 10.0, "counts": 4.0}
 
 
 def _dates(seconds: list[float]) -> np.ndarray:
@@ -28,57 +45,85 @@ def _dates(seconds: list[float]) -> np.ndarray:
 
 
 class ThroughputChart(widgets.VBox):
-    """A bqplot Figure with one line per series, redrawn at the render tick."""
+    """Three bqplot Figures over one sliding time window, redrawn at the render tick."""
 
     sections = ("series",)
 
-    def __init__(
-        self, state: DashboardState | None = None, height: str = "260px", **kwargs: Any
-    ) -> None:
+    def __init__(self, state: DashboardState | None = None, height: str = "170px",
+                 window: float | None = None, **kwargs: Any) -> None:
         self.state = state if state is not None else DashboardState()
-        x = bqplot.DateScale()
-        y = bqplot.LinearScale(min=0.0)
-        self.lines: dict[str, bqplot.Lines] = {
-            key: bqplot.Lines(
-                x=_dates([]), y=np.array([], dtype=float), scales={"x": x, "y": y},
-                colors=[color], labels=[label], display_legend=True, stroke_width=2,
-            )
-            for key, label, color in SERIES
-        }
-        self.figure = bqplot.Figure(
-            marks=list(self.lines.values()),
-            axes=[bqplot.Axis(scale=x, label="time", tick_format="%H:%M:%S"),
-                  bqplot.Axis(scale=y, side="left")],
-            title="Throughput",
-            legend_location="top-left",
-            animation_duration=0,
-            layout=widgets.Layout(height=height, width="100%"),
-            fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 20},
-        )
-        super().__init__(children=[self.figure], **kwargs)
+        # the last `window` seconds are shown (at most what the state keeps)
+        self.window = float(min(window or self.state.window, self.state.window))
+        self.x = bqplot.DateScale()  # one time scale: the three charts move together
+        self.scales: dict[tuple[str, str], bqplot.LinearScale] = {}
+        self.lines: dict[str, bqplot.Lines] = {}
+        marks: dict[str, list[bqplot.Lines]] = {chart: [] for chart, _ in CHARTS}
+        for key, label, color, chart, side, interpolation in SERIES:
+            y = self.scales.setdefault((chart, side), bqplot.LinearScale(min=0.0))
+            line = bqplot.Lines(x=_dates([]), y=np.array([], dtype=float),
+                                scales={"x": self.x, "y": y}, colors=[color], labels=[label],
+                                display_legend=True, stroke_width=2,
+                                interpolation=interpolation)
+            self.lines[key] = line
+            marks[chart].append(line)
+        self.figures: dict[str, bqplot.Figure] = {}
+        for chart, title in CHARTS:
+            axes = [bqplot.Axis(scale=self.x, tick_format="%H:%M:%S", num_ticks=6)]
+            for (name, side), scale in self.scales.items():
+                if name != chart:
+                    continue
+                keyed = [(k, label) for k, label, _, c, sd, _ in SERIES
+                         if c == chart and sd == side]
+                # an axis of one series wears its colour and its name
+                color = self.lines[keyed[0][0]].colors[0] if len(keyed) == 1 else "#374151"
+                axes.append(bqplot.Axis(scale=scale, side=side,
+                                        label=keyed[0][1] if len(keyed) == 1 else "",
+                                        tick_format="d" if chart != "rates" else ".3~f",
+                                        color=color, label_color=color,
+                                        grid_lines="solid" if side == "left" else "none"))
+            self.figures[chart] = bqplot.Figure(
+                marks=marks[chart], axes=axes, title=title, legend_location="top-left",
+                animation_duration=0, fig_margin=MARGIN,
+                layout=widgets.Layout(height=height, width="100%"))
+        self.figure = self.figures["rates"]  # the first chart (kept for older callers)
+        super().__init__(children=list(self.figures.values()), **kwargs)
+        self.add_class("tm-chart")
         self._drawn: tuple[int, ...] | None = None
 
     def render(self, state: DashboardState | None = None, force: bool = False) -> bool:
-        """Put the state's series into the lines; True if redrawn."""
+        """Put the state's series into the lines and slide the window; True if redrawn."""
         state = state if state is not None else self.state
-        xs, ys = state.completed_series()
-        # the completed series also moves with the clock (zeros), hence the last second
-        key = (*(state.versions[s] for s in self.sections), int(xs[-1]) if xs else -1)
+        now = time.time()
+        # the window slides with the clock: redraw once a second even when nothing happens
+        key = (*(state.versions[s] for s in self.sections), int(now))
         if key == self._drawn and not force:
             return False
         self._drawn = key
-        samples = list(state.samples)
-        stamps = [t for t, _, _ in samples]
+        first = now - self.window
+        samples = [s for s in state.samples if s[0] >= first]
+        stamps = [t for t, _, _, _ in samples]
         data = {
-            "completed": (xs, ys),
-            "queue_depth": (stamps, [q for _, q, _ in samples]),
-            "running": (stamps, [r for _, _, r in samples]),
+            "completed": state.completed_series(now),
+            "created": state.created_series(now),
+            "queue_depth": (stamps, [q for _, q, _, _ in samples]),
+            "running": (stamps, [r for _, _, r, _ in samples]),
+            "workers": (stamps, [w for _, _, _, w in samples]),
         }
-        for name, (x, y) in data.items():
+        for name, (xs, ys) in data.items():
+            keep = [i for i, t in enumerate(xs) if t >= first]
             line = self.lines[name]
             with line.hold_sync():
-                line.x = _dates(x)
-                line.y = np.asarray(y, dtype=float)
+                line.x = _dates([xs[i] for i in keep])
+                line.y = np.asarray([ys[i] for i in keep], dtype=float)
+        with self.x.hold_sync():
+            self.x.min = np.datetime64(int(first * 1000), "ms")
+            self.x.max = np.datetime64(int(now * 1000), "ms")
+        for (chart, side), scale in self.scales.items():
+            top = max([FLOOR[chart], *(float(np.max(self.lines[k].y, initial=0))
+                                       for k, _, _, c, sd, _ in SERIES
+                                       if c == chart and sd == side)])
+            # headroom above the highest point; whole steps for the counts
+            scale.max = float(int(top) + 1) if chart == "counts" else top * 1.15
         return True
 
     def __repr__(self) -> str:

@@ -1,20 +1,23 @@
-"""Panels that act: bulk task creation and worker/coordinator control.
+"""Panels that act: bulk task creation, worker/coordinator control, reset.
 
 Their buttons are real ipywidgets Buttons: `panel.button.click()` from code runs the
 same handler as a person's click. The handler starts the API call as a task in the
-running event loop (ipykernel's, or any asyncio loop) and shows the outcome in a toast
-line; `await panel.wait()` waits for the last action and returns its result.
+running event loop (ipykernel's, or any asyncio loop) and shows it in a toast line: what
+is happening ("Scaling to 1 worker ..."), then how it ended ("Scaled to 1 worker: 2 left
+after finishing their tasks", or the error); the next action's message replaces it.
+`await panel.wait()` waits for the last action and returns its result.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import inspect
 import logging
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import ipywidgets as widgets
@@ -27,6 +30,8 @@ from taskmaster.pool import compose_command
 log = logging.getLogger(__name__)
 
 DEFAULT_COMMANDS = ("demo-job", "noop", "sleep", "fail", "flaky", "cpu")
+SETTLE_TIMEOUT = 30.0  # seconds a toast waits for an action's outcome to show in the feed
+CONFIRM_SECONDS = 5.0  # how long Reset waits for its confirming second click
 _LABEL = {"description_width": "initial"}
 
 
@@ -69,8 +74,20 @@ def error_text(exc: BaseException, instead: str | None = None) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
+def plural(n: int, word: str) -> str:
+    """"1 worker", "2 workers", "0 tasks"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+TOAST_COLORS = {"busy": "#6b7280", "done": "#16a34a", "error": "#dc2626"}
+
+
 class ActionPanel(widgets.VBox):
-    """A box with a toast line and a way to run button actions in the event loop."""
+    """A box with a toast line and a way to run button actions in the event loop.
+
+    The toast goes through states: "busy" while the action runs (its text ends with
+    "..."), then "done" or "error"; `toast_state` says which, `toast_text` what it says.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -78,26 +95,36 @@ class ActionPanel(widgets.VBox):
         self.toast.add_class("tm-toast")
         self.toast_text = ""
         self.toast_ok = True
+        self.toast_state = "idle"  # busy, done or error once an action ran
         self.pending: asyncio.Future[Any] | None = None
         self.elapsed = 0.0  # seconds the last action took (its API round trip)
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def show(self, text: str, ok: bool = True) -> None:
-        """Show a toast line."""
+    def show(self, text: str, ok: bool = True, busy: bool = False) -> None:
+        """Show a toast line (busy: an action still running)."""
         self.toast_text, self.toast_ok = text, ok
-        color = "#16a34a" if ok else "#dc2626"
+        self.toast_state = "busy" if busy else "done" if ok else "error"
+        color = TOAST_COLORS[self.toast_state]
+        stamp = time.strftime("%H:%M:%S")
         self.toast.value = (
-            f'<span class="tm-toast-{"ok" if ok else "error"}" style="color:{color}">'
-            f"{html.escape(text)}</span>"
+            f'<span class="tm-toast-{self.toast_state}" style="color:{color}">'
+            f'{html.escape(text)}</span> <span style="color:#9ca3af;font-size:10px">{stamp}'
+            "</span>"
         )
 
     def submit(
-        self, action: Callable[[], Any], done: Callable[[Any], str], instead: str | None = None
+        self, action: Callable[[], Any], done: Callable[[Any], str], instead: str | None = None,
+        *, busy: str | None = None,
+        settle: Callable[[Any], Awaitable[str | None]] | None = None,
     ) -> None:
-        """Run action() (sync or async) in the running loop; toast done(result) or the error."""
+        """Run action() (sync or async) in the running loop: toast `busy` meanwhile, then
+        done(result), or the error. `settle(result)`, if given, may wait (bounded) for the
+        outcome to show in the stack and return the final text."""
 
         async def run() -> Any:
             started = time.perf_counter()
+            if busy:
+                self.show(busy, busy=True)
             try:
                 result = action()
                 if inspect.isawaitable(result):
@@ -108,7 +135,11 @@ class ActionPanel(widgets.VBox):
                 return exc
             finally:
                 self.elapsed = time.perf_counter() - started
-            self.show(done(result))
+            text = done(result)
+            if settle is not None:
+                self.show(text + " ...", busy=True)
+                text = await settle(result) or text
+            self.show(text)
             return result
 
         try:
@@ -170,6 +201,7 @@ class BulkTaskPanel(ActionPanel):
                 command, count, delay_seconds=delay, payload=self.payload
             ),
             _created,
+            busy=f"Creating {plural(count, 'task')} ...",
         )
 
     async def load_commands(self) -> list[str]:
@@ -191,7 +223,7 @@ class BulkTaskPanel(ActionPanel):
 
 def _created(result: Any) -> str:
     n = result.get("created", 0) if isinstance(result, dict) else result
-    return f"Created {n} task" + ("" if n == 1 else "s")
+    return f"Created {plural(int(n), 'task')}"
 
 
 class DockerCommands:
@@ -285,29 +317,74 @@ class WorkerControlPanel(ActionPanel):
         self.scale_command.value = _code(self.docker.scale(self.slider.value))
 
     # actions (what the buttons do)
+    def _fed(self) -> bool:
+        """True when the state is fed by the stack (a Feed polls it), so it can tell how
+        many workers are online."""
+        return bool(self.state.stats) or bool(self.state.workers)
+
     def scale(self, n: int) -> None:
-        """Ask the pool for n workers."""
-        self.submit(
-            lambda: self.pool.scale(n), lambda _r: f"Scaling to {n} workers", self.docker.scale(n)
-        )
+        """Ask the pool for n workers; the toast says how it went: who left after finishing
+        their tasks, who started (and, once the feed shows them, that they are online)."""
+        before = self.state.online_workers() if self._fed() else None
+        busy = f"Scaling to {plural(n, 'worker')} ..."
+        if before is not None and before > n:
+            busy = (f"Scaling to {plural(n, 'worker')}: {before - n} finishing their tasks, "
+                    "then leaving ...")
+
+        def done(_result: Any) -> str:
+            if before is None:
+                return f"Scaled to {plural(n, 'worker')}"
+            if before > n:
+                return f"Scaled to {plural(n, 'worker')}: {before - n} left after finishing their tasks"
+            if before < n:
+                return f"Scaled to {plural(n, 'worker')}: {n - before} started"
+            return f"Scaled to {plural(n, 'worker')}: no change"
+
+        async def settle(_result: Any) -> str | None:
+            if before is None or before >= n:
+                return None
+            online = await self._until(lambda: self.state.online_workers() >= n)
+            text = done(_result)
+            return f"{text}, all online" if online else f"{text}, not all online yet"
+
+        self.submit(lambda: self.pool.scale(n), done, self.docker.scale(n), busy=busy,
+                    settle=settle)
+
+    async def _until(self, condition: Callable[[], bool], timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Wait (bounded) until the fed state satisfies condition; whether it did."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True
 
     def kill_worker(self, name: str, graceful: bool = False) -> None:
         """Kill (SIGKILL) or gracefully stop one worker."""
-        how = "Stopping (graceful)" if graceful else "Killed (SIGKILL)"
         container = self._containers.get(name, name)
-        self.submit(
-            lambda: self.pool.kill_worker(name, graceful),
-            lambda _r: f"{how} {name}",
-            self.docker.kill_worker(container, graceful),
-        )
+        if graceful:
+            busy = f"Stopping {name} (graceful: it finishes its tasks, then leaves) ..."
+            done = f"Stopped {name}: it finished its tasks and left"
+        else:
+            busy = f"Killing {name} (SIGKILL) ..."
+            done = f"Killed {name} (SIGKILL): its tasks go back to the queue"
+        self.submit(lambda: self.pool.kill_worker(name, graceful), lambda _r: done,
+                    self.docker.kill_worker(container, graceful), busy=busy)
 
     def coordinator(self, action: str) -> None:
         """Kill, start or restart the coordinator."""
-        said = {"kill": "Coordinator crashed", "start": "Coordinator started"}
+        busy = {"kill": "Crashing the coordinator (SIGKILL) ...",
+                "start": "Starting the coordinator ...", "stop": "Stopping the coordinator ...",
+                "restart": "Restarting the coordinator ..."}.get(action, f"{action} ...")
+        said = {"kill": "Coordinator crashed (SIGKILL); its supervisor restarts it, the "
+                        "workers reconnect",
+                "start": "Coordinator started", "stop": "Coordinator stopped",
+                "restart": "Coordinator restarted; the workers reconnect"}
         self.submit(
             lambda: self.pool.coordinator(action),
-            lambda _r: said.get(action, f"Coordinator {action}ed"),
+            lambda _r: said.get(action, f"Coordinator: {action} done"),
             self.docker.coordinator(action),
+            busy=busy,
         )
 
     # worker rows
@@ -355,3 +432,67 @@ class WorkerControlPanel(ActionPanel):
 
     def __repr__(self) -> str:
         return f"WorkerControlPanel(workers={self.slider.value})"
+
+
+class ResetPanel(ActionPanel):
+    """Reset: every task, event and count cleared (POST /api/reset), the online workers kept.
+
+    A person clicks twice: the first click asks for confirmation for CONFIRM_SECONDS;
+    `reset()` from code does it at once.
+    """
+
+    def __init__(self, client: Any, *, confirm_seconds: float = CONFIRM_SECONDS,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.client = client
+        self.confirm_seconds = confirm_seconds
+        self.button = widgets.Button(description="Reset", button_style="danger",
+                                     tooltip="Delete every task and event; workers stay")
+        self.button.on_click(self._clicked)
+        self._armed_until = 0.0
+        self.children = [
+            widgets.HTML("<b>Reset</b> <span style=\"color:#6b7280;font-size:11px\">every task, "
+                         "event and count cleared; online workers stay</span>"),
+            widgets.HBox([self.button, self.toast], layout=_middle()),
+        ]
+        self.add_class("tm-panel")
+
+    def _clicked(self, _button: widgets.Button) -> None:
+        if time.monotonic() < self._armed_until:
+            self._armed_until = 0.0
+            self.reset()
+            return
+        self._armed_until = time.monotonic() + self.confirm_seconds
+        self.button.description = "Confirm reset"
+        self.show(f"Click again within {self.confirm_seconds:g} s to delete every task and "
+                  "event", busy=True)
+        self._later(self.confirm_seconds, self._disarm)
+
+    def _later(self, seconds: float, callback: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # no running loop: the next click disarms
+            asyncio.get_running_loop().call_later(seconds, callback)
+
+    def _disarm(self) -> None:
+        if self._armed_until and time.monotonic() >= self._armed_until:
+            self._armed_until = 0.0
+            self.button.description = "Reset"
+            self.show("Not reset (no second click)")
+
+    def reset(self) -> None:
+        """Reset the stack now (no confirmation)."""
+        self.button.description = "Reset"
+        self.submit(self.client.reset, _reset_done, busy="Resetting ...")
+
+    def __repr__(self) -> str:
+        return "ResetPanel()"
+
+
+def _reset_done(result: Any) -> str:
+    r = result if isinstance(result, dict) else {}
+    text = f"Reset: {plural(int(r.get('tasks', 0)), 'task')} cleared"
+    if r.get("pending") or r.get("running"):
+        text += f" ({r.get('pending', 0)} pending cancelled, {r.get('running', 0)} running stopped)"
+    dropped = int(r.get("workers_dropped", 0))
+    if dropped:
+        text += f", {plural(dropped, 'offline worker')} forgotten"
+    return text + f"; {plural(int(r.get('workers_kept', 0)), 'worker')} kept"

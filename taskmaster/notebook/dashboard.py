@@ -10,8 +10,9 @@ import ipywidgets as widgets
 from taskmaster.model import EventType
 from taskmaster.notebook.analysis import Audit, EventRecord, audit
 from taskmaster.notebook.chart import ThroughputChart
-from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, WorkerControlPanel
+from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, WorkerControlPanel
 from taskmaster.notebook.feed import Feed
+from taskmaster.notebook.load import SteadyLoadPanel
 from taskmaster.notebook.state import DashboardState
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
@@ -20,7 +21,8 @@ _FINAL_EVENTS = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED,
 
 
 class Dashboard(widgets.VBox):
-    """Bulk create and worker controls on top, stats and chart, then tasks, workers, log.
+    """Bulk create, steady load, reset and worker controls on top, stats and the charts,
+    then tasks, workers, log.
 
     `client` is a taskmaster.client.Client; the worker controls drive its /api/pool
     methods (`pool` replaces them only where the panel, not the HTTP, is under test).
@@ -44,6 +46,8 @@ class Dashboard(widgets.VBox):
         self.client = client
         self.state = DashboardState(recent=recent, log_size=log_size, window=window)
         self.bulk = BulkTaskPanel(client, commands=commands)
+        self.load = SteadyLoadPanel(client, commands=commands)
+        self.reset = ResetPanel(client)
         self.controls = WorkerControlPanel(
             pool if pool is not None else client, state=self.state, workers=workers
         )
@@ -64,7 +68,8 @@ class Dashboard(widgets.VBox):
         self.feed.listeners.append(self.events)
         super().__init__(
             children=[
-                widgets.HBox([_sized(self.bulk, widgets.Layout(width="40%")),
+                widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset],
+                                           layout=widgets.Layout(width="40%")),
                               _sized(self.controls, widgets.Layout(width="60%"))]),
                 self.stats,
                 self.chart,
@@ -83,7 +88,8 @@ class Dashboard(widgets.VBox):
         return self.feed.start()
 
     async def stop(self) -> None:
-        """Stop the feed and wait for it."""
+        """Stop the steady load and the feed, and wait for them."""
+        await self.load.stop_and_wait()
         await self.feed.stop()
 
     async def ready(self, timeout: float = 30.0) -> DashboardState:

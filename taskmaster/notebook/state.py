@@ -4,6 +4,9 @@ Applying an event is O(1) and touches no widget: counters, a bounded LRU of rece
 tasks, a bounded activity deque and per-second buckets. Each section has a version
 number that views compare at their render tick, so a burst of thousands of events
 costs one redraw per tick, never one per event.
+
+Workers are known by name, one row each: a worker restarted under its name registers with
+a new id, and its row follows the newest incarnation (GET /api/workers does the same).
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ WORKER_EVENTS: dict[str, WorkerStatus] = {
     EventType.WORKER_DRAINING: WorkerStatus.DRAINING,
     EventType.WORKER_OFFLINE: WorkerStatus.OFFLINE,
 }
+# worker ids remembered to name the workers of older task rows and log lines
+MAX_WORKER_IDS = 10_000
 # how far along a task is: a poll older than the events applied never moves a row back
 _RANK: dict[str, int] = {
     TaskStatus.PENDING: 0, TaskStatus.ASSIGNED: 1, TaskStatus.RUNNING: 2,
@@ -76,9 +81,13 @@ class DashboardState:
     log: deque[Mapping[str, Any]] = field(init=False)
     counts: Counter[str] = field(default_factory=Counter)
     stats: dict[str, Any] = field(default_factory=dict)
-    workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workers: dict[str, dict[str, Any]] = field(default_factory=dict)  # by name
+    worker_ids: OrderedDict[str, str] = field(default_factory=OrderedDict)  # id -> name
     completed_buckets: dict[int, int] = field(default_factory=dict)
-    samples: deque[tuple[float, int, int]] = field(init=False)
+    created_buckets: dict[int, int] = field(default_factory=dict)
+    # (time, queue depth, running, workers online), one per stats poll
+    samples: deque[tuple[float, int, int, int]] = field(init=False)
+    resets: int = 0  # stack_reset events seen
     versions: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SECTIONS, 0))
     last_event_id: int | str | None = None
     connection: str = "idle"
@@ -97,10 +106,29 @@ class DashboardState:
         self.versions["log"] += 1
         if "id" in event:
             self.last_event_id = event["id"]
+        if kind == EventType.TASK_SCHEDULED:
+            self._count(self.created_buckets, event)
         if kind in EVENT_STATUS:
             self._apply_task(kind, event)
         elif kind in WORKER_EVENTS:
             self._apply_worker(kind, event)
+        elif kind == EventType.STACK_RESET:
+            self._apply_reset(event)
+
+    def _apply_reset(self, event: Mapping[str, Any]) -> None:
+        """Every task and event is gone: empty the monitor and the log (the reset line
+        stays), zero the workers' counts, forget offline workers; the chart keeps its
+        history, where the reset shows."""
+        self.resets += 1
+        self.tasks.clear()
+        self.log.clear()
+        self.log.appendleft(event)
+        self.workers = {name: {**w, "tasks_completed": 0, "tasks_failed": 0,
+                               "current_task_id": None, "current_task_ids": []}
+                        for name, w in self.workers.items()
+                        if w.get("status") != WorkerStatus.OFFLINE}
+        for section in ("tasks", "log", "workers", "stats"):
+            self.versions[section] += 1
 
     def apply_many(self, events: Iterable[Mapping[str, Any]]) -> None:
         """Fold several events in, in order."""
@@ -148,23 +176,45 @@ class DashboardState:
             row.error = str(event["error"])
         self.versions["tasks"] += 1
 
-    def _count_completion(self, event: Mapping[str, Any]) -> None:
+    def _count(self, buckets: dict[int, int], event: Mapping[str, Any]) -> None:
         second = _epoch_second(event.get("timestamp"))
         if second >= int(time.time()) - self.window:
-            self.completed_buckets[second] = self.completed_buckets.get(second, 0) + 1
+            buckets[second] = buckets.get(second, 0) + 1
             self.versions["series"] += 1
-        worker = self.workers.get(str(event.get("worker_id")))
+
+    def _count_completion(self, event: Mapping[str, Any]) -> None:
+        self._count(self.completed_buckets, event)
+        worker = self._incarnation(event.get("worker_id"))
         if worker is not None:  # live count between two polls
             worker["tasks_completed"] = int(worker.get("tasks_completed") or 0) + 1
             self.versions["workers"] += 1
 
+    def _remember(self, worker_id: str, name: str) -> None:
+        self.worker_ids[worker_id] = name
+        self.worker_ids.move_to_end(worker_id)
+        while len(self.worker_ids) > MAX_WORKER_IDS:
+            self.worker_ids.popitem(last=False)
+
+    def _incarnation(self, worker_id: Any) -> dict[str, Any] | None:
+        """The row of this worker id, if the id is its name's current incarnation."""
+        name = self.worker_ids.get(str(worker_id))
+        worker = self.workers.get(name) if name is not None else None
+        return worker if worker is not None and worker.get("id") == str(worker_id) else None
+
     def _apply_worker(self, kind: str, event: Mapping[str, Any]) -> None:
-        worker_id = str(event.get("worker_id") or event.get("name") or "")
-        if not worker_id:
+        worker_id = str(event.get("worker_id") or "")
+        name = str(event.get("name") or self.worker_ids.get(worker_id) or worker_id)
+        if not name:
             return
-        worker = self.workers.setdefault(
-            worker_id, {"id": worker_id, "name": event.get("name") or worker_id}
-        )
+        if worker_id:
+            self._remember(worker_id, name)
+        worker = self.workers.get(name)
+        if kind == EventType.WORKER_ONLINE and (worker is None or worker.get("id") != worker_id):
+            # a new worker, or a new incarnation of the name: its row starts afresh
+            worker = self.workers[name] = {"id": worker_id or name, "name": name,
+                                           "tasks_completed": 0, "tasks_failed": 0}
+        elif worker is None or (worker_id and worker.get("id") != worker_id):
+            return  # an older incarnation of the name: its row has moved on
         worker["status"] = WORKER_EVENTS[kind]
         if kind == EventType.WORKER_OFFLINE:
             worker["current_task_id"], worker["current_task_ids"] = None, []
@@ -172,18 +222,28 @@ class DashboardState:
 
     # polls
     def set_stats(self, stats: Mapping[str, Any], now: float | None = None) -> None:
-        """Take a GET /api/stats answer; it also adds a queue depth / running sample."""
+        """Take a GET /api/stats answer; it also adds a sample of the queue depth, the
+        running tasks (assigned or running) and the workers online."""
         self.stats = dict(stats)
         now = time.time() if now is None else now
-        self.samples.append(
-            (now, int(stats.get("queue_depth") or 0), int(stats.get("running") or 0))
-        )
+        running = int(stats.get("running") or 0) + int(stats.get("assigned") or 0)
+        self.samples.append((now, int(stats.get("queue_depth") or 0), running,
+                             int(stats.get("workers_online") or 0)))
         self.versions["stats"] += 1
         self.versions["series"] += 1
 
     def set_workers(self, workers: Iterable[Mapping[str, Any]]) -> None:
-        """Take a GET /api/workers answer (it replaces what events told)."""
-        self.workers = {str(w.get("id") or w.get("name")): dict(w) for w in workers}
+        """Take a GET /api/workers answer (it replaces what events told): one row per
+        name, its live incarnation first, else its latest."""
+        rows: dict[str, dict[str, Any]] = {}
+        for w in workers:
+            name = str(w.get("name") or w.get("id"))
+            if w.get("id"):
+                self._remember(str(w["id"]), name)
+            old = rows.get(name)
+            if old is None or _liveness(w) >= _liveness(old):
+                rows[name] = dict(w)
+        self.workers = rows
         self.versions["workers"] += 1
 
     def merge_tasks(self, tasks: Iterable[Mapping[str, Any]]) -> None:
@@ -221,21 +281,35 @@ class DashboardState:
 
     def completed_series(self, now: float | None = None) -> tuple[list[float], list[int]]:
         """Completed tasks per whole second over the window, zeros filled, up to now-1."""
+        return self._series(self.completed_buckets, now)
+
+    def created_series(self, now: float | None = None) -> tuple[list[float], list[int]]:
+        """Created tasks per whole second over the window, zeros filled, up to now-1."""
+        return self._series(self.created_buckets, now)
+
+    def _series(self, buckets: dict[int, int], now: float | None) -> tuple[list[float], list[int]]:
         end = int(time.time() if now is None else now) - 1
         start = end - self.window + 1
-        for second in [s for s in self.completed_buckets if s < start]:
-            del self.completed_buckets[second]
-        first = min(self.completed_buckets, default=end + 1)
+        for second in [s for s in buckets if s < start]:
+            del buckets[second]
+        # both rate series start together: at the first thing either saw, or the first poll
+        first = min(min(self.completed_buckets, default=end + 1),
+                    min(self.created_buckets, default=end + 1))
         if self.samples:
             first = min(first, int(self.samples[0][0]))
         first = max(first, start)
         xs = list(range(first, end + 1))
-        return [float(x) for x in xs], [self.completed_buckets.get(x, 0) for x in xs]
+        return [float(x) for x in xs], [buckets.get(x, 0) for x in xs]
 
     def worker_name(self, worker_id: Any) -> str:
         """A worker's display name (its id when unknown)."""
-        worker = self.workers.get(str(worker_id))
-        return str(worker.get("name") or worker_id) if worker else str(worker_id or "")
+        if not worker_id:
+            return ""
+        return self.worker_ids.get(str(worker_id)) or str(worker_id)
+
+    def online_workers(self) -> int:
+        """Workers the state shows online."""
+        return sum(1 for w in self.workers.values() if w.get("status") == WorkerStatus.ONLINE)
 
     def count(self, kind: str) -> int:
         """How many events of one type were received."""
@@ -252,12 +326,17 @@ class DashboardState:
     def summary(self) -> str:
         """A one-line, id-free description (stable text for notebooks)."""
         s = self.stats
-        online = sum(1 for w in self.workers.values() if w.get("status") == WorkerStatus.ONLINE)
+        online = self.online_workers()
         return (
             f"tasks: {s.get('total', 0)} total, {s.get('pending', 0)} pending, "
             f"{s.get('running', 0)} running, {s.get('completed', 0)} completed, "
             f"{s.get('failed', 0)} failed; workers: {online} online"
         )
+
+
+def _liveness(worker: Mapping[str, Any]) -> tuple[bool, str]:
+    """Which of two rows of one name to show: a live one, then the latest registered."""
+    return worker.get("status") != WorkerStatus.OFFLINE, str(worker.get("registered_at") or "")
 
 
 def _clamp(value: Any, default: int) -> int:

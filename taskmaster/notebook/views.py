@@ -8,6 +8,7 @@ notebook text outputs stay stable.
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -37,6 +38,7 @@ STATUS_COLORS: dict[str, str] = {
     event_badge(EventType.TASK_REASSIGNED): "#7c3aed",
     event_badge(EventType.TASK_RETRYING): "#d97706",
     event_badge(EventType.TASK_REJECTED): "#dc2626",
+    event_badge(EventType.STACK_RESET): "#111827",
 }
 _TABLE = "border-collapse:collapse;width:100%;font-size:12px"
 _CELL = "padding:2px 6px;border-bottom:1px solid #e5e7eb;text-align:left"
@@ -70,6 +72,12 @@ def table(headers: list[str], rows: list[list[str]], empty: str) -> str:
         "<tr>" + "".join(f'<td style="{_CELL}">{c}</td>' for c in row) + "</tr>" for row in rows
     )
     return f'<table style="{_TABLE}"><tr>{head}</tr>{body}</table>'
+
+
+def natural(name: str) -> tuple[str, int, str]:
+    """Sort key: worker-2 before worker-10."""
+    m = re.fullmatch(r"(.*?)(\d+)", name)
+    return (m.group(1), int(m.group(2)), name) if m else (name, -1, name)
 
 
 def short(value: Any) -> str:
@@ -158,7 +166,7 @@ class WorkersPanel(View):
     def draw(self, state: DashboardState) -> str:
         """One row per worker, by name."""
         rows = []
-        for w in sorted(state.workers.values(), key=lambda w: str(w.get("name"))):
+        for w in sorted(state.workers.values(), key=lambda w: natural(str(w.get("name")))):
             current = list(w.get("current_task_ids") or [])
             if not current and w.get("current_task_id"):
                 current = [w["current_task_id"]]
@@ -230,7 +238,8 @@ class ActivityLog(View):
         return f'<div style="font-family:monospace;font-size:12px">{text}</div>'
 
 
-DETAILS = ("attempt", "progress", "duration_ms", "error", "reason", "retry_at", "next_attempt")
+DETAILS = ("attempt", "progress", "duration_ms", "error", "reason", "retry_at", "next_attempt",
+           "tasks", "pending", "running", "workers_dropped")
 
 
 def format_event(

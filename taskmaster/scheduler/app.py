@@ -28,11 +28,14 @@ from taskmaster.scheduler.context import (
 from taskmaster.scheduler.creates import CreateQueue, CreateQueueFull
 from taskmaster.scheduler.ops import setup_ops
 from taskmaster.scheduler.pool import setup_pool
+from taskmaster.scheduler.reset import setup_reset
 from taskmaster.scheduler.sse import EventHub, encode_feed
 from taskmaster.store import UNAVAILABLE, BadCursor, DatabaseError, Store, prepare
 from taskmaster.web import Handler, bearer_ok, error, read_object, unauthorised
 
 log = logging.getLogger(__name__)
+
+OFFLINE_WINDOW = 60.0  # seconds an offline worker stays listed by GET /api/workers
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -187,9 +190,20 @@ async def commands(request: web.Request) -> web.Response:
 
 
 async def workers(request: web.Request) -> web.Response:
-    """GET /api/workers: live workers, and those gone in the last minute."""
-    found = await request.app[STORE].list_workers(60.0)
+    """GET /api/workers: live workers, and those gone in the last minute; one row per name
+    (its live or latest incarnation), every incarnation with ?history=true."""
+    history = _query_bool(request, "history")
+    found = await request.app[STORE].list_workers(OFFLINE_WINDOW, history=history)
     return web.json_response([w.to_json() for w in found])
+
+
+def _query_bool(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise InvalidInput(422, f"{name} must be true or false", name)
 
 
 async def logs_stream(request: web.Request) -> web.StreamResponse:
@@ -305,6 +319,7 @@ def make_app(settings: Settings, database_url: str) -> web.Application:
     app.router.add_get("/readyz", readyz)
     setup_ops(app)
     setup_pool(app, settings)
+    setup_reset(app)
     return app
 
 

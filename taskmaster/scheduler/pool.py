@@ -102,10 +102,12 @@ async def kill_worker(request: web.Request) -> web.Response:
 
 async def _compose_kill(request: web.Request, name: str, graceful: bool) -> web.Response:
     # In a container the worker's host is its hostname, which docker sets to the container id.
-    known = [w for w in await request.app[STORE].list_workers(60.0) if w.name == name]
+    known = [w for w in await request.app[STORE].list_workers(60.0) if name in (w.name, w.id)]
     if not known:
-        return error(404, f"no worker named {name!r} (GET /api/workers lists them)", "name")
-    return _no_manager(compose_command("kill_worker", known[0].host, graceful=graceful))
+        return error(404, f"no worker with the name or id {name!r} (GET /api/workers lists "
+                     "them)", "name")
+    # the latest incarnation of that name (they are listed in the order they registered)
+    return _no_manager(compose_command("kill_worker", known[-1].host, graceful=graceful))
 
 
 async def coordinator(request: web.Request) -> web.Response:

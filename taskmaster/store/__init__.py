@@ -19,6 +19,7 @@ from taskmaster.store.store import (
     FeedEvent,
     Moved,
     NewTask,
+    ResetOutcome,
     Store,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "Listener",
     "Moved",
     "NewTask",
+    "ResetOutcome",
     "Store",
     "close_pool",
     "create_pool",

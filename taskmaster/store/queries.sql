@@ -53,6 +53,26 @@ FROM workers w
 WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
 ORDER BY w.registered_at, w.id;
 
+-- name: list_worker_names
+-- One row per worker name, among the workers live or gone offline within $1 seconds: its
+-- live incarnation, else its latest one (a worker restarted under its name registers with
+-- a new id). By name, numbers in names in numeric order (worker-2 before worker-10).
+SELECT * FROM (
+    SELECT DISTINCT ON (w.name) w.*,
+           ARRAY(SELECT t.id FROM tasks t
+                 WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
+                 ORDER BY t.status DESC, t.assigned_at) AS current_task_ids
+    FROM workers w
+    WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
+    ORDER BY w.name, (w.status <> 'offline') DESC, w.registered_at DESC, w.id
+) latest
+ORDER BY substring(name FROM '^(.*?)[0-9]*$'),
+         substring(name FROM '([0-9]+)$')::numeric NULLS FIRST, name;
+
+-- name: worker_name_of
+-- The name of the worker with this id (NULL when unknown).
+SELECT name FROM workers WHERE id = $1;
+
 -- name: known_commands
 SELECT name FROM commands ORDER BY name;
 
@@ -422,3 +442,54 @@ WHERE status IN ('assigned', 'running')
 -- Held tasks whose cancellation is pending (re-sent to workers after a reconnect).
 SELECT id, attempt, worker_id FROM tasks
 WHERE cancel_requested AND status IN ('assigned', 'running') AND worker_id = ANY($1::text[]);
+
+-- name: existing_tasks
+-- Which of these task ids ($1) still have a row (a reset deletes every task).
+SELECT id FROM tasks WHERE id = ANY($1::uuid[]);
+
+-- name: reset_lock
+-- A reset sees the tasks and their counts whole: creates, claims, reports and count
+-- compaction wait for it to commit; reads go on. The first statement of its transaction.
+LOCK TABLE tasks, task_counts IN EXCLUSIVE MODE;
+
+-- name: reset_tasks
+-- Every task goes: pending ones (cancelled before they ran), held ones (the coordinator
+-- tells their workers to stop; what those report later finds no row and is refused) and
+-- finished ones. The delete trigger writes count deltas, which reset_rest clears.
+WITH gone AS (
+    DELETE FROM tasks RETURNING status
+)
+SELECT count(*) AS total,
+       count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status IN ('assigned', 'running')) AS held
+FROM gone;
+
+-- name: reset_rest
+-- The rest of a reset, after reset_tasks in the same transaction: counts cleared, offline
+-- worker rows dropped, live workers' counters zeroed, events replaced by one stack_reset
+-- event (its id comes from the same sequence: ids keep rising, so an SSE client's
+-- Last-Event-ID stays valid), the coordinator woken. $1 tasks deleted, $2 pending, $3 held.
+WITH counts AS (
+    DELETE FROM task_counts
+), dropped AS (
+    DELETE FROM workers WHERE status = 'offline' RETURNING id
+), kept AS (
+    UPDATE workers SET tasks_completed = 0, tasks_failed = 0
+    WHERE status <> 'offline'
+    RETURNING id
+), old AS (
+    DELETE FROM events
+), ev AS (
+    INSERT INTO events (event, data)
+    SELECT 'stack_reset', jsonb_build_object(
+        'tasks', $1::bigint, 'pending', $2::bigint, 'running', $3::bigint,
+        'workers_dropped', (SELECT count(*) FROM dropped),
+        'workers_kept', (SELECT count(*) FROM kept))
+    RETURNING id
+), note AS (
+    SELECT pg_notify('taskmaster_reset', id::text) FROM ev
+)
+SELECT (SELECT id FROM ev) AS event_id,
+       (SELECT count(*) FROM dropped) AS workers_dropped,
+       (SELECT count(*) FROM kept) AS workers_kept,
+       (SELECT count(*) FROM note) AS notified;

@@ -73,6 +73,24 @@ class Applied:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ResetOutcome:
+    """What a reset cleared (Store.reset)."""
+
+    tasks: int  # tasks deleted, of which:
+    pending: int  # waiting (cancelled before they ran)
+    running: int  # assigned or running (their workers are told to stop)
+    workers_dropped: int  # offline worker rows removed
+    workers_kept: int  # live workers, their counters zeroed
+    event_id: int  # the stack_reset event
+
+    def to_json(self) -> dict[str, int]:
+        """The JSON of POST /api/reset."""
+        return {"tasks": self.tasks, "pending": self.pending, "running": self.running,
+                "workers_dropped": self.workers_dropped, "workers_kept": self.workers_kept,
+                "event_id": self.event_id}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Moved:
     """Held tasks taken back from workers, counted by (command, new status)."""
 
@@ -225,11 +243,17 @@ class Store:
         """Commands some worker has offered (plus the built-ins)."""
         return {r["name"] for r in await self.pool.fetch(q("known_commands"))}
 
-    async def list_workers(self, offline_window: float = 60.0) -> list[Worker]:
-        """Live workers, then those gone within offline_window seconds."""
-        return [
-            Worker.from_record(r) for r in await self.pool.fetch(q("list_workers"), offline_window)
-        ]
+    async def list_workers(self, offline_window: float = 60.0, *,
+                           history: bool = True) -> list[Worker]:
+        """Live workers, then those gone within offline_window seconds; every incarnation of
+        a name (history), or one row per name: its live incarnation, else its latest."""
+        query = q("list_workers") if history else q("list_worker_names")
+        return [Worker.from_record(r) for r in await self.pool.fetch(query, offline_window)]
+
+    async def worker_name(self, worker_id: str) -> str | None:
+        """The name of the worker with this id, or None."""
+        name = await self.pool.fetchval(q("worker_name_of"), worker_id)
+        return None if name is None else str(name)
 
     async def stats(self, *, window: float = 10.0, wait_sample: int = 1000) -> dict[str, Any]:
         """Counts by status, throughput and queue wait, without counting the tasks table."""
@@ -276,6 +300,29 @@ class Store:
     async def still_running(self, xids: Sequence[str]) -> int:
         """How many of these transactions have not ended yet."""
         return int(await self.pool.fetchval(q("still_running"), list(xids)))
+
+    async def reset(self) -> ResetOutcome:
+        """Clear every task, event and count, drop offline worker rows, zero the live
+        workers' counters and write one stack_reset event, in one transaction that creates,
+        claims and reports wait for (so none is half applied); the coordinator is woken to
+        stop what the workers still run."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(q("reset_lock"))
+            gone = await conn.fetchrow(q("reset_tasks"))
+            assert gone is not None
+            rest = await conn.fetchrow(q("reset_rest"), gone["total"], gone["pending"],
+                                       gone["held"])
+            assert rest is not None
+        return ResetOutcome(tasks=gone["total"], pending=gone["pending"], running=gone["held"],
+                            workers_dropped=rest["workers_dropped"],
+                            workers_kept=rest["workers_kept"], event_id=rest["event_id"])
+
+    async def existing_tasks(self, task_ids: Iterable[uuid.UUID]) -> set[uuid.UUID]:
+        """Which of these tasks still exist (a reset deletes them all)."""
+        ids = list(task_ids)
+        if not ids:
+            return set()
+        return {r["id"] for r in await self.pool.fetch(q("existing_tasks"), ids)}
 
     async def ping(self, timeout: float = 2.0) -> None:
         """Raise (one of errors.UNAVAILABLE or a DatabaseError) unless PostgreSQL answers."""

@@ -30,7 +30,8 @@ def commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
 PARSER = build_parser()
 COMMANDS = commands(PARSER)
 # the positional arguments a command needs before its flags can be parsed
-POSITIONALS = {("scale",): ["2"], ("kill",): ["worker-1"], ("healthcheck",): ["http", "http://x"]}
+POSITIONALS = {("scale",): ["2"], ("kill",): ["worker-1"], ("healthcheck",): ["http", "http://x"],
+               ("load",): ["--rate", "1"]}
 SETTING_FLAGS = [
     (path, action.option_strings[0], action.dest)
     for path, sub in COMMANDS.items()

@@ -67,6 +67,14 @@ class FakePool:
                             "command": "docker compose restart coordinator"})
 
 
+async def wait_until(condition: Any, timeout: float = 5.0) -> None:
+    """Until condition() holds (a panel's task runs meanwhile); AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 def workers(*names: str, status: str = "online") -> list[dict[str, Any]]:
     return [{"id": f"id-{n}", "name": n, "status": status, "tasks_completed": 0} for n in names]
 
@@ -115,19 +123,25 @@ async def test_worker_controls_scale_kill_stop_and_coordinator() -> None:
     panel.slider.value = 5
     assert "docker compose up --scale worker=5 -d" in panel.scale_command.value
     panel.scale_button.click()
+    # started: waiting for the feed to show them online
+    await wait_until(lambda: panel.toast_text == "Scaled to 5 workers: 3 started ...")
+    assert panel.toast_state == "busy"
+    # the feed shows them online: the message reaches its end
+    state.set_workers(workers(*(f"worker-{i}" for i in range(1, 6))))
     await panel.wait()
-    assert panel.toast_text == "Scaling to 5 workers"
+    assert panel.toast_text == "Scaled to 5 workers: 3 started, all online"
+    assert panel.toast_state == "done"
 
     panel.worker_buttons["worker-2"]["kill"].click()
     await panel.wait()
-    assert panel.toast_text == "Killed (SIGKILL) worker-2"
+    assert panel.toast_text == "Killed worker-2 (SIGKILL): its tasks go back to the queue"
     panel.worker_buttons["worker-1"]["stop"].click()
     await panel.wait()
-    assert panel.toast_text == "Stopping (graceful) worker-1"
+    assert panel.toast_text == "Stopped worker-1: it finished its tasks and left"
 
     panel.coordinator_buttons["kill"].click()
     await panel.wait()
-    assert panel.toast_text == "Coordinator crashed"
+    assert panel.toast_text.startswith("Coordinator crashed (SIGKILL)")
     panel.coordinator_buttons["restart"].click()
     await panel.wait()
     assert panel.toast_text == (
@@ -330,14 +344,15 @@ async def test_the_dashboards_worker_controls_are_the_clients_pool_api(pool_api:
         dash.controls.slider.value = 2
         dash.controls.scale_button.click()
         await dash.controls.wait()
-        assert dash.controls.toast_text == "Scaling to 2 workers" and dash.controls.toast_ok
+        assert dash.controls.toast_text == "Scaled to 2 workers: no change"
+        assert dash.controls.toast_ok
         dash.controls.worker_buttons["worker-2"]["kill"].click()
         await dash.controls.wait()
         dash.controls.worker_buttons["worker-1"]["stop"].click()
         await dash.controls.wait()
         dash.controls.coordinator_buttons["kill"].click()
         await dash.controls.wait()
-        assert dash.controls.toast_text == "Coordinator crashed"
+        assert dash.controls.toast_text.startswith("Coordinator crashed (SIGKILL)")
         with pytest.raises(ValueError, match="action must be one of"):
             await client.coordinator("explode")
     assert pool_api.calls == [

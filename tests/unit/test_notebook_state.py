@@ -95,12 +95,55 @@ def test_worker_events_and_polls() -> None:
     state.set_workers([{"id": "w1", "name": "worker-1", "status": "online",
                         "tasks_completed": 3, "current_task_id": "t9"}])
     state.apply(ev("task_completed", "t9", worker_id="w1"))
-    assert state.workers["w1"]["tasks_completed"] == 4  # live between two polls
+    assert state.workers["worker-1"]["tasks_completed"] == 4  # live between two polls
     state.apply(ev("worker_offline", worker_id="w1", name="worker-1"))
-    assert state.workers["w1"]["status"] == "offline"
-    assert state.workers["w1"]["current_task_id"] is None
+    assert state.workers["worker-1"]["status"] == "offline"
+    assert state.workers["worker-1"]["current_task_id"] is None
     state.apply(ev("worker_online", worker_id="w2", name="worker-2"))
-    assert state.workers["w2"] == {"id": "w2", "name": "worker-2", "status": "online"}
+    assert state.workers["worker-2"] == {"id": "w2", "name": "worker-2", "status": "online",
+                                         "tasks_completed": 0, "tasks_failed": 0}
+    assert state.worker_name("w1") == "worker-1" and state.worker_name("w2") == "worker-2"
+
+
+def test_a_worker_restarted_under_its_name_is_one_row() -> None:
+    state = DashboardState()
+    state.set_workers([{"id": "a", "name": "worker-2", "status": "online", "tasks_completed": 7}])
+    state.apply(ev("task_assigned", "t1", worker_id="a", attempt=1))
+    state.apply(ev("worker_offline", worker_id="a", name="worker-2"))
+    state.apply(ev("worker_online", worker_id="b", name="worker-2"))  # scaled back up
+    assert list(state.workers) == ["worker-2"]
+    assert state.workers["worker-2"]["id"] == "b" and state.workers["worker-2"]["status"] == "online"
+    assert state.workers["worker-2"]["tasks_completed"] == 0  # a new incarnation counts afresh
+    # late news of the old incarnation changes nothing of the new one
+    state.apply(ev("worker_offline", worker_id="a", name="worker-2"))
+    state.apply(ev("task_completed", "t1", worker_id="a"))
+    assert state.workers["worker-2"]["status"] == "online"
+    assert state.workers["worker-2"]["tasks_completed"] == 0
+    assert state.worker_name("a") == "worker-2"  # older rows still show the name
+    # a poll of a scheduler listing both incarnations keeps the live one
+    state.set_workers([
+        {"id": "b", "name": "worker-2", "status": "online", "registered_at": "2026-01-01T00:01"},
+        {"id": "a", "name": "worker-2", "status": "offline", "registered_at": "2026-01-01T00:00"},
+        {"id": "c", "name": "worker-1", "status": "offline", "registered_at": "2026-01-01T00:00"},
+        {"id": "d", "name": "worker-1", "status": "offline", "registered_at": "2026-01-01T00:02"},
+    ])
+    assert {n: w["id"] for n, w in state.workers.items()} == {"worker-2": "b", "worker-1": "d"}
+    assert state.online_workers() == 1
+
+
+def test_a_reset_empties_the_monitor_and_the_log_and_keeps_the_live_workers() -> None:
+    state = DashboardState()
+    state.set_workers([{"id": "a", "name": "worker-1", "status": "online", "tasks_completed": 5},
+                       {"id": "z", "name": "worker-9", "status": "offline"}])
+    state.apply_many(lifecycle("t1", worker="a"))
+    state.set_stats({"queue_depth": 3, "running": 1, "workers_online": 1})
+    series_before = sum(state.completed_series()[1])
+    state.apply(ev("stack_reset", eid=99, tasks=1, pending=0, running=0, workers_dropped=1))
+    assert not state.tasks and [e["event"] for e in state.log] == ["stack_reset"]
+    assert list(state.workers) == ["worker-1"]
+    assert state.workers["worker-1"]["tasks_completed"] == 0
+    assert state.resets == 1 and state.last_event_id == 99
+    assert sum(state.completed_series()[1]) == series_before  # the chart keeps its history
 
 
 def test_polled_tasks_fill_free_rows_but_never_go_back_in_time() -> None:
@@ -131,8 +174,14 @@ def test_completed_per_second_and_sample_ring() -> None:
     assert by_second[now - 5] == 2 and by_second[now - 3] == 4 and by_second[now - 4] == 0
     assert sum(ys) == 6  # the completion outside the window was not counted
     for i in range(25):
-        state.set_stats({"queue_depth": i, "running": 1}, now=now - 25 + i)
-    assert len(state.samples) == 10 and state.samples[-1] == (now - 1, 24, 1)
+        state.set_stats({"queue_depth": i, "running": 1, "assigned": 1, "workers_online": 2},
+                        now=now - 25 + i)
+    # (time, queue depth, running = assigned + running, workers online)
+    assert len(state.samples) == 10 and state.samples[-1] == (now - 1, 24, 2, 2)
+    for second in (now - 4, now - 4, now - 2):
+        state.apply(ev("task_scheduled", f"c{second}", timestamp=iso(second + 0.1)))
+    created = dict(zip(*state.created_series(now=now), strict=True))
+    assert created[now - 4] == 2 and created[now - 2] == 1 and created[now - 3] == 0
 
 
 def test_summary_has_no_ids() -> None:
