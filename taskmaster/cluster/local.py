@@ -197,10 +197,11 @@ class LocalCluster:
         """Until n workers are online (registered with the coordinator)."""
         deadline = time.monotonic() + timeout
         online = -1
-        async with aiohttp.ClientSession(headers=self._auth_headers()) as http:
+        async with aiohttp.ClientSession(headers=self._auth_headers(),
+                                         timeout=aiohttp.ClientTimeout(total=5.0)) as http:
             while time.monotonic() < deadline:
                 self._check_core()
-                with contextlib.suppress(aiohttp.ClientError, OSError, ValueError):
+                with contextlib.suppress(aiohttp.ClientError, OSError, ValueError, TimeoutError):
                     async with http.get(self.url + "/api/stats") as resp:
                         if resp.status == 200:
                             online = int((await resp.json())["workers_online"])
@@ -275,10 +276,12 @@ class LocalCluster:
     async def wait_ready(self, timeout: float = 60.0) -> None:
         """Until GET /readyz answers 200 (raises TimeoutError with the scheduler's log tail)."""
         deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
+        # one look at a time is bounded: whatever holds the port may accept and never answer
+        probe = aiohttp.ClientTimeout(total=2.0)
+        async with aiohttp.ClientSession(timeout=probe) as http:
             while time.monotonic() < deadline:
                 self._check_core()  # before asking: whoever answers must be ours
-                with contextlib.suppress(aiohttp.ClientError, OSError):
+                with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                     async with http.get(self.url + "/readyz") as resp:
                         if resp.status == 200:
                             return

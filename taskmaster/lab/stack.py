@@ -53,13 +53,18 @@ async def connect(
     *,
     url: str | None = None,
     own: bool | None = None,
+    reset: bool = False,
     concurrency: int | None = None,
     timeout: float = 60.0,
     **settings: Any,
 ) -> Stack:
     """The stack at TASKMASTER_URL (or `url`) if it answers, else a new one in this kernel.
 
-    `workers`: how many workers are online when it returns (None: as they are).
+    `workers`: how many workers are online when it returns (None: as they are), whatever
+    happened before (workers killed, scaled): the pool is scaled to that number, which
+    starts or stops workers; no notebook needs to know their names.
+    `reset=True` first clears the stack's tasks, events and counts (POST /api/reset), so
+    the notebook starts from a known state; a new stack starts empty anyway.
     `own=True` always starts a new stack; so do Settings fields given as keywords
     (e.g. `assign_strategy="random"`, `heartbeat_interval=0.5`), which only a new stack
     can honour.
@@ -71,6 +76,8 @@ async def connect(
         client = Client(url, token=os.environ.get("TASKMASTER_API_TOKEN") or None, timeout=10)
         if await client.readyz():
             stack = Stack(client)
+            if reset:
+                await stack.reset()
             if workers is not None:
                 await stack.ensure_workers(workers, timeout)
             return stack
@@ -129,8 +136,14 @@ class Stack:
             raise
         return stack
 
+    async def reset(self) -> dict[str, Any]:
+        """Clear every task, event and count of the stack (POST /api/reset; the online
+        workers stay); what was cleared."""
+        return await self.client.reset()
+
     async def ensure_workers(self, n: int, timeout: float = 60.0) -> None:
-        """Scale the pool to n workers if it has another number, and wait for them."""
+        """Scale the pool to n workers if it has another number online (the pool starts or
+        stops workers, bringing killed ones back), and wait for them."""
         online = await self.online_workers()
         if len(online) != n:
             try:

@@ -181,11 +181,17 @@ async def test_success_answers_match_the_schema(database_url: str) -> None:
         call("/api/tasks/{id}/cancel", "POST", 409, path_parameters={"id": made["id"]})
         call("/api/stats", "GET", 200)
         call("/api/workers", "GET", 200)
+        call("/api/workers", "GET", 200, query={"history": "true"})
+        call("/api/workers", "GET", 422, query={"history": "maybe"})
         assert "noop" in call("/api/commands", "GET", 200)
         call("/api/pool", "GET", 501)
         call("/api/pool/scale", "POST", 501, body={"workers": 2})
         call("/api/pool/coordinator/{action}", "POST", 501, path_parameters={"action": "restart"})
         call("/api/pool/workers/{name}/kill", "POST", 404, path_parameters={"name": "nobody"})
+        cleared = call("/api/reset", "POST", 200, body={})
+        assert cleared["tasks"] == 4 and cleared["pending"] == 3  # the cancelled one went too
+        call("/api/reset", "POST", 422, body={"everything": True})
+        assert call("/api/stats", "GET", 200)["total"] == 0
         call("/healthz", "GET", 200)
         call("/readyz", "GET", 200)
         assert "taskmaster_tasks_created_total" in call("/metrics", "GET", 200)
