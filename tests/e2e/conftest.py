@@ -1,16 +1,24 @@
-"""End-to-end fixtures: a real stack of processes (LocalCluster) on this test's database."""
+"""End-to-end fixtures: a real stack of processes (LocalCluster, or `taskmaster up` in
+another process) on this test's database."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import Settings
+from tests.e2e.up import Stack, _len_is, stack_env
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,3 +56,39 @@ async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[LocalClust
         yield stack
     finally:
         await stack.stop(grace=5.0)
+
+
+@pytest.fixture
+async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
+    """`taskmaster up --workers 3` on this test's database, ports chosen freely."""
+    home = tmp_path / "home"
+    env = stack_env(home, database_url)
+    log = (tmp_path / "up.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskmaster", "up", "--workers", "3", "--scheduler-port", "0",
+        "--coordinator-port", "0", env=env, stdout=log, stderr=asyncio.subprocess.STDOUT)
+    stack_file = home / "stack.json"
+
+    def ready() -> dict[str, Any] | None:
+        assert proc.returncode is None, (tmp_path / "up.log").read_text()
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(stack_file.read_text())
+            workers = [m for m in info["members"] if m["role"] == "worker"]
+            return info if len(workers) == 3 else None
+        return None
+
+    try:
+        info = await wait_for(ready, 30, message="`taskmaster up` to write its stack file")
+        s = Stack(proc, env, home, info, database_url)
+        await wait_for(lambda: _len_is(s.online(), 3), 20, message="3 workers online")
+        yield s
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                await asyncio.wait_for(proc.wait(), 30)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log.close()
+    assert not stack_file.exists(), "`taskmaster up` left its stack file behind"

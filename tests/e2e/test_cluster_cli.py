@@ -9,128 +9,15 @@ rates, never against absolute speeds.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-import pytest
-
+from tests.e2e.up import Stack, run_cli, stack_env
 from tests.helpers import fetch, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class Stack:
-    """A `taskmaster up` process and what its stack file says."""
-
-    proc: asyncio.subprocess.Process
-    env: dict[str, str]
-    home: Path
-    info: dict[str, Any]
-    database_url: str
-
-    @property
-    def url(self) -> str:
-        return str(self.info["url"])
-
-    async def cli(self, *args: str, check: bool = True) -> tuple[int, str]:
-        """Run `taskmaster ARGS` as another process; (exit code, stdout + stderr)."""
-        return await run_cli(self.env, *args, check=check)
-
-    async def get(self, path: str) -> Any:
-        async with aiohttp.ClientSession() as http, http.get(self.url + path) as resp:
-            assert resp.status == 200, await resp.text()
-            return await resp.json()
-
-    async def post(self, path: str, body: Any) -> Any:
-        async with aiohttp.ClientSession() as http, \
-                http.post(self.url + path, json=body) as resp:
-            assert resp.status in (200, 201), await resp.text()
-            return await resp.json()
-
-    async def completed(self) -> int:
-        return int((await self.get("/api/stats"))["completed"])
-
-    async def online(self) -> set[str]:
-        return {w["name"] for w in await self.get("/api/workers") if w["status"] == "online"}
-
-    async def members(self) -> dict[str, dict[str, Any]]:
-        _, out = await self.cli("ps")
-        rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
-        return {r[0]: {"role": r[1], "pid": r[2], "state": r[4]} for r in rows}
-
-
-async def run_cli(env: dict[str, str], *args: str, check: bool = True) -> tuple[int, str]:
-    """Run `taskmaster ARGS` as another process; (exit code, stdout + stderr)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "taskmaster", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    out, _ = await asyncio.wait_for(proc.communicate(), 60)
-    text = out.decode()
-    if check:
-        assert proc.returncode == 0, f"taskmaster {' '.join(args)} failed:\n{text}"
-    return proc.returncode or 0, text
-
-
-def stack_env(home: Path, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKMASTER_")}
-    env.update({
-        "TASKMASTER_HOME": str(home), "TASKMASTER_DATABASE_URL": database_url,
-        "TASKMASTER_METRICS_PORT": "0", "TASKMASTER_DRAIN_GRACE": "10",
-        "TASKMASTER_HEARTBEAT_INTERVAL": "0.5", "TASKMASTER_RETRY_BASE": "0.05",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    })
-    return env
-
-
-@pytest.fixture
-async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
-    """`taskmaster up --workers 3` on this test's database, ports chosen freely."""
-    home = tmp_path / "home"
-    env = stack_env(home, database_url)
-    log = (tmp_path / "up.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "taskmaster", "up", "--workers", "3", "--scheduler-port", "0",
-        "--coordinator-port", "0", env=env, stdout=log, stderr=asyncio.subprocess.STDOUT)
-    stack_file = home / "stack.json"
-
-    def ready() -> dict[str, Any] | None:
-        assert proc.returncode is None, (tmp_path / "up.log").read_text()
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(stack_file.read_text())
-            workers = [m for m in info["members"] if m["role"] == "worker"]
-            return info if len(workers) == 3 else None
-        return None
-
-    try:
-        info = await wait_for(ready, 30, message="`taskmaster up` to write its stack file")
-        s = Stack(proc, env, home, info, database_url)
-        await wait_for(lambda: _len_is(s.online(), 3), 20, message="3 workers online")
-        yield s
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
-    assert not stack_file.exists(), "`taskmaster up` left its stack file behind"
-
-
-async def _len_is(names: Any, n: int) -> bool:
-    return len(await names) == n
 
 
 async def rate(stack: Stack, tasks: int, timeout: float = 20.0) -> float:
@@ -184,8 +71,11 @@ async def _task(stack: Stack, task_id: str) -> dict[str, Any]:
 
 
 async def test_kill_and_graceful_stop_from_the_cli(stack: Stack) -> None:
-    await stack.post("/api/schedule/batch", {"command": "sleep", "count": 4,
-                                             "payload": {"seconds": 2}})
+    # one long task per worker: the killed worker's task waits until worker-3 is free, since
+    # worker-2 is told to drain before its own task ends (with a spare task, or shorter
+    # ones, worker-2 could take the requeued task before its SIGTERM arrived)
+    await stack.post("/api/schedule/batch", {"command": "sleep", "count": 3,
+                                             "payload": {"seconds": 5}})
     held1 = await wait_for(lambda: _current_task(stack, "worker-1"), 10,
                            message="worker-1 to run a task")
     held2 = await wait_for(lambda: _current_task(stack, "worker-2"), 10,
@@ -275,5 +165,5 @@ async def test_the_cli_says_clearly_when_no_stack_runs(tmp_path: Path) -> None:
     # a control URL nobody answers on
     code, out = await run_cli(env, "kill", "worker-1", "--control-url", "http://127.0.0.1:9",
                               check=False)
-    assert code == 1 and "cannot reach the stack's control API" in out
+    assert code == 1 and "cannot reach the stack at http://127.0.0.1:9" in out
     assert "Traceback" not in out

@@ -28,7 +28,7 @@ from taskmaster.cluster.local import LocalCluster, free_port
 from taskmaster.cluster.preflight import StackConflict
 from taskmaster.errors import EXIT_CANNOT_LISTEN
 from tests.e2e.conftest import CHILD_ENV, stack_settings
-from tests.e2e.test_cluster_cli import Stack, run_cli, stack, stack_env  # noqa: F401
+from tests.e2e.up import Stack, run_cli, stack_env
 from tests.helpers import wait_for
 
 REFUSAL_DEADLINE = 10.0  # seconds a refused `taskmaster up` may take, imports included
