@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp import web
 
@@ -20,7 +21,9 @@ from taskmaster.notebook import (
     Dashboard,
     DashboardState,
     DockerCommands,
+    ResetPanel,
     StatsPanel,
+    SteadyLoadPanel,
     TaskMonitor,
     ThroughputChart,
     WorkerControlPanel,
@@ -367,3 +370,155 @@ async def test_a_pool_action_still_times_out(pool_api: PoolApi) -> None:
     async with Client(pool_api.url, timeout=0.2, pool_timeout=0.3) as client:
         with pytest.raises(TimeoutError):
             await client.scale(2)
+
+
+# ---- messages reach an end state; reset; steady load; readable charts ----
+
+class SlowPool(FakePool):
+    """A pool whose scale takes a while (workers draining), so its busy message shows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def scale(self, n: int) -> list[str]:
+        self.calls.append(("scale", n))
+        await self.release.wait()
+        return []
+
+
+async def test_a_scale_down_says_what_is_happening_then_how_it_ended() -> None:
+    pool = SlowPool()
+    state = DashboardState()
+    state.set_workers(workers("worker-1", "worker-2", "worker-3"))
+    panel = WorkerControlPanel(pool, state=state)
+    panel.scale(1)
+    await wait_until(lambda: panel.toast_state == "busy")
+    assert panel.toast_text == "Scaling to 1 worker: 2 finishing their tasks, then leaving ..."
+    pool.release.set()
+    await panel.wait()
+    assert panel.toast_text == "Scaled to 1 worker: 2 left after finishing their tasks"
+    assert panel.toast_state == "done" and "tm-toast-done" in panel.toast.value
+    # the next action's message replaces it, from its first moment
+    pool.release.clear()
+    panel.kill_worker("worker-1")
+    await wait_until(lambda: panel.toast_text.startswith("Killed worker-1"))
+    panel.scale(0)
+    await wait_until(lambda: panel.toast_text.startswith("Scaling to 0 workers: 3 finishing"))
+    pool.release.set()
+    await panel.wait()
+    assert panel.toast_text == "Scaled to 0 workers: 3 left after finishing their tasks"
+
+
+async def test_a_scale_up_ends_when_the_feed_shows_the_workers_or_says_it_did_not() -> None:
+    pool = FakePool()
+    state = DashboardState()
+    state.set_workers(workers("worker-1"))
+    panel = WorkerControlPanel(pool, state=state)
+    panel.scale(2)
+    await wait_until(lambda: panel.toast_text == "Scaled to 2 workers: 1 started ...")
+    state.set_workers(workers("worker-1", "worker-2"))
+    await panel.wait()
+    assert panel.toast_text == "Scaled to 2 workers: 1 started, all online"
+    # a panel without a feed does not wait for what it cannot see
+    lone = WorkerControlPanel(FakePool())
+    lone.scale(1)
+    await lone.wait()
+    assert lone.toast_text == "Scaled to 1 worker" and lone.toast_state == "done"
+
+
+class ResetApi(FakeApi):
+    def __init__(self) -> None:
+        super().__init__()
+        self.resets = 0
+
+    async def reset(self) -> dict[str, Any]:
+        self.resets += 1
+        return {"tasks": 51, "pending": 40, "running": 3, "workers_dropped": 1,
+                "workers_kept": 3, "event_id": 77}
+
+
+async def test_reset_asks_for_a_second_click_then_says_what_it_cleared() -> None:
+    api = ResetApi()
+    panel = ResetPanel(api, confirm_seconds=0.3)
+    panel.button.click()
+    assert api.resets == 0 and panel.button.description == "Confirm reset"
+    assert panel.toast_text.startswith("Click again within 0.3 s")
+    await wait_until(lambda: panel.button.description == "Reset")  # not confirmed in time
+    assert panel.toast_text == "Not reset (no second click)" and api.resets == 0
+    panel.button.click()
+    panel.button.click()
+    await panel.wait()
+    assert api.resets == 1
+    assert panel.toast_text == ("Reset: 51 tasks cleared (40 pending cancelled, 3 running "
+                                "stopped), 1 offline worker forgotten; 3 workers kept")
+    panel.reset()  # from code: no confirmation
+    await panel.wait()
+    assert api.resets == 2 and repr(panel) == "ResetPanel()"
+
+
+class LoadApi(FakeApi):
+    async def stats(self) -> dict[str, Any]:
+        return {"queue_depth": 0, "running": 0, "completed": 0}
+
+
+async def test_the_steady_load_panel_starts_shows_progress_and_stops() -> None:
+    api = LoadApi()
+    panel = SteadyLoadPanel(api, rate=50, command="noop", commands=["noop", "sleep"])
+    assert repr(panel) == "SteadyLoadPanel(rate=50, command='noop')"
+    panel.start_button.click()
+    assert panel.running and panel.start_button.disabled and not panel.stop_button.disabled
+    await wait_until(lambda: sum(c[2] for c in api.calls) >= 20)
+    assert panel.toast_state == "busy" and panel.toast_text.startswith("Steady load: created")
+    panel.rate.value = 100  # moves the running load's rate
+    assert panel.load is not None and panel.load.rate == 100
+    panel.stop_button.click()
+    progress = await panel.wait()
+    assert not panel.running and not panel.start_button.disabled
+    assert panel.toast_state == "done"
+    assert panel.toast_text.startswith(f"Stopped steady load: created {progress.created:,} noop")
+    assert progress.created == sum(c[2] for c in api.calls)
+    assert {c[1] for c in api.calls} == {"noop"}
+
+
+async def test_the_steady_load_panel_shows_a_refusal() -> None:
+    class Refusing(LoadApi):
+        async def schedule_batch(self, command: str, count: int, delay_seconds: float = 0,
+                                 payload: Any = None) -> dict[str, Any]:
+            raise ApiError(422, "unknown command 'x'; known commands: noop", "command")
+
+    panel = SteadyLoadPanel(Refusing(), rate=5)
+    panel.start()
+    await panel.wait()
+    assert panel.toast_state == "error" and not panel.running
+    assert panel.toast_text == "unknown command 'x'; known commands: noop"
+
+
+def test_the_charts_keep_rates_and_counts_on_their_own_axes() -> None:
+    state = DashboardState(window=120)
+    chart = ThroughputChart(state)
+    now = time.time()
+    # 2,000 queued, 3 running on 3 workers, 2 completions a second, a burst of creates
+    for i in range(2000):
+        state.apply(_event("task_scheduled", f"t{i}",
+                           timestamp=datetime.fromtimestamp(now - 5, UTC).isoformat()))
+    for i in range(4):
+        state.apply(_event("task_completed", f"t{i}",
+                           timestamp=datetime.fromtimestamp(now - 3 + i // 2, UTC).isoformat()))
+    state.set_stats({"queue_depth": 2000, "running": 3, "workers_online": 3}, now=now - 4)
+    state.set_stats({"queue_depth": 1996, "running": 2, "assigned": 1, "workers_online": 1},
+                    now=now - 1)
+    assert chart.render() is True
+    y = {k: line.scales["y"] for k, line in chart.lines.items()}
+    # every family on its own scale: 2,000 queued or created do not flatten 3 running
+    assert y["completed"] is not y["created"] is not y["queue_depth"] is not y["running"]
+    assert y["running"] is y["workers"]
+    assert y["queue_depth"].max >= 2000 and y["created"].max >= 2000
+    assert y["running"].max <= 5 and y["completed"].max <= 3
+    assert list(chart.lines["workers"].y) == [3, 1] and chart.lines["workers"].interpolation \
+        == "step-after"  # scaling and kills show as steps
+    assert list(chart.lines["running"].y) == [3, 3]  # assigned + running
+    assert all(line.scales["x"] is chart.x for line in chart.lines.values())  # one time axis
+    window = (chart.x.max - chart.x.min) / np.timedelta64(1, "s")
+    assert window == pytest.approx(120, abs=1)  # a bounded sliding window
+    assert len(chart.figures) == 3 and repr(chart) == "ThroughputChart()"
