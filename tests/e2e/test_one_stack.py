@@ -240,3 +240,58 @@ async def test_the_supervisor_gives_up_on_a_member_whose_port_is_taken(
             thief.close()
     finally:
         await cluster.stop(grace=2.0)
+
+
+# ---- reset and steady load from a terminal ----
+
+async def test_reset_and_load_from_another_folder(stack: Stack, tmp_path: Path) -> None:
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    env = _elsewhere(stack, folder)
+
+    code, out = await _cli_in(folder, env, "load", "--rate", "20", "--seconds", "2",
+                              "--command", "sleep", "--payload", '{"seconds": 0.3}')
+    assert code == 0, out
+    assert "creating sleep tasks at 20/s" in out
+    assert "done: created 40 sleep tasks in" in out  # the schedule's count, exactly
+    assert (await stack.get("/api/stats"))["total"] == 40
+
+    # no confirmation, no reset (stdin is not a terminal here)
+    code, out = await _cli_in(folder, env, "reset")
+    assert code == 1 and "pass --yes" in out
+    assert (await stack.get("/api/stats"))["total"] == 40
+
+    code, out = await _cli_in(folder, env, "reset", "--yes")
+    assert code == 0, out
+    assert out.startswith("reset: 40 tasks deleted (")
+    s = await stack.get("/api/stats")
+    assert (s["total"], s["completed"], s["workers_online"]) == (0, 0, 3)
+
+    # bad input says what was wrong, and creates nothing
+    code, out = await _cli_in(folder, env, "load", "--rate", "5", "--payload", "{nope")
+    assert code == 2 and "--payload is not JSON" in out
+    code, out = await _cli_in(folder, env, "load", "--rate", "0")
+    assert code == 2 and "rate must be above 0" in out
+    code, out = await _cli_in(folder, env, "load", "--rate", "5", "--command", "nope")
+    assert code == 1 and "unknown command 'nope'" in out
+    assert (await stack.get("/api/stats"))["total"] == 0
+
+
+async def test_load_runs_until_ctrl_c(stack: Stack) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskmaster", "load", "--rate", "50", "--command", "noop",
+        env={**stack.env, "TASKMASTER_URL": stack.url},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+
+    async def some_created() -> bool:
+        return (await stack.get("/api/stats"))["total"] >= 50
+    try:
+        await wait_for(some_created, 30, message="the load to create tasks")
+    finally:
+        proc.send_signal(signal.SIGINT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 30)
+    text = out.decode()
+    assert proc.returncode == 0, text
+    created = int(text.split("done: created ", 1)[1].split(" ", 1)[0].replace(",", ""))
+    total = (await stack.get("/api/stats"))["total"]
+    assert created == total >= 50  # what it says it created is what the stack has

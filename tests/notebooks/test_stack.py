@@ -14,7 +14,9 @@ import uuid
 from pathlib import Path
 
 import asyncpg
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 from taskmaster.cluster.base import pid_alive as alive
 from taskmaster.lab import connect
@@ -66,11 +68,12 @@ async def test_own_stack_and_the_demo_stack_through_its_url(
         dash.controls.slider.value = 2
         dash.controls.scale_button.click()
         await dash.controls.wait()
-        assert dash.controls.toast_text == "Scaling to 2 workers"
+        assert dash.controls.toast_text == "Scaled to 2 workers: 1 started, all online"
         await own.wait_workers(2)
         dash.controls.kill_worker("worker-2")
         await dash.controls.wait()
-        assert dash.controls.toast_text == "Killed (SIGKILL) worker-2"
+        assert dash.controls.toast_text == (
+            "Killed worker-2 (SIGKILL): its tasks go back to the queue")
         await own.wait_workers(1)
         states = {m["name"]: m["state"] for m in (await own.client.pool())["members"]}
         assert states["worker-2"] == "exited(-9)" and states["worker-1"] == "running"
@@ -128,3 +131,68 @@ async def test_a_killed_kernel_leaves_nothing_behind() -> None:
                    message="the watchdog to remove the home")
     await wait_for(lambda: not any(alive(int(p)) for p in [postgres, *pids]), 10, interval=0.1,
                    message="the members and the embedded PostgreSQL to end")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def run_notebook(path: Path, workdir: Path) -> nbformat.NotebookNode:
+    """Execute a notebook in a fresh kernel (as JupyterLab's run-all does); the executed
+    notebook, or CellExecutionError naming the failing cell."""
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=150, kernel_name="python3",
+                            resources={"metadata": {"path": str(workdir)}})
+    await client.async_execute()
+    return nb
+
+
+async def test_a_notebook_runs_on_the_demo_stack_after_arbitrary_kills(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Off the script: workers killed and scaled from the dashboard before 05_resilience
+    runs. connect(workers=3) restores three online workers by starting or stopping them;
+    the notebook depends on no worker's name."""
+    demo = await connect(workers=3, own=True)
+    try:
+        pool = demo.client
+        await pool.kill_worker("worker-2")  # the name the notebook used to depend on
+        await pool.scale(5)                 # brings worker-2 back, starts 4 and 5
+        await demo.wait_workers(5)
+        for name in ("worker-2", "worker-1"):
+            await pool.kill_worker(name)
+        await demo.wait_workers(3)
+        # left over from the last demo: tasks still running
+        await pool.schedule_batch("sleep", 2, payload={"seconds": 60})
+        monkeypatch.setenv("TASKMASTER_URL", demo.url)
+        monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the kernel imports this checkout
+        nb = await run_notebook(ROOT / "notebooks" / "05_resilience.ipynb", tmp_path)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                  if o.output_type == "error"]
+        assert not errors
+        printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
+                          for o in c.outputs)
+        assert "50 tasks: 50 completed exactly once, 0 lost" in printed
+        assert len(await demo.online_workers()) == 3  # the notebook scaled back to 3
+        names = [w["name"] for w in await pool.workers()]
+        assert len(names) == len(set(names))  # one row per name, whatever happened
+    finally:
+        await demo.close()
+
+
+async def test_connect_can_reset_the_demo_stack_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = await connect(workers=2, own=True)
+    try:
+        await demo.client.schedule_batch("sleep", 5, payload={"seconds": 30})
+        await demo.client.wait_until(lambda s: s["running"] == 2)
+        await demo.client.kill_worker("worker-1")
+        monkeypatch.setenv("TASKMASTER_URL", demo.url)
+        notebook = await connect(workers=2, reset=True)  # what a notebook would run
+        try:
+            stats = await notebook.client.stats()
+            assert (stats["total"], stats["pending"], stats["running"]) == (0, 0, 0)
+            assert stats["workers_online"] == 2
+            assert [w["name"] for w in await notebook.client.workers()] == [
+                "worker-1", "worker-2"]
+        finally:
+            await notebook.close()
+    finally:
+        await demo.close()
