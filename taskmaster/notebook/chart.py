@@ -36,6 +36,7 @@ SERIES = (
 CHARTS = (("rates", "Tasks per second"), ("queue", "Queue depth"),
           ("counts", "Workers online and running tasks"))
 MARGIN = {"top": 30, "bottom": 30, "left": 55, "right": 55}
+MIN_SPAN = 60.0  # seconds the time axis shows at least
 # the smallest top of each chart's axes: an idle stack draws flat lines low on a sane scale
 FLOOR = {"rates": 2.0, "queue": 10.0, "counts": 4.0}
 
@@ -79,6 +80,7 @@ class ThroughputChart(widgets.VBox):
                 axes.append(bqplot.Axis(scale=scale, side=side,
                                         label=keyed[0][1] if len(keyed) == 1 else "",
                                         tick_format="d" if chart != "rates" else ".3~f",
+                                        num_ticks=5,
                                         color=color, label_color=color,
                                         grid_lines="solid" if side == "left" else "none"))
             self.figures[chart] = bqplot.Figure(
@@ -99,7 +101,12 @@ class ThroughputChart(widgets.VBox):
         if key == self._drawn and not force:
             return False
         self._drawn = key
-        first = now - self.window
+        # the window grows from the first thing seen to its bound, then slides: a young
+        # dashboard's lines use the whole width, never a sliver at the right edge
+        seen = [t for t in (state.samples[0][0] if state.samples else None,
+                            min(state.completed_buckets, default=None),
+                            min(state.created_buckets, default=None)) if t is not None]
+        first = max(now - self.window, min([now - MIN_SPAN, *seen]))
         samples = [s for s in state.samples if s[0] >= first]
         stamps = [t for t, _, _, _ in samples]
         data = {

@@ -91,6 +91,12 @@ class ActionPanel(widgets.VBox):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # the loop the panel was made in (a notebook's cell: the kernel's loop), where the
+        # client's HTTP session lives and where every action runs
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
         self.toast = widgets.HTML()
         self.toast.add_class("tm-toast")
         self.toast_text = ""
@@ -99,6 +105,26 @@ class ActionPanel(widgets.VBox):
         self.pending: asyncio.Future[Any] | None = None
         self.elapsed = 0.0  # seconds the last action took (its API round trip)
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    def in_owner(self, fn: Callable[[], Any]) -> None:
+        """Run fn in the loop the panel was made in. A kernel may hand a click to another
+        thread with a loop of its own (ipykernel 7's subshells, which JupyterLab uses for
+        widget messages), where the client's session cannot be used."""
+        loop = self._loop
+        try:
+            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        if loop is None or loop is current or loop.is_closed() or not loop.is_running():
+            fn()
+        else:
+            loop.call_soon_threadsafe(fn)
+
+    def handler(self, fn: Callable[..., Any]) -> Callable[..., None]:
+        """A widget callback that runs fn (with the callback's arguments) via in_owner."""
+        def callback(*args: Any) -> None:
+            self.in_owner(lambda: fn(*args))
+        return callback
 
     def show(self, text: str, ok: bool = True, busy: bool = False) -> None:
         """Show a toast line (busy: an action still running)."""
@@ -186,7 +212,7 @@ class BulkTaskPanel(ActionPanel):
         self.delay = widgets.FloatText(value=delay, description="Delay (s)", style=_LABEL,
                                        layout=widgets.Layout(width="140px"))
         self.button = widgets.Button(description="Create Tasks", button_style="primary")
-        self.button.on_click(self._clicked)
+        self.button.on_click(self.handler(self._clicked))
         self.children = [
             widgets.HTML("<b>Bulk Task Creation</b>"),
             widgets.HBox([self.command, self.count, self.delay], layout=_wrap()),
@@ -285,7 +311,7 @@ class WorkerControlPanel(ActionPanel):
         self.scale_command = widgets.HTML()
         self.slider.observe(lambda _change: self._show_scale_command(), names="value")
         self._show_scale_command()
-        self.scale_button.on_click(lambda _b: self.scale(self.slider.value))
+        self.scale_button.on_click(self.handler(lambda _b: self.scale(self.slider.value)))
         self.coordinator_buttons: dict[str, widgets.Button] = {}
         rows = []
         for action, label, style in (
@@ -294,7 +320,7 @@ class WorkerControlPanel(ActionPanel):
             ("restart", "Restart coordinator", "warning"),
         ):
             button = widgets.Button(description=label, button_style=style)
-            button.on_click(lambda _b, a=action: self.coordinator(a))
+            button.on_click(self.handler(lambda _b, a=action: self.coordinator(a)))
             self.coordinator_buttons[action] = button
             command = widgets.HTML(_code(self.docker.coordinator(action)))
             button.layout = widgets.Layout(width="170px")
@@ -411,8 +437,8 @@ class WorkerControlPanel(ActionPanel):
         for name, container in live:
             kill = widgets.Button(description="Kill (SIGKILL)", button_style="danger")
             stop = widgets.Button(description="Stop (graceful)", button_style="warning")
-            kill.on_click(lambda _b, n=name: self.kill_worker(n, graceful=False))
-            stop.on_click(lambda _b, n=name: self.kill_worker(n, graceful=True))
+            kill.on_click(self.handler(lambda _b, n=name: self.kill_worker(n, graceful=False)))
+            stop.on_click(self.handler(lambda _b, n=name: self.kill_worker(n, graceful=True)))
             self.worker_buttons[name] = {"kill": kill, "stop": stop}
             commands = (
                 _code(self.docker.kill_worker(container or name))
@@ -448,7 +474,7 @@ class ResetPanel(ActionPanel):
         self.confirm_seconds = confirm_seconds
         self.button = widgets.Button(description="Reset", button_style="danger",
                                      tooltip="Delete every task and event; workers stay")
-        self.button.on_click(self._clicked)
+        self.button.on_click(self.handler(self._clicked))
         self._armed_until = 0.0
         self.children = [
             widgets.HTML("<b>Reset</b> <span style=\"color:#6b7280;font-size:11px\">every task, "

@@ -44,9 +44,9 @@ class SteadyLoadPanel(ActionPanel):
         self.start_button = widgets.Button(description="Start load", button_style="success")
         self.stop_button = widgets.Button(description="Stop load", button_style="warning",
                                           disabled=True)
-        self.start_button.on_click(lambda _b: self.start())
-        self.stop_button.on_click(lambda _b: self.stop())
-        self.rate.observe(self._rate_moved, names="value")
+        self.start_button.on_click(self.handler(lambda _b: self.start()))
+        self.stop_button.on_click(self.handler(lambda _b: self.stop()))
+        self.rate.observe(self.handler(self._rate_moved), names="value")
         self.load: SteadyLoad | None = None
         self.children = [
             widgets.HTML("<b>Steady Load</b>"),

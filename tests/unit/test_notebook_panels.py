@@ -519,6 +519,44 @@ def test_the_charts_keep_rates_and_counts_on_their_own_axes() -> None:
         == "step-after"  # scaling and kills show as steps
     assert list(chart.lines["running"].y) == [3, 3]  # assigned + running
     assert all(line.scales["x"] is chart.x for line in chart.lines.values())  # one time axis
-    window = (chart.x.max - chart.x.min) / np.timedelta64(1, "s")
-    assert window == pytest.approx(120, abs=1)  # a bounded sliding window
+    def span() -> float:
+        return float((chart.x.max - chart.x.min) / np.timedelta64(1, "s"))
+
+    assert span() == pytest.approx(60, abs=1)  # young: a minute, the lines use the width
+    older = DashboardState(window=120)
+    older.set_stats({"queue_depth": 1}, now=now - 500)
+    older.set_stats({"queue_depth": 2}, now=now - 1)
+    chart = ThroughputChart(older)
+    chart.render()
+    assert span() == pytest.approx(120, abs=1)  # then a bounded sliding window
+    assert list(chart.lines["queue_depth"].y) == [2]  # what slid out is not drawn
     assert len(chart.figures) == 3 and repr(chart) == "ThroughputChart()"
+
+
+async def test_a_click_handled_in_another_thread_runs_in_the_panels_loop() -> None:
+    """JupyterLab may deliver a widget message to a kernel subshell: another thread with its
+    own loop, where the client's HTTP session cannot be used. The action still runs in the
+    loop the panel was made in."""
+    import threading
+
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    class Recording(FakeApi):
+        async def schedule_batch(self, command: str, count: int, delay_seconds: float = 0,
+                                 payload: Any = None) -> dict[str, Any]:
+            loops.append(asyncio.get_running_loop())
+            return await super().schedule_batch(command, count, delay_seconds, payload)
+
+    panel = BulkTaskPanel(Recording(), count=2)
+    mine = asyncio.get_running_loop()
+
+    def subshell() -> None:
+        async def click() -> None:
+            panel.button.click()  # as ipykernel's subshell thread would run the handler
+        asyncio.run(click())
+
+    thread = threading.Thread(target=subshell)
+    thread.start()
+    await asyncio.to_thread(thread.join)
+    await wait_until(lambda: panel.toast_text == "Created 2 tasks")
+    assert loops == [mine]
