@@ -9,6 +9,7 @@ axis, so that no line is flattened by another's scale:
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Mapping
@@ -35,10 +36,26 @@ SERIES = (
 )
 CHARTS = (("rates", "Tasks per second"), ("queue", "Queue depth"),
           ("counts", "Workers online and running tasks"))
-MARGIN = {"top": 30, "bottom": 30, "left": 55, "right": 55}
+MARGIN = {"top": 30, "bottom": 30, "left": 60, "right": 60}
 MIN_SPAN = 60.0  # seconds the time axis shows at least
 # the smallest top of each chart's axes: an idle stack draws flat lines low on a sane scale
 FLOOR = {"rates": 2.0, "queue": 10.0, "counts": 4.0}
+
+
+def nice(value: float) -> float:
+    """The round number at or above value: 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 x 10^k."""
+    if value <= 0:
+        return 1.0
+    scale = 10.0 ** math.floor(math.log10(value))
+    return next(round(m * scale, 12) for m in (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10)
+                if m * scale >= value * (1 - 1e-9))
+
+
+def ticks(top: float) -> np.ndarray:
+    """At most 7 round ticks from 0 to top: steps of 1, 2 or 5 x 10^k."""
+    scale = 10.0 ** math.floor(math.log10(top / 6)) if top > 0 else 1.0
+    step = next(m * scale for m in (1, 2, 5, 10) if top / (m * scale) <= 6 + 1e-9)
+    return np.round(np.arange(0.0, top + step / 2, step), 12)
 
 
 def _dates(seconds: list[float]) -> np.ndarray:
@@ -68,6 +85,7 @@ class ThroughputChart(widgets.VBox):
             self.lines[key] = line
             marks[chart].append(line)
         self.figures: dict[str, bqplot.Figure] = {}
+        self.axes: dict[tuple[str, str], bqplot.Axis] = {}
         for chart, title in CHARTS:
             axes = [bqplot.Axis(scale=self.x, tick_format="%H:%M:%S", num_ticks=6)]
             for (name, side), scale in self.scales.items():
@@ -77,12 +95,13 @@ class ThroughputChart(widgets.VBox):
                          if c == chart and sd == side]
                 # an axis of one series wears its colour and its name
                 color = self.lines[keyed[0][0]].colors[0] if len(keyed) == 1 else "#374151"
-                axes.append(bqplot.Axis(scale=scale, side=side,
+                self.axes[(name, side)] = axis = bqplot.Axis(scale=scale, side=side,
                                         label=keyed[0][1] if len(keyed) == 1 else "",
                                         tick_format="d" if chart != "rates" else ".3~f",
-                                        num_ticks=5,
+                                        label_offset="40px",
                                         color=color, label_color=color,
-                                        grid_lines="solid" if side == "left" else "none"))
+                                        grid_lines="solid" if side == "left" else "none")
+                axes.append(axis)
             self.figures[chart] = bqplot.Figure(
                 marks=marks[chart], axes=axes, title=title, legend_location="top-left",
                 animation_duration=0, fig_margin=MARGIN,
@@ -129,8 +148,12 @@ class ThroughputChart(widgets.VBox):
             top = max([FLOOR[chart], *(float(np.max(self.lines[k].y, initial=0))
                                        for k, _, _, c, sd, _ in SERIES
                                        if c == chart and sd == side)])
-            # headroom above the highest point; whole steps for the counts
-            scale.max = float(int(top) + 1) if chart == "counts" else top * 1.15
+            # headroom above the highest point, at a round number (its ticks are round too);
+            # whole steps for the counts
+            scale.max = float(int(top) + 1) if chart == "counts" else nice(top * 1.1)
+            axis, wanted = self.axes[(chart, side)], ticks(scale.max)
+            if not np.array_equal(axis.tick_values, wanted):
+                axis.tick_values = wanted
         return True
 
     def __repr__(self) -> str:

@@ -515,6 +515,9 @@ def test_the_charts_keep_rates_and_counts_on_their_own_axes() -> None:
     assert y["running"] is y["workers"]
     assert y["queue_depth"].max >= 2000 and y["created"].max >= 2000
     assert y["running"].max <= 5 and y["completed"].max <= 3
+    # round ticks, few of them: 0, 500, ... on the queue; whole workers on the counts
+    assert list(chart.axes[("queue", "left")].tick_values) == [0, 500, 1000, 1500, 2000, 2500]
+    assert list(chart.axes[("counts", "left")].tick_values) == [0, 1, 2, 3, 4, 5]
     assert list(chart.lines["workers"].y) == [3, 1] and chart.lines["workers"].interpolation \
         == "step-after"  # scaling and kills show as steps
     assert list(chart.lines["running"].y) == [3, 3]  # assigned + running
@@ -560,3 +563,10 @@ async def test_a_click_handled_in_another_thread_runs_in_the_panels_loop() -> No
     await asyncio.to_thread(thread.join)
     await wait_until(lambda: panel.toast_text == "Created 2 tasks")
     assert loops == [mine]
+
+
+def test_axes_end_at_round_numbers() -> None:
+    from taskmaster.notebook.chart import nice
+
+    assert [nice(v) for v in (0.3, 2.2, 9.9, 55, 2200, 1, 12, 0)] == [
+        0.3, 2.5, 10, 60, 2500, 1, 12, 1]
