@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 QUICK = Options(tasks=2000, batch=500, throughput_workers=(1, 2, 4), latency_tasks=200,
                 creates=500, scaling_workers=(1, 2, 4, 8), scaling_tasks_per_slot=5,
                 failover_rounds=1, partition_rounds=0, read_rows=100_000, read_requests=100,
-                sse_events=5000)
+                sse_events=5000, load_seconds=5.0)
 
 
 def _ints(raw: str) -> tuple[int, ...]:
@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-flight", type=int, help="requests one client keeps in flight in the "
                    "overlapped creates [default 16]")
     p.add_argument("--read-rows", type=int, help="tasks stored for the read path [default 1000000]")
+    p.add_argument("--load-rates", type=_ints, help="tasks/s of the steady-load runs "
+                   "[default 50,200,500]")
+    p.add_argument("--load-seconds", type=float, help="seconds of each steady-load run "
+                   "[default 20]")
     p.add_argument("--output", type=Path, default=report.RESULTS,
                    help="folder of the results files [default benchmarks/results]")
     p.add_argument("--no-save", action="store_true", help="print only, write no files")
@@ -63,7 +67,8 @@ def options_from(args: argparse.Namespace) -> Options:
     changes: dict[str, Any] = {}
     for flag, name in (("tasks", "tasks"), ("batch", "batch"), ("concurrency", "concurrency"),
                        ("workers", "throughput_workers"), ("in_flight", "in_flight"),
-                       ("read_rows", "read_rows")):
+                       ("read_rows", "read_rows"), ("load_rates", "load_rates"),
+                       ("load_seconds", "load_seconds")):
         value = getattr(args, flag)
         if value is not None:
             changes[name] = value

@@ -25,6 +25,8 @@ TARGETS: list[tuple[str, str, float, tuple[str, ...]]] = [
      ("failover", "sigkill", "running_max_s")),
     ("/api/stats p99 at 1M rows (ms)", "<", 20, ("read", "stats_ms", "p99")),
     ("worker peak RSS (MB)", "<", 80, ("memory_mb", "worker")),
+    ("steady load at 500 tasks/s, deviation (%)", "<=", 5,
+     ("load", "rates", "500", "deviation_pct")),
 ]
 _OPS = {">=": float.__ge__, "<=": float.__le__, "<": float.__lt__}
 
@@ -153,8 +155,17 @@ def _read_rows(rd: dict[str, Any]) -> Rows:
     return rows
 
 
+def _load_rows(ld: dict[str, Any]) -> Rows:
+    return [(f"steady load {r['rate']}/s for {r['seconds']:g} s",
+             "held tasks/s (deviation) per-second min-max",
+             f"{r['held_per_s']} ({r['deviation_pct']}%) {r['per_second_min']}-"
+             f"{r['per_second_max']}" + (f", {r['errors']} errors" if r["errors"] else ""))
+            for r in ld["rates"].values()]
+
+
 _SCENARIO_ROWS = {"throughput": _throughput_rows, "latency": _latency_rows,
-                  "scaling": _scaling_rows, "failover": _failover_rows, "read": _read_rows}
+                  "scaling": _scaling_rows, "failover": _failover_rows, "read": _read_rows,
+                  "load": _load_rows}
 
 
 def _rows(results: dict[str, Any]) -> Rows:

@@ -37,6 +37,8 @@ class Options:
     read_requests: int = 300
     sse_clients: int = 10
     sse_events: int = 50_000
+    load_rates: tuple[int, ...] = (50, 200, 500)
+    load_seconds: float = 20.0
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -318,10 +320,48 @@ class SseCounter:
                 tail = buf[-4:]
 
 
+# ---- steady load ----
+
+async def steady_load(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """`taskmaster load`'s generator at each rate for load_seconds: the rate it held, from
+    the tasks' created_at in PostgreSQL (whole seconds, first and last left out)."""
+    from taskmaster.client import Client
+    from taskmaster.config import Settings
+    from taskmaster.load import SteadyLoad
+
+    rates: dict[str, Any] = {}
+    async with stack(server, "load", workers=4, concurrency=64, sampler=sampler) as st:
+        for rate in opts.load_rates:
+            await st.db.execute("TRUNCATE tasks")
+            await st.db.execute("TRUNCATE task_counts")
+            async with Client(st.api) as client:
+                load = SteadyLoad(client, rate=rate, command="noop", seconds=opts.load_seconds,
+                                  settings=Settings(load_max_rate=max(opts.load_rates)))
+                progress = await load.run()
+            per_second = [r["n"] for r in await st.db.fetch(
+                "SELECT date_trunc('second', created_at) AS s, count(*) AS n FROM tasks "
+                "GROUP BY 1 ORDER BY 1")][1:-1]
+            span = await st.db.fetchval(
+                "SELECT extract(epoch FROM max(created_at) - min(created_at)) FROM tasks")
+            created = await st.db.fetchval("SELECT count(*) FROM tasks")
+            # created tasks over the span they were created in, one interval per task
+            held = (created - 1) / float(span) if span else 0.0
+            rates[str(rate)] = {
+                "rate": rate, "seconds": opts.load_seconds, "created": created,
+                "expected": int(rate * opts.load_seconds), "held_per_s": round(held, 2),
+                "deviation_pct": round(abs(held - rate) / rate * 100, 2),
+                "per_second_min": min(per_second, default=0),
+                "per_second_max": max(per_second, default=0),
+                "errors": progress.errors, "skipped": progress.skipped,
+            }
+    return {"rates": rates}
+
+
 SCENARIOS = {
     "throughput": throughput,
     "latency": latency,
     "scaling": scaling,
     "failover": failover,
     "read": read_path,
+    "load": steady_load,
 }

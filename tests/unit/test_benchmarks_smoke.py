@@ -21,7 +21,8 @@ from taskmaster.cli import stack as cli_stack
 TINY = Options(tasks=60, batch=25, concurrency=4, throughput_workers=(1,), latency_tasks=5,
                creates=10, in_flight=3, scaling_workers=(1, 2), scaling_tasks_per_slot=2,
                scaling_seconds=0.05, failover_rounds=1, partition_rounds=0, read_rows=500,
-               read_requests=5, sse_clients=2, sse_events=50)
+               read_requests=5, sse_clients=2, sse_events=50, load_rates=(20,),
+               load_seconds=2.0)
 
 
 def test_percentile_interpolates() -> None:
@@ -36,9 +37,11 @@ def test_percentile_interpolates() -> None:
 
 def test_flags_shape_the_options() -> None:
     args = build_parser().parse_args(["--quick", "--tasks", "10", "--workers", "1,3",
-                                      "--in-flight", "4", "--only", "latency", "--only", "read"])
+                                      "--in-flight", "4", "--only", "latency", "--only", "read",
+                                      "--load-rates", "10,100", "--load-seconds", "3"])
     opts = options_from(args)
     assert (opts.tasks, opts.throughput_workers, opts.in_flight) == (10, (1, 3), 4)
+    assert (opts.load_rates, opts.load_seconds) == ((10, 100), 3.0)
     assert opts.read_rows < Options().read_rows  # --quick
     assert args.only == ["latency", "read"]
 
@@ -90,12 +93,14 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     rd = results["read"]
     assert rd["sse_complete"] and rd["sse_delivered"] == TINY.sse_clients * TINY.sse_events
     assert rd["stats_ms"]["n"] == TINY.read_requests
+    ld = results["load"]["rates"]["20"]
+    assert ld["created"] == ld["expected"] == 40 and ld["held_per_s"] > 0  # the schedule's count
     assert {"coordinator", "scheduler", "worker"} <= set(results["memory_mb"])
     assert len(results["targets"]) == len(report.TARGETS)
 
     text = report.table(results)
     assert "throughput 1w x4" in text and "SSE fan-out, 2 clients" in text
-    assert "PostgreSQL alone" in text
+    assert "PostgreSQL alone" in text and "steady load 20/s for 2 s" in text
     path = report.write(results, tmp_path)
     assert json.loads(path.read_text()) == json.loads((tmp_path / "latest.json").read_text())
 
