@@ -122,10 +122,7 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             async for msg in requests:
                 kind = msg.WhichOneof("kind")
                 if kind == "heartbeat":
-                    beat = msg.heartbeat
-                    self.coordinator.heartbeat(
-                        session, draining=beat.draining,
-                        in_flight=refs_from_pb(beat.in_flight) if beat.draining else None)
+                    self._heartbeat(session, msg.heartbeat)
                 elif kind == "status":
                     reports, refused = self._reports(session, msg.status.updates)
                     # bounded: past its rate or its writes in flight, this worker waits
@@ -139,6 +136,16 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             pass
         finally:
             session.send(Close("worker closed its stream"))
+
+    def _heartbeat(self, session: Session, beat: pb.Heartbeat) -> None:
+        in_flight = None
+        if beat.draining:
+            try:
+                in_flight = refs_from_pb(beat.in_flight)
+            except ValueError as exc:  # a peer's malformed ref: the beat counts, its list not
+                log.warning("ignored the in-flight list of worker %s: %s", session.name, exc,
+                            extra={"worker_id": session.worker_id})
+        self.coordinator.heartbeat(session, draining=beat.draining, in_flight=in_flight)
 
     def _reports(self, session: Session, updates: Iterable[pb.StatusUpdate]
                  ) -> tuple[list[Report], list[Ack]]:

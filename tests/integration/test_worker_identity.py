@@ -299,3 +299,20 @@ async def test_a_worker_over_its_report_rate_is_read_more_slowly_and_loses_nothi
         finally:
             await fake.leave()
             await fake.close()
+
+
+async def test_a_malformed_draining_heartbeat_is_ignored_not_fatal(database_url: str) -> None:
+    async with serve_coordinator(fast_settings(), database_url) as server:
+        fake = FakeWorker(server.port, "odd")
+        try:
+            await fake.connect()
+            fake.out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(
+                draining=True, in_flight=[pb.TaskRef(task_id="not-a-uuid", attempt=1)])))
+            session = server.coordinator.sessions[fake.worker_id]
+            await wait_for(lambda: session.draining, message="the heartbeat to count")
+            assert not session.closed and session.draining_holds is None
+            ack = await fake.report(str(uuid.uuid4()), 1, pb.RUNNING)  # still served
+            assert not ack.accepted and "stale" in ack.reason
+        finally:
+            await fake.leave()
+            await fake.close()
