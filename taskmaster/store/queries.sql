@@ -149,11 +149,25 @@ DELETE FROM tasks t USING old WHERE t.id = old.id;
 
 -- name: prune_workers
 -- Workers offline for more than $1 seconds that hold no task (their ids stay in the
--- history of the tasks they ran).
-DELETE FROM workers w
-WHERE w.status = 'offline' AND w.offline_at < now() - make_interval(secs => $1)
-  AND NOT EXISTS (SELECT 1 FROM tasks t
-                  WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running'));
+-- history of the tasks they ran), then the commands no remaining worker offers that were
+-- first seen that long ago, but those schema.sql seeds (the scheduler accepts them before
+-- any worker comes); how many workers went.
+WITH gone AS (
+    DELETE FROM workers w
+    WHERE w.status = 'offline' AND w.offline_at < now() - make_interval(secs => $1)
+      AND NOT EXISTS (SELECT 1 FROM tasks t
+                      WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running'))
+    RETURNING id
+), offered AS (
+    SELECT DISTINCT unnest(commands) AS name FROM workers
+    WHERE id NOT IN (SELECT id FROM gone)
+), forgotten AS (
+    DELETE FROM commands c
+    WHERE c.first_seen < now() - make_interval(secs => $1)
+      AND c.name <> ALL ('{demo-job,noop,sleep,fail,flaky,cpu}'::text[])
+      AND c.name NOT IN (SELECT name FROM offered)
+)
+SELECT count(*) FROM gone;
 
 -- name: upsert_worker
 -- A worker under an id of the caller's choosing, with no secret (tests, the lab's recorded

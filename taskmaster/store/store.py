@@ -293,9 +293,9 @@ class Store:
         return int(status.split()[-1])
 
     async def prune_workers(self, older_than: float) -> int:
-        """Delete workers offline for more than older_than seconds that hold nothing."""
-        status = await self.pool.execute(q("prune_workers"), older_than)
-        return int(status.split()[-1])
+        """Delete workers offline for more than older_than seconds that hold nothing, and the
+        commands only they offered (not the built-ins); how many workers went."""
+        return int(await self.pool.fetchval(q("prune_workers"), older_than))
 
     async def compact_counts(self, older_than: float = 60.0) -> None:
         """Fold old count deltas together."""

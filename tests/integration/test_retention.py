@@ -59,16 +59,20 @@ async def test_the_coordinator_prunes_tasks_and_long_gone_workers(store: Store) 
     kept = await aged(store, "running", 9)  # held by worker 'w'
     for worker_id in ("w", "gone", "recent"):
         await store.upsert_worker(worker_id=worker_id, name=worker_id, host="h", pid=1,
-                                  capacity=1, commands=["noop"])
+                                  capacity=1, commands=["noop", f"only-{worker_id}"])
     await store.pool.execute(
         "UPDATE workers SET status = 'offline', offline_at = now() - "
         "CASE WHEN id = 'recent' THEN interval '1 day' ELSE interval '9 days' END")
+    await store.pool.execute("UPDATE commands SET first_seen = now() - interval '9 days'")
     coordinator = Coordinator(store, fast_settings(task_retention=7 * DAY))
     assert await coordinator.prune() == 25
     assert coordinator.counters["tasks_pruned"] == 25
     assert await remaining(store) == set(kept)
     workers = {r["id"] for r in await store.pool.fetch("SELECT id FROM workers")}
     assert workers == {"w", "recent"}  # 'w' still holds a task (its lease is the reaper's)
+    # the commands only the pruned worker offered go too; the built-ins stay
+    assert await store.known_commands() == {
+        "demo-job", "noop", "sleep", "fail", "flaky", "cpu", "only-w", "only-recent"}
 
 
 async def test_zero_keeps_every_task(store: Store) -> None:
