@@ -150,8 +150,8 @@ DELETE FROM tasks t USING old WHERE t.id = old.id;
 -- name: prune_workers
 -- Workers offline for more than $1 seconds that hold no task (their ids stay in the
 -- history of the tasks they ran), then the commands no remaining worker offers that were
--- first seen that long ago, but those schema.sql seeds (the scheduler accepts them before
--- any worker comes); how many workers went.
+-- first seen that long ago, except the built-ins schema.sql inserts (the scheduler accepts
+-- them before any worker comes); how many workers went.
 WITH gone AS (
     DELETE FROM workers w
     WHERE w.status = 'offline' AND w.offline_at < now() - make_interval(secs => $1)
