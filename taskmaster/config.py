@@ -18,9 +18,11 @@ def _env_name(name: str) -> str:
 # limits and batch sizes below 1 would refuse everything or never make progress
 # the coordinator's assignment strategies (coordinator/assignment.py implements each)
 ASSIGN_STRATEGIES = ("round-robin", "least-loaded", "random")
-_AT_LEAST_ONE = ("max_batch_count", "max_body_bytes", "max_payload_bytes", "max_page_size",
-                 "max_sse_clients", "sse_queue", "assign_batch", "status_batch",
-                 "create_batch", "create_queue", "load_max_pending")
+_AT_LEAST_ONE = ("max_batch_count", "max_body_bytes", "max_payload_bytes", "max_batch_bytes",
+                 "max_page_size", "max_sse_clients", "sse_queue", "assign_batch", "status_batch",
+                 "create_batch", "create_queue", "max_result_bytes", "max_worker_capacity",
+                 "max_worker_commands", "max_worker_sessions", "worker_report_rate",
+                 "load_max_pending")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +108,10 @@ class Settings:
     max_payload_bytes: int = field(
         default=65_536, metadata={"help": "largest task payload (JSON bytes)"}
     )
+    max_batch_bytes: int = field(
+        default=67_108_864,
+        metadata={"help": "largest count x payload JSON bytes of one POST /api/schedule/batch"},
+    )
     max_page_size: int = field(default=1000, metadata={"help": "largest ?limit= on GET /api/tasks"})
     max_sse_clients: int = field(default=100, metadata={"help": "concurrent SSE subscribers"})
     sse_queue: int = field(
@@ -121,11 +127,34 @@ class Settings:
     event_retention: float = field(
         default=3600.0, metadata={"help": "seconds events are kept in PostgreSQL for replay"}
     )
+    task_retention: float = field(
+        default=604_800.0,
+        metadata={"help": "seconds finished (completed, failed, cancelled) tasks are kept; "
+                          "0 = forever"},
+    )
     assign_batch: int = field(
         default=500, metadata={"help": "most tasks claimed in one assignment round"}
     )
     status_batch: int = field(
         default=1000, metadata={"help": "most status updates written in one statement"}
+    )
+    max_result_bytes: int = field(
+        default=1_048_576, metadata={"help": "largest task result (JSON bytes) a worker may report"}
+    )
+    max_worker_capacity: int = field(
+        default=256, metadata={"help": "most task slots one worker is given (a larger "
+                                       "concurrency is cut to this)"}
+    )
+    max_worker_commands: int = field(
+        default=1000, metadata={"help": "most commands one worker may offer when it registers"}
+    )
+    max_worker_sessions: int = field(
+        default=1000, metadata={"help": "most workers connected to one coordinator at once"}
+    )
+    worker_report_rate: float = field(
+        default=50_000.0,
+        metadata={"help": "status updates per second one worker may send (one second's worth "
+                          "at once); past it the coordinator reads that worker more slowly"},
     )
     load_max_rate: float = field(
         default=1000.0,
@@ -184,6 +213,9 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{_env_name(name)}={value!r} must be at least 1")
+        if self.task_retention < 0:
+            raise ValueError(f"{_env_name('task_retention')}={self.task_retention!r} must be 0 "
+                             "(keep forever) or more")
         if not self.load_max_rate > 0:
             raise ValueError(f"{_env_name('load_max_rate')}={self.load_max_rate!r} must be "
                              "above 0")

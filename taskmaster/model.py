@@ -3,11 +3,75 @@
 from __future__ import annotations
 
 import enum
+import json
+import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
+
+# ---- JSON that PostgreSQL can store ----
+
+class UnstorableValue(ValueError):
+    """A value PostgreSQL's json/jsonb refuses: NaN or Infinity, a NUL character, an unpaired
+    UTF-16 surrogate (its message says what and where, e.g. `NaN at $.ratio`)."""
+
+
+def unstorable(value: Any) -> str | None:
+    """What PostgreSQL would refuse in a JSON value, and where (`a NUL character (\\u0000)
+    at $.name`); None when it can be stored."""
+    stack: list[tuple[Any, str]] = [(value, "$")]
+    while stack:  # a loop, not recursion: the value may be nested ~1000 deep
+        v, path = stack.pop()
+        if isinstance(v, dict):
+            for k, item in v.items():
+                stack.append((k, f"{path} (a key)"))
+                stack.append((item, f"{path}.{k}" if isinstance(k, str) else f"{path}[{k!r}]"))
+        elif isinstance(v, list | tuple):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(v))
+        elif isinstance(v, str):
+            if "\x00" in v:
+                return f"a NUL character (\\u0000) at {path}"
+            try:
+                v.encode()
+            except UnicodeEncodeError:
+                return f"an unpaired UTF-16 surrogate at {path}"
+        elif isinstance(v, float) and not math.isfinite(v):
+            word = "NaN" if math.isnan(v) else "Infinity" if v > 0 else "-Infinity"
+            return f"{word} at {path}"
+    return None
+
+
+def storable_json(value: Any) -> str:
+    """value as JSON text PostgreSQL's jsonb accepts (objects JSON lacks become their str());
+    UnstorableValue names what it refuses and where."""
+    try:
+        text = json.dumps(value, default=str, allow_nan=False)
+    except ValueError:  # NaN or Infinity: find where
+        raise UnstorableValue(unstorable(value) or "NaN or Infinity") from None
+    # cheap first: only text with an escaped NUL or surrogate is looked at closely
+    if "\\u0000" in text or "\\ud" in text:
+        why = unstorable(json.loads(text))
+        if why:
+            raise UnstorableValue(why)
+    return text
+
+
+# an error message longer than this is cut (a report's error is free text from a handler)
+MAX_ERROR_CHARS = 8192
+
+
+def clean_error(text: str) -> str:
+    """An error message PostgreSQL's text column takes: NUL characters and unpaired
+    surrogates replaced by U+FFFD, at most MAX_ERROR_CHARS characters."""
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS - 1] + "\u2026"
+    return _UNSTORABLE_CHARS.sub("\ufffd", text)
+
+
+_UNSTORABLE_CHARS = re.compile("[\x00\ud800-\udfff]")
 
 
 class TaskStatus(enum.StrEnum):

@@ -60,9 +60,25 @@ class _SessionCollector(Collector):
         refused.add_metric([], c.counters["refused"])
         joins = CounterMetricFamily(
             "taskmaster_workers_refused",
-            "Worker connections refused for a missing or wrong cluster token.")
+            "Worker connections refused: a missing or wrong cluster token, or a worker id "
+            "without its secret.")
         joins.add_metric([], c.counters["joins_refused"])
-        yield from (online, draining, slots, held, reports, refused, joins)
+        unstorable = CounterMetricFamily(
+            "taskmaster_reports_unstorable",
+            "Reports that could not be stored (malformed, a result over the size limit, or "
+            "refused by PostgreSQL); their attempts failed instead.")
+        unstorable.add_metric([], c.counters["unstorable"])
+        throttled = CounterMetricFamily(
+            "taskmaster_reports_throttled",
+            "Status messages a worker had to wait to send (over its rate, or too many "
+            "being written).")
+        throttled.add_metric([], c.counters["throttled"])
+        pruned = CounterMetricFamily(
+            "taskmaster_tasks_pruned",
+            "Finished tasks deleted after TASKMASTER_TASK_RETENTION.")
+        pruned.add_metric([], c.counters["tasks_pruned"])
+        yield from (online, draining, slots, held, reports, refused, joins, unstorable,
+                    throttled, pruned)
 
 
 class CoordinatorMetrics(Observer):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import grpc
@@ -16,14 +16,18 @@ from grpc_reflection.v1alpha import reflection
 from taskmaster.config import Settings
 from taskmaster.coordinator.metrics import CoordinatorMetrics, MetricsServer
 from taskmaster.coordinator.service import (
+    Ack,
     Acks,
     Assign,
     Cancel,
     Close,
     Coordinator,
+    IdentityRefused,
     OutItem,
     RegistrationRefused,
     Session,
+    TooManyWorkers,
+    WriteFailed,
 )
 from taskmaster.errors import CannotListen
 from taskmaster.model import Report
@@ -77,16 +81,22 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             return
         reg = first.register
         try:
-            session, revoked = await self.coordinator.register(
-                worker_id=reg.worker_id, name=reg.name or reg.worker_id, host=reg.host,
+            joined = await self.coordinator.register(
+                worker_id=reg.worker_id, secret=reg.secret, name=reg.name, host=reg.host,
                 pid=reg.pid, capacity=reg.capacity, commands=list(reg.commands),
-                in_flight=dict(refs_from_pb(reg.in_flight)),
+                in_flight=dict(refs_from_pb(reg.in_flight)), peer=context.peer(),
             )
-        except RegistrationRefused as exc:
+        except IdentityRefused as exc:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        except TooManyWorkers as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except (RegistrationRefused, ValueError) as exc:  # ValueError: a ref's task id
+            log.warning("refused a worker registration from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        session = joined.session
         yield pb.CoordinatorMessage(registered=pb.Registered(
             worker_id=session.worker_id, heartbeat_interval=self.settings.heartbeat_interval,
-            revoked=refs_to_pb(revoked),
+            revoked=refs_to_pb(joined.revoked), secret=joined.secret,
         ))
         reader = asyncio.create_task(self._read(session, request_iterator))
         reason = "stream closed"
@@ -113,13 +123,12 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             async for msg in requests:
                 kind = msg.WhichOneof("kind")
                 if kind == "heartbeat":
-                    beat = msg.heartbeat
-                    self.coordinator.heartbeat(
-                        session, draining=beat.draining,
-                        in_flight=refs_from_pb(beat.in_flight) if beat.draining else None)
+                    self._heartbeat(session, msg.heartbeat)
                 elif kind == "status":
-                    reports = [report_from_pb(u) for u in msg.status.updates]
-                    task = asyncio.create_task(self._write(session, reports))
+                    reports, refused = self._reports(session, msg.status.updates)
+                    # bounded: past its rate or its writes in flight, this worker waits
+                    await self.coordinator.admit(session, len(msg.status.updates))
+                    task = asyncio.create_task(self._write(session, reports, refused))
                     writes.add(task)
                     task.add_done_callback(writes.discard)
             if writes:
@@ -129,8 +138,39 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
         finally:
             session.send(Close("worker closed its stream"))
 
-    async def _write(self, session: Session, reports: list[Report]) -> None:
-        session.send(Acks(await self.coordinator.report(session, reports)))
+    def _heartbeat(self, session: Session, beat: pb.Heartbeat) -> None:
+        in_flight = None
+        if beat.draining:
+            try:
+                in_flight = refs_from_pb(beat.in_flight)
+            except ValueError as exc:  # a peer's malformed ref: the beat counts, its list not
+                log.warning("ignored the in-flight list of worker %s: %s", session.name, exc,
+                            extra={"worker_id": session.worker_id})
+        self.coordinator.heartbeat(session, draining=beat.draining, in_flight=in_flight)
+
+    def _reports(self, session: Session, updates: Iterable[pb.StatusUpdate]
+                 ) -> tuple[list[Report], list[Ack]]:
+        """The updates as Reports, and refusals of those that cannot be one."""
+        reports: list[Report] = []
+        refused: list[Ack] = []
+        for u in updates:
+            try:
+                reports.append(report_from_pb(u))
+            except ValueError as exc:
+                self.coordinator.counters["unstorable"] += 1
+                log.warning("refused a malformed report from worker %s: %s", session.name, exc,
+                            extra={"worker_id": session.worker_id})
+                refused.append(Ack(u.seq, False, f"malformed: {exc}"))
+        return reports, refused
+
+    async def _write(self, session: Session, reports: list[Report], refused: list[Ack]) -> None:
+        try:
+            acks = await self.coordinator.report(session, reports)
+        except WriteFailed:
+            # not written through no fault of the reports: the worker sends them again
+            session.send(Close("the coordinator could not write this worker's reports"))
+            return
+        session.send(Acks(refused + acks))
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:

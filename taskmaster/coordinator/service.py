@@ -13,13 +13,37 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
+from taskmaster.coordinator.admission import (
+    IdentityRefused,
+    RegistrationRefused,
+    ReportBudget,
+    TooManyWorkers,
+    check_registration,
+    issue_identity,
+    secret_hash,
+)
 from taskmaster.coordinator.assignment import STRATEGIES, Candidate
-from taskmaster.model import Delivery, Report, ReportState, TaskRef, TaskStatus, WorkerStatus
+from taskmaster.coordinator.reports import PendingWrite, ReportWriter, WriteFailed
+from taskmaster.coordinator.session import (
+    Ack,
+    Acks,
+    Assign,
+    Cancel,
+    Close,
+    Joined,
+    OutItem,
+    Session,
+)
+from taskmaster.model import (
+    Delivery,
+    Report,
+    ReportState,
+    TaskRef,
+    WorkerStatus,
+)
 from taskmaster.store import RETRYABLE, Applied, Moved, Store
 
 log = logging.getLogger(__name__)
@@ -34,84 +58,13 @@ DB_ERRORS = RETRYABLE
 REDIAL_GRACE = 2.0
 # how long stop() waits for its cancelled loops before it gives up on them (and says so)
 STOP_TIMEOUT = 5.0
+# finished tasks deleted per statement by the retention (TASKMASTER_TASK_RETENTION), and the
+# most statements per housekeeping round (the rest wait for the next round)
+PRUNE_BATCH = 10_000
+PRUNE_ROUNDS = 20
 
-
-
-# ---- what goes to a worker: the outbox of its session ----
-
-class Ack(NamedTuple):
-    """The answer to one report: its seq, and why it was refused ("" when accepted)."""
-
-    seq: int
-    accepted: bool
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Assign:
-    """Tasks for the worker."""
-
-    deliveries: list[Delivery]
-
-
-@dataclass(frozen=True, slots=True)
-class Acks:
-    """Answers to the worker's reports."""
-
-    acks: list[Ack]
-
-
-@dataclass(frozen=True, slots=True)
-class Cancel:
-    """Stop these deliveries (cancelled by a user, or timed out)."""
-
-    refs: list[TaskRef]
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    """End the worker's stream."""
-
-    reason: str
-
-
-OutItem = Assign | Acks | Cancel | Close
-
-
-@dataclass(eq=False)
-class Session:
-    """One connected worker."""
-
-    worker_id: str
-    name: str
-    host: str
-    pid: int
-    capacity: int
-    commands: tuple[str, ...]
-    outbox: asyncio.Queue[OutItem]
-    held: dict[uuid.UUID, int] = field(default_factory=dict)  # task id -> attempt
-    draining: bool = False
-    last_seen: float = field(default_factory=time.monotonic)
-    beat: bool = False  # a heartbeat arrived since the last flush
-    closed: bool = False
-    # deliveries still running at its latest draining heartbeat (None: not draining)
-    draining_holds: set[tuple[uuid.UUID, int]] | None = None
-
-    @property
-    def free(self) -> int:
-        """Slots this worker can take now."""
-        return 0 if self.draining or self.closed else max(0, self.capacity - len(self.held))
-
-    def send(self, item: OutItem) -> bool:
-        """Queue a message; False (and the session closed) when the worker is not reading."""
-        try:
-            self.outbox.put_nowait(item)
-            return True
-        except asyncio.QueueFull:
-            log.warning("worker %s is not reading its stream; dropping it", self.name,
-                        extra={"worker_id": self.worker_id})
-            self.closed = True
-            return False
+__all__ = ["Ack", "Acks", "Assign", "Cancel", "Close", "Coordinator", "IdentityRefused", "Joined",
+           "OutItem", "RegistrationRefused", "Session", "TooManyWorkers", "WriteFailed"]
 
 
 class Observer:
@@ -127,17 +80,6 @@ class Observer:
         """Held tasks were taken back from workers (requeued, or failed for good)."""
 
 
-class RegistrationRefused(Exception):
-    """A worker may not join (bad token, bad registration)."""
-
-
-@dataclass
-class _PendingWrite:
-    session: Session
-    reports: list[Report]
-    done: asyncio.Future[list[Ack]]
-
-
 class Coordinator:
     """Worker registry, assignment and status writes over a Store."""
 
@@ -148,7 +90,7 @@ class Coordinator:
         self.strategy = STRATEGIES[settings.assign_strategy]
         self._cursor = 0
         self._wake = asyncio.Event()
-        self._writes: asyncio.Queue[_PendingWrite] = asyncio.Queue(maxsize=10_000)
+        self._writes: asyncio.Queue[PendingWrite] = asyncio.Queue(maxsize=10_000)
         self._tasks: list[asyncio.Task[None]] = []
         self._offlines: set[asyncio.Task[None]] = set()  # see disconnected()
         self._started = time.monotonic()
@@ -157,7 +99,10 @@ class Coordinator:
         self.outbox_limit = 10_000
         self.observer = Observer()
         # what only the coordinator sees; exported by coordinator/metrics.py
-        self.counters: dict[str, int] = {"reports": 0, "refused": 0, "joins_refused": 0}
+        self.counters: dict[str, int] = {"reports": 0, "refused": 0, "joins_refused": 0,
+                                         "unstorable": 0, "throttled": 0, "tasks_pruned": 0}
+        self._joining = 0  # registrations under way (they count against the session limit)
+        self.writer = ReportWriter(store, settings, self.counters)
 
     # ---- lifecycle ----
 
@@ -207,20 +152,53 @@ class Coordinator:
     # ---- registry ----
 
     async def register(
-        self, *, worker_id: str, name: str, host: str, pid: int, capacity: int,
-        commands: Iterable[str], in_flight: dict[uuid.UUID, int],
-    ) -> tuple[Session, list[tuple[uuid.UUID, int]]]:
-        """Admit a worker (new, or back after a break); returns it and revoked deliveries."""
-        if not worker_id or capacity < 1:
-            raise RegistrationRefused("worker_id is required and capacity must be >= 1")
+        self, *, worker_id: str, secret: str = "", name: str, host: str, pid: int,
+        capacity: int, commands: Iterable[str], in_flight: dict[uuid.UUID, int],
+        peer: str = "",
+    ) -> Joined:
+        """Admit a worker: a new one (no id: it is issued an id and a secret) or one coming
+        back with its id and secret. RegistrationRefused (or its kinds IdentityRefused,
+        TooManyWorkers) says why not; a refused worker changes nothing."""
+        given, offered = check_registration(self.settings, name=name, host=host,
+                                            capacity=capacity, commands=list(commands))
+        if given < capacity:
+            log.warning("worker %s offers %d slots; it is given %d "
+                        "(TASKMASTER_MAX_WORKER_CAPACITY)", name or worker_id, capacity, given)
+            capacity = given
+        limit = self.settings.max_worker_sessions
+        if worker_id not in self.sessions and len(self.sessions) + self._joining >= limit:
+            raise TooManyWorkers(f"{limit} workers are connected already "
+                                 "(TASKMASTER_MAX_WORKER_SESSIONS)")
+        self._joining += 1  # counted before the first await: a burst cannot pass the limit
+        try:
+            issued = ""
+            if not worker_id:
+                worker_id, issued = issue_identity()
+                secret = issued
+            admitted = bool(secret) and await self.store.join_worker(
+                worker_id=worker_id, secret_hash=secret_hash(secret), new=bool(issued),
+                name=name or worker_id, host=host, pid=pid, capacity=capacity, commands=offered)
+            if not admitted:
+                self.counters["joins_refused"] += 1
+                log.warning("refused a worker claiming id %s from %s: unknown id, or a wrong or "
+                            "missing secret", worker_id[:64], peer or "an unknown peer",
+                            extra={"worker_id": worker_id[:64]})
+                raise IdentityRefused("unknown worker id, or a wrong or missing secret: "
+                                      "register as a new worker (no id)")
+            return await self._admit(worker_id, issued, name=name or worker_id, host=host,
+                                     pid=pid, capacity=capacity, commands=offered,
+                                     in_flight=in_flight)
+        finally:
+            self._joining -= 1
+
+    async def _admit(self, worker_id: str, issued: str, *, name: str, host: str, pid: int,
+                     capacity: int, commands: list[str], in_flight: dict[uuid.UUID, int]
+                     ) -> Joined:
+        """The session of a worker whose identity is proven (and recorded online)."""
         old = self.sessions.pop(worker_id, None)
-        if old is not None:
+        if old is not None:  # the same worker on a new connection: the old one is dead
             old.closed = True
             old.send(Close("replaced by a new connection"))
-        await self.store.upsert_worker(
-            worker_id=worker_id, name=name, host=host, pid=pid, capacity=capacity,
-            commands=list(commands),
-        )
         db_held = await self.store.held_tasks(worker_id)
         # held in PostgreSQL but unknown to the worker: the delivery was lost on the way
         lost = [(t, a) for t, a in db_held.items() if in_flight.get(t) != a]
@@ -233,6 +211,7 @@ class Coordinator:
             worker_id=worker_id, name=name, host=host, pid=pid, capacity=capacity,
             commands=tuple(commands), outbox=asyncio.Queue(maxsize=self.outbox_limit),
             held={t: a for t, a in in_flight.items() if db_held.get(t) == a},
+            budget=ReportBudget(self.settings.worker_report_rate),
         )
         self.sessions[worker_id] = session
         log.info("worker %s online (capacity %d, %d in flight, %d revoked)", name, capacity,
@@ -241,7 +220,7 @@ class Coordinator:
         if cancels:
             session.send(Cancel([TaskRef(t, a) for t, a, _ in cancels]))
         self.wake()
-        return session, revoked
+        return Joined(session, revoked, issued)
 
     def heartbeat(self, session: Session, *, draining: bool,
                   in_flight: Iterable[tuple[uuid.UUID, int]] | None = None) -> None:
@@ -310,12 +289,37 @@ class Coordinator:
 
     # ---- status reports ----
 
+    async def admit(self, session: Session, updates: int) -> None:
+        """Wait until a status message of this many updates may be written: at most
+        MAX_WRITES_IN_FLIGHT messages of one worker at once, and its updates within
+        TASKMASTER_WORKER_REPORT_RATE. Its stream is not read meanwhile (gRPC's flow control
+        slows the worker down); report() gives the place back."""
+        wait = session.budget.take(updates) if session.budget is not None else 0.0
+        if wait <= 0 and not session.writes.locked():
+            await session.writes.acquire()  # at once: a place is free
+            return
+        self.counters["throttled"] += 1
+        session.held_back = True
+        try:
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await session.writes.acquire()
+        finally:
+            session.held_back = False
+            session.last_seen = time.monotonic()
+
     async def report(self, session: Session, reports: list[Report]) -> list[Ack]:
-        """Write reports (group-committed with other workers'); an Ack for each."""
-        session.last_seen = time.monotonic()
-        done: asyncio.Future[list[Ack]] = asyncio.get_running_loop().create_future()
-        await self._writes.put(_PendingWrite(session, reports, done))
-        return await done
+        """Write reports (group-committed with other workers'); an Ack for each. Gives back
+        the place admit() took."""
+        try:
+            session.last_seen = time.monotonic()
+            if not reports:
+                return []
+            done: asyncio.Future[list[Ack]] = asyncio.get_running_loop().create_future()
+            await self._writes.put(PendingWrite(session, reports, done))
+            return await done
+        finally:
+            session.writes.release()
 
     async def _write_loop(self) -> None:
         while True:
@@ -325,53 +329,17 @@ class Coordinator:
                 item = self._writes.get_nowait()
                 batch.append(item)
                 size += len(item.reports)
-            await self._write(batch)
-
-    async def _write(self, batch: list[_PendingWrite]) -> None:
-        # several reports on one delivery are merged by the store, into one row each
-        pairs = [(item.session.worker_id, r) for item in batch for r in item.reports]
-        delay = 0.05
-        while True:  # never drop a report while we live: retry through an outage
             try:
-                applied = await self.store.apply_reports(
-                    pairs, retry_base=self.settings.retry_base, retry_max=self.settings.retry_max
-                )
-                break
-            except DB_ERRORS as exc:
-                log.warning("cannot write %d reports (%s); retrying", len(pairs), exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
-        self.observer.applied(applied)
-        accepted = {(a.worker_id, a.task_id, a.attempt): a.status for a in applied}
-        freed = False
-        for item in batch:
-            acks = []
-            for r in item.reports:
-                status = accepted.get((item.session.worker_id, r.task_id, r.attempt))
-                ok = status is not None
-                if not ok:
-                    # merged away (a later report on the same delivery) counts as accepted
-                    ok = any(
-                        (item.session.worker_id, o.task_id, o.attempt) in accepted
-                        for o in item.reports if o.task_id == r.task_id and o.attempt == r.attempt
-                    )
-                if not ok:
-                    self.counters["refused"] += 1
-                    log.warning("refused a stale report on task %s attempt %d from %s",
-                                r.task_id, r.attempt, item.session.name,
-                                extra={"task_id": str(r.task_id), "attempt": r.attempt,
-                                       "worker_id": item.session.worker_id})
-                    if item.session.held.get(r.task_id) == r.attempt:
-                        del item.session.held[r.task_id]
-                if status is not None and (status.final or status is TaskStatus.PENDING):
-                    item.session.held.pop(r.task_id, None)
-                    freed = True
-                acks.append(Ack(r.seq, ok, "" if ok else "stale attempt: the task was reassigned"))
-            self.counters["reports"] += len(item.reports)
-            if not item.done.done():
-                item.done.set_result(acks)
-        if freed:
-            self.wake()
+                applied, freed = await self.writer.write(batch)
+                self.observer.applied(applied)
+                if freed:
+                    self.wake()
+            except Exception as exc:  # a fault of ours, not of a row: never wedge the senders
+                log.exception("could not write %d reports; their workers will send them again",
+                              size)
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(WriteFailed(str(exc)))
 
     # ---- assignment ----
 
@@ -478,12 +446,34 @@ class Coordinator:
                 last_housekeeping = now
                 await self.store.compact_counts(60.0)
                 await self.store.prune_events(self.settings.event_retention)
+                await self.prune()
+
+    async def prune(self) -> int:
+        """Delete finished tasks older than TASKMASTER_TASK_RETENTION (in batches, at most
+        PRUNE_ROUNDS of them now), and workers offline that long that hold nothing; how many
+        tasks went."""
+        retention = self.settings.task_retention
+        if not retention:
+            return 0
+        pruned = 0
+        for _ in range(PRUNE_ROUNDS):
+            n = await self.store.prune_tasks(retention, PRUNE_BATCH)
+            pruned += n
+            if n < PRUNE_BATCH:
+                break
+        self.counters["tasks_pruned"] += pruned
+        workers = await self.store.prune_workers(retention)
+        if pruned or workers:
+            log.info("retention: deleted %d finished tasks and %d offline workers older than "
+                     "%gs (TASKMASTER_TASK_RETENTION)", pruned, workers, retention)
+        return pruned
 
     async def reap(self) -> None:
         """Drop silent workers, requeue for workers that never came back, time out tasks."""
         now = time.monotonic()
         timeout = self.settings.heartbeat_timeout
-        silent = [s for s in self.sessions.values() if now - s.last_seen > timeout or s.closed]
+        silent = [s for s in self.sessions.values()
+                  if (now - s.last_seen > timeout and not s.held_back) or s.closed]
         for s in silent:
             self.sessions.pop(s.worker_id, None)
             s.closed = True

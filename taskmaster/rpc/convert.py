@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from taskmaster.model import Delivery, Report, ReportState, TaskRef
+from taskmaster.model import Delivery, Report, ReportState, TaskRef, clean_error
 from taskmaster.rpc import taskmaster_pb2 as pb
 
 _STATES = {
@@ -25,8 +25,11 @@ _STATES = {
 _PB_STATES = {state: value for value, state in _STATES.items()}
 
 
-def _from_us(us: int) -> datetime | None:
-    return datetime.fromtimestamp(us / 1e6, UTC) if us else None
+def _from_us(us: int, name: str) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(us / 1e6, UTC) if us else None
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"{name} {us} is not a time (unix microseconds)") from None
 
 
 def _to_us(at: datetime | None) -> int:
@@ -35,7 +38,13 @@ def _to_us(at: datetime | None) -> int:
 
 def report_from_pb(u: pb.StatusUpdate) -> Report:
     """A StatusUpdate as a Report (an unknown state counts as failed; a result that is not
-    JSON is kept as a JSON string of its text)."""
+    JSON is kept as a JSON string of its text; an error message is cleaned, see
+    clean_error). ValueError says why an update cannot be one (a task id that is not a UUID,
+    a time out of range): a peer's bad update, refused alone."""
+    try:
+        task_id = uuid.UUID(u.task_id)
+    except ValueError:
+        raise ValueError(f"task_id {u.task_id[:50]!r} is not a UUID") from None
     result = u.result_json or None
     if result is not None:
         try:
@@ -43,10 +52,12 @@ def report_from_pb(u: pb.StatusUpdate) -> Report:
         except ValueError:
             result = json.dumps(result)
     return Report(
-        task_id=uuid.UUID(u.task_id), attempt=u.attempt,
+        task_id=task_id, attempt=u.attempt,
         state=_STATES.get(u.state, ReportState.FAILED),
-        progress=max(0, min(100, u.progress)), result_json=result, error=u.error or None,
-        started_at=_from_us(u.started_at_us), finished_at=_from_us(u.finished_at_us), seq=u.seq,
+        progress=max(0, min(100, u.progress)), result_json=result,
+        error=clean_error(u.error) if u.error else None,
+        started_at=_from_us(u.started_at_us, "started_at_us"),
+        finished_at=_from_us(u.finished_at_us, "finished_at_us"), seq=u.seq,
     )
 
 

@@ -33,7 +33,7 @@ class TaskRef(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "host", "capacity", "pid", "commands", "in_flight")
+    __slots__ = ("worker_id", "name", "host", "capacity", "pid", "commands", "in_flight", "secret")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +41,7 @@ class Register(_message.Message):
     PID_FIELD_NUMBER: _ClassVar[int]
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     host: str
@@ -48,7 +49,8 @@ class Register(_message.Message):
     pid: int
     commands: _containers.RepeatedScalarFieldContainer[str]
     in_flight: _containers.RepeatedCompositeFieldContainer[TaskRef]
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., capacity: _Optional[int] = ..., pid: _Optional[int] = ..., commands: _Optional[_Iterable[str]] = ..., in_flight: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ...) -> None: ...
+    secret: str
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., capacity: _Optional[int] = ..., pid: _Optional[int] = ..., commands: _Optional[_Iterable[str]] = ..., in_flight: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("seq", "in_flight", "draining")
@@ -99,14 +101,16 @@ class WorkerMessage(_message.Message):
     def __init__(self, register: _Optional[_Union[Register, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., status: _Optional[_Union[StatusBatch, _Mapping]] = ...) -> None: ...
 
 class Registered(_message.Message):
-    __slots__ = ("worker_id", "heartbeat_interval", "revoked")
+    __slots__ = ("worker_id", "heartbeat_interval", "revoked", "secret")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     REVOKED_FIELD_NUMBER: _ClassVar[int]
+    SECRET_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     heartbeat_interval: float
     revoked: _containers.RepeatedCompositeFieldContainer[TaskRef]
-    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., revoked: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ...) -> None: ...
+    secret: str
+    def __init__(self, worker_id: _Optional[str] = ..., heartbeat_interval: _Optional[float] = ..., revoked: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ..., secret: _Optional[str] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("task_id", "attempt", "command", "payload_json", "timeout_seconds")

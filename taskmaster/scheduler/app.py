@@ -70,11 +70,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Mutations need TASKMASTER_API_TOKEN when set; reads TASKMASTER_API_READ_TOKEN."""
+    """With any token set, every endpoint but /healthz and /readyz needs one: mutations
+    TASKMASTER_API_TOKEN (the read token when only that is set), reads either token."""
     settings = request.app[SETTINGS]
     public = request.path in ("/healthz", "/readyz")
     if request.method not in ("GET", "HEAD", "OPTIONS"):
-        if settings.api_token and not bearer_ok(request, settings.api_token):
+        # a read token alone closes the writes too: a stack whose reads need a token must
+        # not leave its mutations open (they take the read token, there being no other)
+        token = settings.api_token or settings.api_read_token
+        if token and not bearer_ok(request, token):
             return unauthorised()
     elif settings.api_read_token and not public:
         ok = bearer_ok(request, settings.api_read_token) or (
@@ -119,7 +123,9 @@ async def schedule_batch(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     """GET /api/stats."""
-    return web.json_response(await request.app[STORE].stats())
+    figures = await request.app[STORE].stats()
+    figures["task_retention_seconds"] = request.app[SETTINGS].task_retention
+    return web.json_response(figures)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -209,11 +215,20 @@ def _query_bool(request: web.Request, name: str) -> bool:
 async def logs_stream(request: web.Request) -> web.StreamResponse:
     """GET /api/logs/stream: SSE, resumable with Last-Event-ID."""
     settings, hub = request.app[SETTINGS], request.app[HUB]
-    if len(hub.subscribers) >= settings.max_sse_clients:
+    # a place is taken before the first await, so a burst cannot get past the limit
+    if not hub.admit(settings.max_sse_clients):
         busy = error(503, f"too many SSE clients (TASKMASTER_MAX_SSE_CLIENTS="
                      f"{settings.max_sse_clients})")
         busy.headers["Retry-After"] = "5"
         return busy
+    try:
+        return await _stream(request, hub)
+    finally:
+        hub.leave()
+
+
+async def _stream(request: web.Request, hub: EventHub) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
     last = _last_event_id(request)
     if not await wait_event(hub.ready, 10):
         raise TimeoutError("the event feed is not connected to the database")
@@ -288,7 +303,10 @@ async def readyz(request: web.Request) -> web.Response:
     try:
         await request.app[STORE].ping(timeout=2)
     except (*UNAVAILABLE, DatabaseError) as exc:
-        return web.json_response({"status": "unavailable", "database": str(exc)}, status=503)
+        # the details stay in the log: an unauthenticated probe learns nothing of the database
+        log.warning("not ready: database unavailable: %s", exc)
+        return web.json_response({"status": "unavailable", "database": "unavailable"},
+                                 status=503)
     if not request.app[HUB].ready.is_set():
         return web.json_response({"status": "starting", "database": "ok"}, status=503)
     return web.json_response({"status": "ready", "database": "ok"})

@@ -99,6 +99,7 @@ class EventHub:
         self.store = store
         self.poll = poll
         self.subscribers: set[Subscriber] = set()
+        self.clients = 0  # streams admitted (subscribed, or about to be)
         self.last_id = 0
         self.delivered = 0
         self.reads = 0  # queries of the events table
@@ -107,6 +108,18 @@ class EventHub:
         self._subscribed = asyncio.Event()
         self._reading = asyncio.Lock()
         self._gap_since: float | None = None
+
+    def admit(self, limit: int) -> bool:
+        """Take one of `limit` places for a stream, at once (no await between the check and
+        the taking); False when all are taken. leave() gives it back."""
+        if self.clients >= limit:
+            return False
+        self.clients += 1
+        return True
+
+    def leave(self) -> None:
+        """Give back a place taken by admit()."""
+        self.clients -= 1
 
     async def subscribe(self, limit: int) -> Subscriber:
         """A new live subscriber, from the newest committed event (replay before it is the

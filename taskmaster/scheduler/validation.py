@@ -10,6 +10,7 @@ from typing import Any
 
 from taskmaster.config import Settings
 from taskmaster.errors import InvalidInput
+from taskmaster.model import unstorable
 from taskmaster.store import NewTask
 
 MAX_DELAY = 366 * 86400.0
@@ -22,28 +23,10 @@ def storable(body: dict[str, Any]) -> dict[str, Any]:
     for name, value in body.items():
         why = unstorable(name) or unstorable(value)
         if why:
-            raise InvalidInput(422, f"{name} contains {why}, which PostgreSQL cannot store", name)
+            where = why.replace(" at $", f" at {name}" if name.isprintable() else " at a key")
+            raise InvalidInput(422, f"{name!r} contains {where}, which PostgreSQL cannot store",
+                               name)
     return body
-
-
-def unstorable(value: Any) -> str | None:
-    """Why PostgreSQL would refuse the text in a JSON value (a NUL, an unpaired surrogate)."""
-    stack = [value]
-    while stack:  # a loop, not recursion: the value may be nested ~1000 deep
-        v = stack.pop()
-        if isinstance(v, dict):
-            stack.extend(v.keys())
-            stack.extend(v.values())
-        elif isinstance(v, list):
-            stack.extend(v)
-        elif isinstance(v, str):
-            if "\x00" in v:
-                return "a NUL character (\\u0000)"
-            try:
-                v.encode()
-            except UnicodeEncodeError:
-                return "an unpaired UTF-16 surrogate"
-    return None
 
 
 def _int(body: Mapping[str, Any], name: str, default: int, lo: int, hi: int) -> int:
@@ -145,7 +128,19 @@ def new_batch(body: Mapping[str, Any], settings: Settings, known: set[str]) -> t
     if body.get("count") is None:  # null would take _int's default and create nothing
         raise InvalidInput(422, "count is required", "count")
     count = _int(body, "count", 0, 1, settings.max_batch_count)
-    return NewTask(**_common(body, settings, known)), count
+    new = NewTask(**_common(body, settings, known))
+    # each task stores its own copy of the payload: the request's cost is their product
+    size = count * payload_bytes(new.payload)
+    if size > settings.max_batch_bytes:
+        raise InvalidInput(
+            413, f"count x payload is {size} bytes, more than {settings.max_batch_bytes} "
+            "(TASKMASTER_MAX_BATCH_BYTES); send fewer tasks or a smaller payload", "count")
+    return new, count
+
+
+def payload_bytes(payload: Any) -> int:
+    """The bytes a payload takes as JSON (an absent one is stored as {})."""
+    return 2 if payload is None else len(json.dumps(payload))  # ASCII: characters are bytes
 
 
 def task_id(raw: str) -> uuid.UUID:

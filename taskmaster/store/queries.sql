@@ -153,7 +153,45 @@ WHERE pg_xact_status(x::xid8) = 'in progress';
 -- name: prune_events
 DELETE FROM events WHERE ts < now() - make_interval(secs => $1);
 
+-- name: prune_tasks
+-- At most $2 finished tasks that ended more than $1 seconds ago (never a pending or held
+-- one). Found through tasks_status_created_idx: a task ends after it is created.
+WITH old AS (
+    SELECT id FROM tasks
+    WHERE status IN ('completed', 'failed', 'cancelled')
+      AND created_at < now() - make_interval(secs => $1)
+      AND coalesce(completed_at, failed_at, cancelled_at, created_at)
+          < now() - make_interval(secs => $1)
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM tasks t USING old WHERE t.id = old.id;
+
+-- name: prune_workers
+-- Workers offline for more than $1 seconds that hold no task (their ids stay in the
+-- history of the tasks they ran), then the commands no remaining worker offers that were
+-- first seen that long ago, except the built-ins schema.sql inserts (the scheduler accepts
+-- them before any worker comes); how many workers went.
+WITH gone AS (
+    DELETE FROM workers w
+    WHERE w.status = 'offline' AND w.offline_at < now() - make_interval(secs => $1)
+      AND NOT EXISTS (SELECT 1 FROM tasks t
+                      WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running'))
+    RETURNING id
+), offered AS (
+    SELECT DISTINCT unnest(commands) AS name FROM workers
+    WHERE id NOT IN (SELECT id FROM gone)
+), forgotten AS (
+    DELETE FROM commands c
+    WHERE c.first_seen < now() - make_interval(secs => $1)
+      AND c.name <> ALL ('{demo-job,noop,sleep,fail,flaky,cpu}'::text[])
+      AND c.name NOT IN (SELECT name FROM offered)
+)
+SELECT count(*) FROM gone;
+
 -- name: upsert_worker
+-- A worker under an id of the caller's choosing, with no secret (tests, the lab's recorded
+-- runs): the coordinator admits only workers it issued an id and a secret to.
 -- $1 id, $2 name, $3 host, $4 pid, $5 capacity, $6 commands
 WITH w AS (
     INSERT INTO workers (id, name, host, pid, capacity, commands, status, registered_at,
@@ -172,6 +210,43 @@ WITH w AS (
     FROM w
 )
 SELECT * FROM w;
+
+-- name: insert_worker
+-- A new worker, under the id and the secret's hash the coordinator has just issued.
+-- $1 id, $2 secret hash, $3 name, $4 host, $5 pid, $6 capacity, $7 commands
+WITH w AS (
+    INSERT INTO workers (id, secret_hash, name, host, pid, capacity, commands, status,
+                         registered_at, last_heartbeat, offline_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'online', now(), now(), NULL)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING *
+), cmds AS (
+    INSERT INTO commands (name) SELECT unnest(commands) FROM w ON CONFLICT DO NOTHING
+), ev AS (
+    INSERT INTO events (event, worker_id, data)
+    SELECT 'worker_online', id, jsonb_build_object('name', name, 'host', host, 'capacity', capacity)
+    FROM w
+)
+SELECT id FROM w;
+
+-- name: rejoin_worker
+-- A worker back with its id and secret (after a break, or to a restarted coordinator):
+-- nothing changes, and no row comes back, unless the secret's hash is the one on record.
+-- $1 id, $2 secret hash, $3 name, $4 host, $5 pid, $6 capacity, $7 commands
+WITH w AS (
+    UPDATE workers SET
+        name = $3, host = $4, pid = $5, capacity = $6, commands = $7, status = 'online',
+        last_heartbeat = now(), offline_at = NULL
+    WHERE id = $1 AND secret_hash = $2
+    RETURNING *
+), cmds AS (
+    INSERT INTO commands (name) SELECT unnest(commands) FROM w ON CONFLICT DO NOTHING
+), ev AS (
+    INSERT INTO events (event, worker_id, data)
+    SELECT 'worker_online', id, jsonb_build_object('name', name, 'host', host, 'capacity', capacity)
+    FROM w
+)
+SELECT id FROM w;
 
 -- name: worker_held_tasks
 -- The tasks PostgreSQL says a worker holds.

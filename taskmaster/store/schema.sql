@@ -50,7 +50,9 @@ CREATE TABLE workers (
     tasks_failed    bigint NOT NULL DEFAULT 0,
     registered_at   timestamptz NOT NULL DEFAULT now(),
     last_heartbeat  timestamptz NOT NULL DEFAULT now(),
-    offline_at      timestamptz
+    offline_at      timestamptz,
+    -- SHA-256 of the secret the coordinator issued to the worker: its proof of identity
+    secret_hash     bytea
 );
 
 -- commands a worker has offered; the scheduler refuses any other

@@ -333,6 +333,17 @@ class Store:
         status = await self.pool.execute(q("prune_events"), older_than)
         return int(status.split()[-1])
 
+    async def prune_tasks(self, older_than: float, batch: int = 10_000) -> int:
+        """Delete at most `batch` finished tasks that ended more than older_than seconds ago
+        (never a pending or held one); how many went. Call again until it returns < batch."""
+        status = await self.pool.execute(q("prune_tasks"), older_than, batch)
+        return int(status.split()[-1])
+
+    async def prune_workers(self, older_than: float) -> int:
+        """Delete workers offline for more than older_than seconds that hold nothing, and the
+        commands only they offered (not the built-ins); how many workers went."""
+        return int(await self.pool.fetchval(q("prune_workers"), older_than))
+
     async def compact_counts(self, older_than: float = 60.0) -> None:
         """Fold old count deltas together."""
         await self.pool.execute(q("compact_counts"), older_than)
@@ -353,6 +364,26 @@ class Store:
         await self.pool.fetchrow(
             q("upsert_worker"), worker_id, name, host, pid, capacity, list(commands)
         )
+
+    async def join_worker(
+        self,
+        *,
+        worker_id: str,
+        secret_hash: bytes,
+        new: bool,
+        name: str,
+        host: str,
+        pid: int,
+        capacity: int,
+        commands: Sequence[str],
+    ) -> bool:
+        """Record a worker as online: a new one under the id and secret hash just issued, or
+        one coming back, only if secret_hash is the one on record. False: refused (an id
+        already taken, or unknown, or a wrong secret), and nothing changed."""
+        row = await self.pool.fetchrow(
+            q("insert_worker" if new else "rejoin_worker"), worker_id, secret_hash, name, host,
+            pid, capacity, list(commands))
+        return row is not None
 
     async def held_tasks(self, worker_id: str) -> dict[uuid.UUID, int]:
         """{task id: attempt} of what PostgreSQL says the worker holds."""

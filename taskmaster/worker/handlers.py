@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import inspect
+import logging
 import random
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+log = logging.getLogger(__name__)
+
 Handler = Callable[["TaskContext"], Any]
+
+# A plain-function handler that is stopped (timed out, cancelled, the worker stopping) first
+# sees ctx.cancelled for STOP_GRACE seconds; then TaskCancelled is raised inside its thread,
+# which stops any Python code; one blocked in C (a sleep, a read) stops when the call returns,
+# and the worker waits THREAD_STOP_WAIT seconds for that before it moves on without it.
+STOP_GRACE = 0.1
+THREAD_STOP_WAIT = 2.0
+# the `cpu` command's largest `ms`: one minute of work
+MAX_CPU_MS = 60_000.0
 
 registry: dict[str, Handler] = {}
 
@@ -43,11 +57,12 @@ class TaskContext:
 
     @property
     def cancelled(self) -> bool:
-        """True once the scheduler asked to cancel this task."""
+        """True once the task should stop: cancelled by a user, timed out, or the worker is
+        stopping (a plain function running in its thread may look at it from there)."""
         return self.cancel_event.is_set()
 
     def check_cancelled(self) -> None:
-        """Raise TaskCancelled when the task was cancelled."""
+        """Raise TaskCancelled when the task should stop (see `cancelled`)."""
         if self.cancel_event.is_set():
             raise TaskCancelled(f"task {self.task_id} cancelled")
 
@@ -75,10 +90,81 @@ def load_modules(spec: str) -> list[str]:
 
 
 async def run_handler(handler: Handler, ctx: TaskContext) -> Any:
-    """Call a handler: coroutines in the loop, plain functions in a thread."""
+    """Call a handler: coroutines in the loop, plain functions in a thread of their own that
+    is stopped when the call is (see STOP_GRACE)."""
     if inspect.iscoroutinefunction(handler):
         return await handler(ctx)
-    return await asyncio.to_thread(handler, ctx)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    thread = _HandlerThread(handler, ctx, loop, done)
+    thread.start()
+    try:
+        return await asyncio.shield(done)
+    except asyncio.CancelledError:
+        ctx.cancel_event.set()  # ctx.cancelled: a handler that looks stops by itself
+        await asyncio.wait({done}, timeout=STOP_GRACE)
+        if not done.done() and thread.interrupt():
+            await asyncio.wait({done}, timeout=THREAD_STOP_WAIT)
+        if done.done():
+            done.exception()  # seen: its TaskCancelled is ours
+        else:
+            log.warning("the thread of task %s did not stop within %gs (blocked outside "
+                        "Python?); it goes on in the background", ctx.task_id,
+                        STOP_GRACE + THREAD_STOP_WAIT, extra={"task_id": str(ctx.task_id)})
+        raise
+
+
+class _HandlerThread(threading.Thread):
+    """A plain-function handler's own thread (no shared pool for a stuck one to exhaust),
+    into which the worker can raise TaskCancelled to stop it."""
+
+    def __init__(self, handler: Handler, ctx: TaskContext, loop: asyncio.AbstractEventLoop,
+                 done: asyncio.Future[Any]) -> None:
+        super().__init__(name=f"task-{ctx.task_id}", daemon=True)
+        self.handler, self.ctx, self.loop, self.done = handler, ctx, loop, done
+        self._lock = threading.Lock()
+        self._inside = True  # running the handler: an interrupt may be raised in it
+        self._interrupted = False
+
+    def run(self) -> None:
+        """Run the handler; hand its result or exception to the loop."""
+        outcome: tuple[bool, Any] = (False, TaskCancelled("stopped"))
+        try:
+            try:
+                outcome = (True, self.handler(self.ctx))
+            except BaseException as exc:  # the handler's own, or our interrupt
+                outcome = (False, exc)
+            self._leave()
+        except TaskCancelled:  # an interrupt sent as the handler returned landed here
+            self._leave()
+        self.loop.call_soon_threadsafe(self._settle, outcome)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._inside = False
+        _checkpoint()  # an interrupt still pending is raised here, inside run()'s try
+
+    def _settle(self, outcome: tuple[bool, Any]) -> None:
+        if not self.done.done():
+            ok, value = outcome
+            if ok:
+                self.done.set_result(value)
+            else:
+                self.done.set_exception(value)
+
+    def interrupt(self) -> bool:
+        """Raise TaskCancelled in the thread (once, and only while it runs the handler)."""
+        with self._lock:
+            if not self._inside or self._interrupted or self.ident is None:
+                return False
+            self._interrupted = True
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.ident),
+                                                       ctypes.py_object(TaskCancelled))
+            return True
+
+
+def _checkpoint() -> None:
+    """Nothing: calling a Python function lets a pending asynchronous exception land."""
 
 
 def _number(payload: Any, key: str, default: float) -> float:
@@ -130,8 +216,10 @@ async def flaky(ctx: TaskContext) -> dict[str, int]:
 
 @task("cpu")
 def cpu(ctx: TaskContext) -> dict[str, int]:
-    """Busy for payload.ms milliseconds (default 100) in a worker thread."""
-    deadline = time.perf_counter() + _number(ctx.payload, "ms", 100.0) / 1000
+    """Busy for payload.ms milliseconds (default 100, at most MAX_CPU_MS) in a thread of
+    its own; stops when the task is cancelled or times out, or the worker stops."""
+    ms = max(0.0, min(_number(ctx.payload, "ms", 100.0), MAX_CPU_MS))
+    deadline = time.perf_counter() + ms / 1000
     n = 0
     while time.perf_counter() < deadline:
         n += 1

@@ -29,7 +29,15 @@ import grpc
 
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
-from taskmaster.model import Delivery, Report, ReportState, TaskRef
+from taskmaster.model import (
+    Delivery,
+    Report,
+    ReportState,
+    TaskRef,
+    UnstorableValue,
+    clean_error,
+    storable_json,
+)
 from taskmaster.rpc import taskmaster_pb2 as pb
 from taskmaster.rpc import taskmaster_pb2_grpc as pb_grpc
 from taskmaster.rpc.convert import delivery_from_pb, refs_from_pb, refs_to_pb, report_to_pb
@@ -50,7 +58,11 @@ def _now() -> datetime:
 
 
 class Unauthorised(Exception):
-    """The coordinator refused our cluster token."""
+    """The coordinator refused us for good (our cluster token, or our registration)."""
+
+
+class UnstorableResult(Exception):
+    """A handler's result that cannot be reported: its task fails with this message."""
 
 
 @dataclass(eq=False)
@@ -70,7 +82,9 @@ class Worker:
     def __init__(self, settings: Settings, *, name: str = "", concurrency: int | None = None,
                  coordinator: str | None = None) -> None:
         self.settings = settings
-        self.worker_id = str(uuid.uuid4())
+        # issued by the coordinator when we first register; the secret proves it is ours
+        self.worker_id = ""
+        self._secret = ""
         self.name = name or settings.worker_name or default_name()
         self.capacity = max(1, concurrency or settings.concurrency)
         self.target = coordinator or settings.coordinator
@@ -196,10 +210,7 @@ class Worker:
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     raise Unauthorised(f"coordinator refused this worker: {await call.details()}")
             except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                    raise Unauthorised(
-                        f"coordinator at {self.target} refused this worker: {exc.details()} "
-                        "(set TASKMASTER_CLUSTER_TOKEN to the coordinator's token)") from None
+                self._refused(exc)
                 raise
             finally:
                 self._out = None
@@ -209,11 +220,29 @@ class Worker:
                     with contextlib.suppress(asyncio.CancelledError):
                         await h
 
+    def _refused(self, exc: grpc.aio.AioRpcError) -> None:
+        """Raise Unauthorised when the coordinator's refusal is final; forget an identity
+        it does not know (we register again as a new worker); else return (redial)."""
+        code = exc.code()
+        if code == grpc.StatusCode.UNAUTHENTICATED:
+            raise Unauthorised(
+                f"coordinator at {self.target} refused this worker: {exc.details()} "
+                "(set TASKMASTER_CLUSTER_TOKEN to the coordinator's token)") from None
+        if code == grpc.StatusCode.INVALID_ARGUMENT and not self.connected.is_set():
+            raise Unauthorised(f"coordinator at {self.target} refused this worker's "
+                               f"registration: {exc.details()}") from None
+        if code == grpc.StatusCode.PERMISSION_DENIED and self.worker_id:
+            log.warning("coordinator at %s does not know us as %s (%s); registering as a new "
+                        "worker", self.target, self.worker_id, exc.details(),
+                        extra={"worker_id": self.worker_id})
+            self.worker_id = self._secret = ""
+
     async def _requests(self, out: asyncio.Queue[pb.WorkerMessage | None]
                         ) -> AsyncIterator[pb.WorkerMessage]:
         yield pb.WorkerMessage(register=pb.Register(
-            worker_id=self.worker_id, name=self.name, host=self.host, capacity=self.capacity,
-            pid=os.getpid(), commands=sorted(registry), in_flight=refs_to_pb(self._in_flight()),
+            worker_id=self.worker_id, secret=self._secret, name=self.name, host=self.host,
+            capacity=self.capacity, pid=os.getpid(), commands=sorted(registry),
+            in_flight=refs_to_pb(self._in_flight()),
         ))
         if self._unacked:  # reports the last coordinator never acknowledged
             yield _status(self._unacked.values())
@@ -244,6 +273,8 @@ class Worker:
     async def _handle(self, msg: pb.CoordinatorMessage) -> None:
         kind = msg.WhichOneof("kind")
         if kind == "registered":
+            if msg.registered.secret:  # new: the identity the coordinator issued us
+                self.worker_id, self._secret = msg.registered.worker_id, msg.registered.secret
             self.connected.set()
             log.info("worker %s registered with the coordinator at %s", self.name, self.target)
             for ref in refs_from_pb(msg.registered.revoked):
@@ -314,10 +345,12 @@ class Worker:
         try:
             async with asyncio.timeout(timeout or None):  # no extra task, unlike wait_for
                 result = await run_handler(handler, rt.ctx)
-            # what cannot be JSON fails the task here, not the stream that would carry it
-            fields = {"progress": 100, "result_json": json.dumps(result, default=str)}
+            # what cannot be stored fails the task here, not the stream that would carry it
+            fields = {"progress": 100, "result_json": self._result_json(result)}
             state = ReportState.COMPLETED
             self.completed += 1
+        except UnstorableResult as exc:
+            state, fields["error"] = ReportState.FAILED, str(exc)
         except (TaskCancelled, asyncio.CancelledError) as exc:
             if rt.cancel_requested:
                 state, fields["error"] = ReportState.CANCELLED, "cancelled"
@@ -326,11 +359,26 @@ class Worker:
         except TimeoutError:
             state, fields["error"] = ReportState.FAILED, f"timed out after {timeout:g}s"
         except Exception as exc:
-            state, fields["error"] = ReportState.FAILED, f"{type(exc).__name__}: {exc}"
+            state, fields["error"] = ReportState.FAILED, clean_error(f"{type(exc).__name__}: {exc}")
         finally:
             timer.cancel()
             self.running.pop(rt.ref.task_id, None)
         self._queue_report(self._report(rt, state, finished_at=_now(), **fields))
+
+    def _result_json(self, result: Any) -> str:
+        """A handler's result as JSON text PostgreSQL stores, within TASKMASTER_MAX_RESULT_BYTES;
+        UnstorableResult says what is wrong with it."""
+        try:
+            text = storable_json(result)
+        except UnstorableValue as exc:
+            raise UnstorableResult(
+                f"result cannot be stored: {exc} (PostgreSQL's JSON has no NaN, Infinity or "
+                "NUL character; return null or a string instead)") from None
+        limit = self.settings.max_result_bytes
+        if len(text) > limit:  # ASCII (json.dumps escapes the rest): characters are bytes
+            raise UnstorableResult(f"result is {len(text)} bytes of JSON, more than {limit} "
+                                   "(TASKMASTER_MAX_RESULT_BYTES)")
+        return text
 
     def _cancel(self, ref: TaskRef) -> None:
         rt = self.running.get(ref.task_id)

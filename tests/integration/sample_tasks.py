@@ -53,3 +53,36 @@ def sync_until_cancelled(ctx: TaskContext) -> None:
         time.sleep(0.01)
     CANCELLED.add(str(ctx.task_id))
     ctx.check_cancelled()
+
+
+# results PostgreSQL's JSON cannot hold: ordinary in data work
+@task("result-nan")
+async def result_nan(ctx: TaskContext) -> dict[str, float]:
+    """A ratio of nothing to nothing."""
+    return {"ratio": float("nan")}
+
+
+@task("result-infinity")
+async def result_infinity(ctx: TaskContext) -> dict[str, list[float]]:
+    """An overflow, nested in a list."""
+    return {"values": [1.0, float("inf")]}
+
+
+@task("result-nul")
+def result_nul(ctx: TaskContext) -> dict[str, str]:
+    """A string with a NUL character (from a plain function, in its thread)."""
+    return {"name": "a\x00b"}
+
+
+SPINNING: dict[str, int] = {}  # task id -> ident of the thread spinning it
+
+
+@task("spin")
+def spin(ctx: TaskContext) -> None:
+    """A plain function that spins for ever and never looks at ctx.cancelled."""
+    import threading
+
+    SPINNING[str(ctx.task_id)] = threading.get_ident()
+    n = 0
+    while True:
+        n += 1

@@ -200,10 +200,14 @@ async def _status_is(store: Store, task_id: uuid.UUID, status: str) -> bool:
 
 
 class FakeWorker:
-    """A worker speaking the raw protocol, to send what a real one would not."""
+    """A worker speaking the raw protocol, to send what a real one would not. It keeps the
+    id and secret the coordinator issues it, and shows them when it connects again."""
 
-    def __init__(self, port: int, worker_id: str) -> None:
-        self.worker_id = worker_id
+    def __init__(self, port: int, name: str, capacity: int = 1) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.worker_id = ""
+        self.secret = ""
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         self.out: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
         self.call: Any = None
@@ -213,7 +217,8 @@ class FakeWorker:
         """Register; the coordinator's answer."""
         self.out = asyncio.Queue()
         register = pb.WorkerMessage(register=pb.Register(
-            worker_id=self.worker_id, name=self.worker_id, capacity=1, commands=["noop"],
+            worker_id=self.worker_id, secret=self.secret, name=self.name,
+            capacity=self.capacity, commands=["noop"],
             in_flight=[pb.TaskRef(task_id=t, attempt=a) for t, a in in_flight]))
 
         async def requests() -> AsyncIterator[pb.WorkerMessage]:
@@ -222,8 +227,10 @@ class FakeWorker:
                 yield msg
 
         self.call = pb_grpc.CoordinatorStub(self.channel).Connect(requests())
-        first = await self.receive("registered")
-        return first.registered
+        first = (await self.receive("registered")).registered
+        if first.secret:
+            self.worker_id, self.secret = first.worker_id, first.secret
+        return first
 
     async def receive(self, kind: str, timeout: float = 10.0) -> pb.CoordinatorMessage:
         """The next message of this kind (others are skipped)."""
@@ -237,14 +244,24 @@ class FakeWorker:
 
     async def report(self, task_id: str, attempt: int, state: int, result: Any = None) -> pb.Ack:
         """Send one status update; the coordinator's ack."""
-        self.seq += 1
-        self.out.put_nowait(pb.WorkerMessage(status=pb.StatusBatch(updates=[pb.StatusUpdate(
-            task_id=task_id, attempt=attempt, state=state, seq=self.seq,
-            result_json=json.dumps(result) if result is not None else "")])))
-        ack = await self.receive("ack")
-        [one] = ack.ack.acks
-        assert one.seq == self.seq
+        [one] = await self.send_batch([(task_id, attempt, state,
+                                        json.dumps(result) if result is not None else "")])
         return one
+
+    async def send_batch(self, updates: list[tuple[str, int, int, str]]) -> list[pb.Ack]:
+        """Send (task id, attempt, state, result JSON text) updates in one status message;
+        the coordinator's acks, in order."""
+        first = self.seq + 1
+        self.out.put_nowait(pb.WorkerMessage(status=pb.StatusBatch(updates=[
+            pb.StatusUpdate(task_id=t, attempt=a, state=state, result_json=result,
+                            seq=first + i)
+            for i, (t, a, state, result) in enumerate(updates)])))
+        self.seq += len(updates)
+        acks: list[pb.Ack] = []
+        while len(acks) < len(updates):
+            acks += (await self.receive("ack")).ack.acks
+        by_seq = {a.seq: a for a in acks}
+        return [by_seq[first + i] for i in range(len(updates))]
 
     async def leave(self, timeout: float = 10.0) -> None:
         """End the stream; the coordinator must end its side within `timeout`."""
@@ -292,7 +309,7 @@ async def test_fencing_refuses_a_report_for_an_older_attempt(
         assert not stale.accepted and "stale" in stale.reason
         now = await task_of(store, task.id)
         assert (now.status, now.attempt, now.worker_id, now.result) == (
-            TaskStatus.ASSIGNED, 2, "fake-b", None)
+            TaskStatus.ASSIGNED, 2, b.worker_id, None)
 
         assert (await b.report(tid, 2, pb.COMPLETED, result="from b")).accepted
         again = await b.report(tid, 2, pb.COMPLETED, result="twice")
@@ -304,10 +321,10 @@ async def test_fencing_refuses_a_report_for_an_older_attempt(
             await w.close()
     done = await task_of(store, task.id)
     assert (done.status, done.attempt, done.worker_id, done.result) == (
-        TaskStatus.COMPLETED, 2, "fake-b", "from b")
-    assert [(h["attempt"], h["worker_id"]) for h in done.history] == [(1, "fake-a")]
-    rows = await store.pool.fetch("SELECT id, tasks_completed FROM workers ORDER BY id")
-    assert [(r["id"], r["tasks_completed"]) for r in rows] == [("fake-a", 0), ("fake-b", 1)]
+        TaskStatus.COMPLETED, 2, b.worker_id, "from b")
+    assert [(h["attempt"], h["worker_id"]) for h in done.history] == [(1, a.worker_id)]
+    rows = await store.pool.fetch("SELECT name, tasks_completed FROM workers ORDER BY name")
+    assert [(r["name"], r["tasks_completed"]) for r in rows] == [("fake-a", 0), ("fake-b", 1)]
     assert (await events_of(store, task.id)).count("task_completed") == 1
 
 

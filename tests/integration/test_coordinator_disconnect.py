@@ -13,9 +13,9 @@ from tests.helpers import wait_for
 
 async def test_a_cancelled_rpc_still_puts_the_workers_tasks_back(store: Store) -> None:
     coordinator = Coordinator(store, Settings())
-    session, _ = await coordinator.register(
-        worker_id="w-1", name="w-1", host="h", pid=1, capacity=2, commands=["noop"],
-        in_flight={})
+    joined = await coordinator.register(
+        worker_id="", name="w-1", host="h", pid=1, capacity=2, commands=["noop"], in_flight={})
+    session = joined.session
     await store.create_batch(NewTask(command="noop"), 2)
     assert await coordinator.assign_once() == 2
 
@@ -29,6 +29,7 @@ async def test_a_cancelled_rpc_still_puts_the_workers_tasks_back(store: Store) -
     await wait_for(all_pending, 10, message="the tasks back in the queue")
     rows = await store.pool.fetch("SELECT status, attempt, worker_id FROM tasks")
     assert [(r["status"], r["attempt"], r["worker_id"]) for r in rows] == [("pending", 2, None)] * 2
-    status = await store.pool.fetchval("SELECT status FROM workers WHERE id = 'w-1'")
+    status = await store.pool.fetchval("SELECT status FROM workers WHERE id = $1",
+                                       session.worker_id)
     assert status == "offline"
     await coordinator.stop()

@@ -204,13 +204,12 @@ async def test_twenty_concurrent_repeats_create_one_task(database_url: str, stor
 # ---- a worker that leaves while a delivery is on its way ----
 
 @contextlib.asynccontextmanager
-async def raw_worker(port: int, worker_id: str) -> AsyncIterator[tuple[Any, asyncio.Queue[Any]]]:
-    """A worker speaking the raw protocol: (call, outgoing queue; None ends the stream)."""
+async def raw_worker(port: int, name: str) -> AsyncIterator[tuple[Any, asyncio.Queue[Any]]]:
+    """A new worker speaking the raw protocol: (call, outgoing queue; None ends the stream)."""
     out: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
 
     async def requests() -> AsyncIterator[pb.WorkerMessage]:
-        yield pb.WorkerMessage(register=pb.Register(
-            worker_id=worker_id, name=worker_id, capacity=1, commands=["noop"]))
+        yield pb.WorkerMessage(register=pb.Register(name=name, capacity=1, commands=["noop"]))
         while (msg := await out.get()) is not None:
             yield msg
 
@@ -278,12 +277,12 @@ async def test_a_worker_that_dies_draining_gives_back_what_it_was_running(
     settings = fast_settings(heartbeat_misses=100)
     async with serve_coordinator(settings, database_url) as coordinator:
         async with raw_worker(coordinator.port, "dying") as (call, out):
-            await next_of(call, "registered")
+            worker_id = (await next_of(call, "registered")).registered.worker_id
             task, _ = await store.create_task(NewTask(command="noop", max_attempts=3))
             await next_of(call, "assign")
             out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(
                 draining=True, in_flight=[pb.TaskRef(task_id=str(task.id), attempt=1)])))
-            await wait_for(lambda: coordinator.coordinator.sessions["dying"].draining, 5,
+            await wait_for(lambda: coordinator.coordinator.sessions[worker_id].draining, 5,
                            message="the coordinator to see it draining")
         await wait_for(lambda: _status(store, task.id, "pending"), 5,
                        message="the task to be requeued")

@@ -16,7 +16,7 @@ from tests.helpers import fast_settings, serve_scheduler, wait_for
 from tests.integration.live import table_counts
 
 LIMITS = fast_settings(max_body_bytes=2000, max_batch_count=10, max_payload_bytes=100,
-                       max_page_size=5)
+                       max_batch_bytes=950, max_page_size=5)
 
 
 async def refused(http: aiohttp.ClientSession, method: str, url: str, status: int,
@@ -41,6 +41,9 @@ async def refused(http: aiohttp.ClientSession, method: str, url: str, status: in
      "TASKMASTER_MAX_PAYLOAD_BYTES"),
     ("/api/schedule/batch", {"command": "noop", "count": 2, "payload": ["y"] * 30}, 413,
      "payload", "TASKMASTER_MAX_PAYLOAD_BYTES"),
+    # each task stores its own copy: 10 x 96 bytes is over the budget of 950
+    ("/api/schedule/batch", {"command": "noop", "count": 10, "payload": "x" * 94}, 413,
+     "count", "TASKMASTER_MAX_BATCH_BYTES"),
 ])
 async def test_body_limits(database_url: str, path: str, body: dict[str, Any], status: int,
                            field: str, variable: str | None) -> None:
@@ -93,6 +96,21 @@ async def test_sse_client_limit(database_url: str) -> None:
         finally:
             for s in streams:
                 s.close()
+
+
+async def test_the_sse_client_limit_holds_for_a_burst(database_url: str) -> None:
+    settings = LIMITS.with_(max_sse_clients=3, sse_keepalive=0.1)
+    async with serve_scheduler(settings, database_url) as (url, app), \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        answers = await asyncio.gather(*(http.get(url + "/api/logs/stream") for _ in range(24)))
+        try:
+            statuses = sorted(r.status for r in answers)
+            assert statuses == [200] * 3 + [503] * 21, statuses
+            assert len(app[HUB].subscribers) == 3
+        finally:
+            for r in answers:
+                r.close()
+        await wait_for(lambda: app[HUB].clients == 0, 10, message="every place to be given back")
 
 
 # ---- the per-client rate limit ----
@@ -178,8 +196,10 @@ def test_the_limiter_remembers_a_bounded_number_of_clients() -> None:
 def test_every_limit_is_a_setting_and_documented() -> None:
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     doc = readme.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
-    for name in ("max_body_bytes", "max_batch_count", "max_payload_bytes", "max_page_size",
-                 "max_sse_clients", "sse_queue", "rate_limit", "rate_limit_burst"):
+    for name in ("max_body_bytes", "max_batch_count", "max_payload_bytes", "max_batch_bytes",
+                 "max_page_size", "max_sse_clients", "sse_queue", "rate_limit", "rate_limit_burst",
+                 "max_result_bytes", "max_worker_capacity", "max_worker_commands",
+                 "max_worker_sessions", "worker_report_rate", "task_retention"):
         variable = f"TASKMASTER_{name.upper()}"
         assert variable in help_for(name)
         assert f"`{variable}`" in doc, f"the README's Limits section does not name {variable}"

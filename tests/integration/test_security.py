@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import grpc
 import pytest
 from aiohttp import web
@@ -138,6 +139,57 @@ async def test_the_read_token_closes_every_read_but_health(database_url: str) ->
         async with http.post(url + "/api/schedule", json={"command": "noop"},
                              headers=auth(f"Bearer {READ_TOKEN}")) as resp:
             assert resp.status == 401
+
+
+async def test_a_read_token_alone_closes_the_writes_too(database_url: str) -> None:
+    """No stack whose reads need a token leaves its mutations open: with only the read
+    token set, every POST needs it."""
+    settings = fast_settings(api_read_token=READ_TOKEN, enable_pool_api=True)
+    async with serve_scheduler(settings, database_url) as (url, app), \
+            aiohttp.ClientSession() as http:
+        before = await table_counts(database_url)
+        posts = routes(app, "POST")
+        assert {"/api/schedule", "/api/schedule/batch", "/api/tasks/{id}/cancel"} <= set(posts)
+        task_id = "00000000-0000-0000-0000-000000000000"
+        for path in posts:
+            for header in [None, f"Bearer {READ_TOKEN}x", f"Bearer {TOKEN}"]:
+                async with http.post(url + concrete(path, task_id), json=BODIES.get(path, {}),
+                                     headers=auth(header)) as resp:
+                    assert resp.status == 401, (path, header)
+                    assert (await resp.json())["field"] == "Authorization"
+        assert await table_counts(database_url) == before
+        async with http.post(url + "/api/schedule", json={"command": "noop"},
+                             headers=auth(f"Bearer {READ_TOKEN}")) as resp:
+            assert resp.status == 201
+        async with http.get(url + "/healthz") as resp:
+            assert resp.status == 200
+
+
+async def test_readyz_says_database_unavailable_and_logs_the_reason(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = database_url.rsplit("/", 1)[1]
+    async with serve_scheduler(fast_settings(), database_url) as (url, _app), \
+            aiohttp.ClientSession() as http:
+        admin = await asyncpg.connect(database_url.rsplit("/", 1)[0] + "/postgres")
+        try:
+            # no new connection, and the open ones cut: the pool must reconnect, and cannot
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+            with caplog.at_level(logging.WARNING, "taskmaster.scheduler"):
+                async def unready() -> Any:
+                    async with http.get(url + "/readyz") as resp:
+                        return await resp.json() if resp.status == 503 else None
+
+                body = await wait_for(unready, 15, message="/readyz to say 503")
+            assert body == {"status": "unavailable", "database": "unavailable"}
+            said = [r.getMessage() for r in caplog.records if "not ready" in r.getMessage()]
+            assert said and all("database unavailable:" in m for m in said)
+            assert any("connections" in m or "terminat" in m for m in said), said
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            await admin.close()
 
 
 def test_services_bind_to_localhost_by_default() -> None:
