@@ -76,7 +76,7 @@ async def run_demo(settings: Settings, *, workers: int, notebooks: Path, lab_por
     """Start the stack, then JupyterLab on working copies of the notebooks with
     TASKMASTER_URL pointing at the stack; stop both on exit."""
     from taskmaster.cluster.local import LocalCluster
-    from taskmaster.cluster.preflight import StackConflict
+    from taskmaster.cluster.preflight import StackConflict, free_port_near, port_taken
 
     cluster = LocalCluster(settings, workers=workers)
     print(f"starting TaskMaster ({workers} workers) ...", flush=True)
@@ -94,6 +94,10 @@ async def run_demo(settings: Settings, *, workers: int, notebooks: Path, lab_por
           flush=True)
     for name in kept:
         print(f"  kept your edited {name}; delete it there to get the repository's version",
+              flush=True)
+    if port_taken("127.0.0.1", lab_port):  # another JupyterLab: take the next free port
+        taken, lab_port = lab_port, free_port_near("127.0.0.1", lab_port - 9, set())
+        print(f"port {taken} is taken (another JupyterLab?): JupyterLab uses {lab_port}",
               flush=True)
     env = dict(os.environ)
     env.update({"TASKMASTER_URL": cluster.url, "TASKMASTER_HOME": str(cluster.home)})
