@@ -8,6 +8,8 @@
 ARG BASE_IMAGE=python:3.11-slim
 
 FROM ${BASE_IMAGE} AS build
+# marks what this stage leaves behind, for `docker image prune --filter label=...`
+LABEL org.taskmaster.stage=build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/taskmaster
