@@ -25,7 +25,9 @@ deploy/images.sh --env-file .env >/dev/null
 say "base images: $(since "$t") s"
 
 t=$(now)
-"${compose[@]}" build -q >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+"${compose[@]}" build >"$log" 2>&1 || { cat "$log" >&2; say "the image did not build"; exit 1; }
 say "TaskMaster image: $(since "$t") s"
 
 t=$(now)

@@ -62,10 +62,17 @@ download_wheels() {
   # pip takes only the platform tags it is given: every manylinux up to bookworm's glibc
   for n in $(seq 17 36); do plats+=(--platform "manylinux_2_${n}_${arch}"); done
   plats+=(--platform "manylinux2014_${arch}")
+  # the same requirements for the same machine as last time: the wheels are there
+  stamp="$arch $(sha256sum deploy/requirements.txt | cut -d' ' -f1)"
+  if [ "$(cat deploy/wheels/.stamp 2>/dev/null)" = "$stamp" ]; then
+    return 0
+  fi
+  rm -f deploy/wheels/.stamp
   find deploy/wheels -name '*.whl' -delete
   "$PYTHON" -m pip download -q --disable-pip-version-check --dest deploy/wheels \
     --only-binary=:all: "${plats[@]}" --python-version 3.11 --implementation cp \
     -r deploy/requirements.txt 'setuptools>=68'
+  echo "$stamp" >deploy/wheels/.stamp
 }
 
 t0=$(now)
