@@ -114,6 +114,7 @@ class Stack:
     env: dict[str, str]
     project: str
     image: str
+    created: int = 0  # tasks the tests created
 
     async def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """An API request; (status, JSON body)."""
