@@ -100,9 +100,9 @@ build_debian_base() {
       DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap >/dev/null; }
   }
   local sources=()
+  # none found: mmdebstrap's own default mirror
   mapfile -t sources < <(apt_sources)
-  [ ${#sources[@]} -gt 0 ] || sources=("deb http://deb.debian.org/debian $SUITE main")
-  say "building $LOCAL_BASE from Debian's archive (${sources[*]}) ..."
+  say "building $LOCAL_BASE from Debian's archive (${sources[*]:-the default mirror of mmdebstrap}) ..."
   # no documentation, manual pages or translations: they only make the layer bigger
   mmdebstrap --quiet --variant=minbase --include=python3,python3-venv \
     --aptopt='Acquire::Languages "none"' --aptopt='APT::Install-Recommends "false"' \
@@ -110,7 +110,7 @@ build_debian_base() {
     --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-include=/usr/share/locale/locale.alias' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    "$SUITE" - "${sources[@]}" |
+    "$SUITE" - "${sources[@]}" </dev/null |
     docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' \
       --message "Debian $SUITE minbase with Debian's python3, from Debian's archive" \
       - "$LOCAL_BASE" >/dev/null

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import stat
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -329,3 +330,35 @@ def test_typing_accepts_both_as_a_cluster() -> None:
 
     takes(ComposeCluster(compose=V2))
     takes(LocalCluster(Settings()))
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_v1_plugin_hands_docker_compose_its_arguments(tmp_path: Path) -> None:
+    # deploy/engine.sh installs it as the `docker compose` plugin where only v1 exists
+    log = tmp_path / "argv"
+    fake = tmp_path / "docker-compose"
+    fake.write_text(f'#!/bin/sh\n[ "$1 $2" = "version --short" ] && {{ echo 1.29.2; exit; }}\n'
+                    f'printf "%s\\n" "$@" > {log}\n')
+    fake.chmod(0o755)
+    env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+    plugin = str(ROOT / "deploy" / "docker-compose-v1-plugin")
+    meta = subprocess.run([plugin, "docker-cli-plugin-metadata"], capture_output=True,
+                          text=True, env=env, check=True, timeout=30)
+    assert json.loads(meta.stdout) == {
+        "SchemaVersion": "0.1.0", "Vendor": "TaskMaster", "Version": "1.29.2",
+        "ShortDescription": "Docker Compose, run by docker-compose (v1)"}
+    # the docker CLI runs a plugin with its name first: `docker compose up ...`
+    argv = shlex.split(compose_command("coordinator", "kill"))[1:]
+    subprocess.run([plugin, *argv], env=env, check=True, timeout=30)
+    assert log.read_text().splitlines() == argv[1:]
+
+
+def test_the_deploy_scripts_parse() -> None:
+    scripts = [*sorted((ROOT / "deploy").rglob("*.sh")), ROOT / "deploy" / "docker-compose-v1-plugin"]
+    for script in scripts:
+        done = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True,
+                              check=False, timeout=30)
+        assert done.returncode == 0, (script.name, done.stderr)
+        assert os.access(script, os.X_OK), f"{script.name} is not executable"
