@@ -272,10 +272,24 @@ async def test_a_coordinator_crash_is_undone_by_the_restart_policy(stack: Stack)
         await asyncio.sleep(0.5)
     assert (await stack.get("/api/stats"))["pending"] > 0
 
-    # `docker compose start coordinator`, with the compose backend, and all of it completes
+    # `docker compose start coordinator`, with the compose backend
     back = await stack.cluster.coordinator("start")
     assert back["state"] == "running (healthy)"
     await until_online(stack, 5)
+
+    # `docker compose stop coordinator`: SIGTERM, a clean exit, and it stays down too; then
+    # `docker compose restart coordinator`, as the scheduler gives it
+    # (a manual start resets docker's restart count)
+    stopped = await stack.cluster.coordinator("stop")
+    assert (stopped["state"], stopped["restarts"]) == ("exited(0)", back["restarts"])
+    command = await hint(stack, "POST", "/api/pool/coordinator/restart")
+    assert command == "docker compose restart coordinator"
+    await stack.shell(stack.hint(command))
+    await stack.cluster.wait_for(
+        lambda ms: by_role(ms, "coordinator")[0]["state"] == "running (healthy)",
+        "the coordinator to be healthy again", 120)
+    await until_online(stack, 5)
+    # and all of it completes
     tasks = await all_done(stack, ids, timeout=180)
     assert len(tasks) == 200 + 50 + 60
 
