@@ -17,7 +17,8 @@ now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 t0=$(now)
-read -r -a compose <<<"$(deploy/engine.sh)"
+compose_command=$(deploy/engine.sh)
+read -r -a compose <<<"$compose_command"
 say "engine: $(since "$t0") s (compose: ${compose[*]})"
 
 t=$(now)

@@ -13,7 +13,8 @@ if ! docker info >/dev/null 2>&1; then
   say "no Docker engine is running: no compose stack to remove"
   exit 0
 fi
-read -r -a compose <<<"$(deploy/engine.sh --no-install 2>/dev/null)"
+compose_command=$(deploy/engine.sh --no-install 2>/dev/null)
+read -r -a compose <<<"$compose_command"
 "${compose[@]}" down -v --remove-orphans
 docker image rm "${TASKMASTER_IMAGE:-taskmaster:local}" >/dev/null 2>&1 &&
   say "removed the image ${TASKMASTER_IMAGE:-taskmaster:local}" || true
