@@ -156,12 +156,16 @@ say "wheels: $(find deploy/wheels -name '*.whl' | wc -l) in deploy/wheels/ ($(si
 
 if [ -n "$env_file" ]; then
   touch "$env_file"
-  for pair in "TASKMASTER_BASE_IMAGE=$base" "POSTGRES_IMAGE=$postgres"; do
-    name=${pair%%=*}
+  # a public image is compose.yaml's default: its line stays a comment
+  for pair in "TASKMASTER_BASE_IMAGE=$base=$PUBLIC_BASE" "POSTGRES_IMAGE=$postgres=$PUBLIC_POSTGRES"; do
+    name=${pair%%=*} rest=${pair#*=}
+    value=${rest%%=*} default=${rest#*=}
+    line="$name=$value"
+    [ "$value" = "$default" ] && line="#$name=$default"
     if grep -Eq "^#? *$name=" "$env_file"; then
-      sed -i -E "s|^#? *$name=.*|$pair|" "$env_file"
+      sed -i -E "s|^#? *$name=.*|$line|" "$env_file"
     else
-      printf '%s\n' "$pair" >>"$env_file"
+      printf '%s\n' "$line" >>"$env_file"
     fi
   done
 fi

@@ -63,11 +63,11 @@ def docker_engine() -> Iterator[list[str]]:
     if not engine_running():
         if shutil.which("dockerd") is None or os.geteuid() != 0:
             pytest.skip(f"no Docker engine runs here and none can be started: {HOW}")
-        had_pid_file = DOCKERD_PID.exists()
+        before = pid_file()
         done = run(["deploy/engine.sh", "--no-install"], timeout=120, check=False)
         if done.returncode != 0:
             pytest.skip(f"the Docker engine did not start: {done.stderr.strip()[-500:]}")
-        started = not had_pid_file and DOCKERD_PID.exists()
+        started = pid_file() not in (None, before)
     # the compose command (and, with docker-compose v1 only, the `docker compose` plugin)
     compose = run(["deploy/engine.sh", "--no-install"], timeout=120).stdout.split()
     try:
@@ -75,6 +75,14 @@ def docker_engine() -> Iterator[list[str]]:
     finally:
         if started:
             stop_dockerd()
+
+
+def pid_file() -> str | None:
+    """What .taskmaster/dockerd.pid says (deploy/engine.sh writes it when it starts dockerd)."""
+    try:
+        return DOCKERD_PID.read_text().strip()
+    except OSError:
+        return None
 
 
 def stop_dockerd() -> None:
