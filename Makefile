@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 
-.PHONY: install install-test demo test lint proto bench
+.PHONY: install install-test demo test lint proto bench compose-demo compose-down
 
 install:
 	$(PIP) install -q -e .
@@ -38,3 +38,13 @@ proto:
 
 bench: install
 	$(PYTHON) -m benchmarks
+
+# The demo guide's compose stack: installs and starts a Docker engine where none runs (as
+# root on Debian), builds the images (from Debian's archive where no registry is reachable),
+# runs `up --scale worker=3 -d` and waits until the API at http://localhost:8081 is ready.
+compose-demo:
+	deploy/compose-demo.sh
+
+# Removes it: containers, network, volume, the TaskMaster image; stops a dockerd it started.
+compose-down:
+	deploy/compose-down.sh

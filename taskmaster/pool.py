@@ -3,6 +3,13 @@ the docker compose command doing each action on the compose stack.
 
 Used by every door to a pool: the scheduler's /api/pool (its 501 hints), the local stack's
 control API, the compose backend, the CLI and the notebook panels' copyable commands.
+
+Every command means the same to compose v2 (`docker compose`) and to Debian's
+docker-compose v1 (`compose=("docker-compose",)`, or run as the `docker compose` plugin that
+deploy/engine.sh installs where v2 is missing); tests/compose runs them on a real engine.
+Hence no v2-only flags (`up --wait`, `ps --format`), and workers are named by container id
+(the hostname a worker reports), which v1 (`taskmaster_worker_1`) and v2
+(`taskmaster-worker-1`) share, rather than by container name.
 """
 
 from __future__ import annotations
@@ -67,7 +74,8 @@ def compose_argv(action: str, arg: str | int | None = None, *, graceful: bool = 
     """compose_command as an argv list."""
     base = list(compose)
     if action == "start":
-        return [*base, "up", "--scale", f"worker={workers}", "-d", "--wait"]
+        # the demo guide's command; v1 has no --wait: ComposeCluster.start waits for health
+        return [*base, "up", "--scale", f"worker={workers}", "-d"]
     if action == "stop":
         return [*base, "down"]
     if action == "reset":

@@ -1,8 +1,10 @@
-"""The compose stack behind the same interface: shells out to `docker compose`.
+"""The compose stack behind the same interface: shells out to docker compose.
 
-It runs the seed's commands (`docker compose up --scale worker=N -d`, `docker stop <container>`,
-`docker compose kill coordinator`, `docker compose start coordinator`, `down -v`) and reads
-`docker compose ps` for the members table.
+It runs the demo guide's commands (`up --scale worker=N -d`, `docker stop <container>`,
+`kill coordinator`, `start coordinator`, `down -v`; taskmaster.pool writes them) with compose
+v2 (`docker compose`) or Debian's docker-compose v1, whichever is here (`detect_compose`),
+and reads the members with `ps --all -q` and `docker inspect`, which both understand.
+tests/compose runs it on a real Docker engine.
 """
 
 from __future__ import annotations
@@ -10,15 +12,25 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import shlex
+import shutil
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from taskmaster.cluster.base import MemberInfo, UnknownWorker
+from taskmaster.cluster.base import ROLES, MemberInfo, UnknownWorker
 from taskmaster.pool import compose_argv, validate_action
 
 log = logging.getLogger(__name__)
+
+V2 = ("docker", "compose")
+V1 = ("docker-compose",)
+# `docker compose exec` of the crash ends when the container dies under it: a kill of the
+# exec'd process too (128 + SIGKILL) is part of a successful crash
+CRASH_EXIT_CODES = (0, 137)
 
 
 class ComposeError(RuntimeError):
@@ -28,14 +40,40 @@ class ComposeError(RuntimeError):
         self.argv = list(argv)
         self.code = code
         self.stderr = stderr
-        super().__init__(f"`{' '.join(argv)}` exited with {code}: {stderr.strip()[-2000:]}")
+        super().__init__(f"`{shlex.join(argv)}` exited with {code}: {stderr.strip()[-2000:]}")
+
+
+def detect_compose(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The compose command here: the v2 plugin (`docker compose`), else Debian's
+    docker-compose (v1), else `docker compose` (whose absence the first command reports)."""
+    try:
+        done = subprocess.run([*V2, "version", "--short"], capture_output=True, text=True,
+                              env=env, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    # a `docker compose` plugin that reports 1.x runs docker-compose v1 underneath
+    if done is not None and done.returncode == 0 and _major(done.stdout) >= 2:
+        return V2
+    if shutil.which(V1[0], path=(env if env is not None else os.environ).get("PATH")):
+        return V1
+    return V2
+
+
+def _major(version: str) -> int:
+    head = version.strip().lstrip("v").split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 class ComposeCluster:
-    """A compose project: start, scale, kill and stop through the docker CLI."""
+    """A compose project: start, scale, kill and stop through the docker CLI.
+
+    compose: the compose command (`("docker", "compose")` or `("docker-compose",)`);
+    detected on first use when not given. env replaces the environment of every docker
+    command (COMPOSE_PROJECT_NAME and the variables compose.yaml reads go there).
+    """
 
     def __init__(self, file: str | Path | None = None, *, project: str | None = None,
-                 workers: int = 3, compose: Sequence[str] = ("docker", "compose"),
+                 workers: int = 3, compose: Sequence[str] | None = None,
                  env: dict[str, str] | None = None, cwd: str | Path | None = None,
                  timeout: float = 600.0) -> None:
         self.file = str(file) if file is not None else None
@@ -44,11 +82,20 @@ class ComposeCluster:
         self.env = env
         self.cwd = str(cwd) if cwd is not None else None
         self.timeout = timeout
-        self.compose = [*compose]
+        self._compose = list(compose) if compose is not None else None
+
+    @property
+    def compose(self) -> list[str]:
+        """The compose command with this project's -f and -p."""
+        if self._compose is None:
+            self._compose = list(detect_compose(self.env))
+            log.info("compose command: %s", " ".join(self._compose))
+        base = list(self._compose)
         if self.file:
-            self.compose += ["-f", self.file]
+            base += ["-f", self.file]
         if self.project:
-            self.compose += ["-p", self.project]
+            base += ["-p", self.project]
+        return base
 
     # ---- running docker ----
 
@@ -61,13 +108,17 @@ class ComposeCluster:
     def compose_command(self, action: str, arg: str | int | None = None, *,
                         graceful: bool = False, restart: bool = True) -> str:
         """The shell command of an action on this project."""
-        import shlex
-
         return shlex.join(self.argv(action, arg, graceful=graceful, restart=restart))
 
-    async def run(self, argv: Sequence[str]) -> str:
-        """Run a docker command; its stdout, or ComposeError."""
-        log.info("running %s", " ".join(argv))
+    async def run(self, argv: Sequence[str], ok: Sequence[int] = (0,)) -> str:
+        """Run a docker command; its stdout, or ComposeError if its exit code is not in ok."""
+        code, out, err = await self._exec(argv)
+        if code not in ok:
+            raise ComposeError(argv, code, err)
+        return out
+
+    async def _exec(self, argv: Sequence[str]) -> tuple[int, str, str]:
+        log.info("running %s", shlex.join(argv))
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -80,30 +131,34 @@ class ComposeCluster:
             proc.kill()
             await proc.wait()
             raise ComposeError(argv, -9, f"timed out after {self.timeout:g}s") from None
-        if proc.returncode != 0:
-            raise ComposeError(argv, proc.returncode or 0, err.decode(errors="replace"))
-        return out.decode(errors="replace")
+        return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
 
     # ---- the interface ----
 
     async def start(self) -> ComposeCluster:
-        """`docker compose up --scale worker=N -d --wait`: returns when healthy."""
+        """`up --scale worker=N -d`, then until every service is running and healthy."""
         await self.run(self.argv("start"))
+        await self.wait_for(lambda ms: _ready(ms, self.initial_workers),
+                            f"the stack with {self.initial_workers} workers to be healthy")
         return self
 
     async def stop(self, grace: float = 10.0, *, volumes: bool = False) -> None:
-        """`docker compose down` (`down -v` with volumes=True forgets the database)."""
+        """`down` (`down -v` with volumes=True forgets the database). Workers get their
+        stop_grace_period from compose.yaml, not grace."""
         await self.run(self.argv("reset" if volumes else "stop"))
 
     async def scale(self, n: int) -> list[MemberInfo]:
-        """`docker compose up --scale worker=N -d`."""
+        """`up --scale worker=N -d`: workers past N drain and are removed."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError("workers must be an integer >= 0")
         await self.run(self.argv("scale", n))
         return await self.members()
 
     async def kill_worker(self, name: str, graceful: bool = False) -> MemberInfo:
-        """`docker kill <container>` (SIGKILL), or `docker stop` (SIGTERM, drain) if graceful."""
+        """`docker kill <container>` (SIGKILL), or `docker stop` (SIGTERM, drain) if graceful.
+
+        name: the container's name, or the worker's name in the API (its hostname, the
+        short container id)."""
         members = await self.members()
         found = [m for m in members if m["role"] == "worker" and name in (m["name"], m["host"])]
         if not found:
@@ -114,48 +169,105 @@ class ComposeCluster:
                     found[0])
 
     async def coordinator(self, action: str, restart: bool = True) -> MemberInfo:
-        """kill (a crash the restart policy undoes; `docker compose kill` if restart=False),
-        stop, start or restart the coordinator service."""
+        """kill (a crash the restart policy undoes; `kill coordinator`, a manual stop, if
+        restart=False), stop, start or restart the coordinator service; returns when docker
+        shows the outcome (restarted and healthy, or exited)."""
         validate_action(action)
-        await self.run(self.argv("coordinator", action, restart=restart))
-        members = [m for m in await self.members() if m["role"] == "coordinator"]
-        if members:
-            return members[0]
-        return {"name": "coordinator", "role": "coordinator", "pid": None, "host": "",
-                "state": "absent", "restarts": 0}
+        before = _coordinator(await self.members())
+        crash = action == "kill" and restart
+        await self.run(self.argv("coordinator", action, restart=restart),
+                       ok=CRASH_EXIT_CODES if crash else (0,))
+
+        def outcome(members: list[MemberInfo]) -> MemberInfo | None:
+            m = _coordinator(members)
+            if m is None:
+                return None
+            if action == "stop" or (action == "kill" and not restart):
+                return m if m["state"].startswith("exited") else None
+            if crash and before is not None and m["restarts"] <= before["restarts"]:
+                return None
+            return m if m["state"] == "running (healthy)" else None
+
+        done: MemberInfo = await self.wait_for(outcome, f"the coordinator after {action}")
+        return done
 
     async def members(self) -> list[MemberInfo]:
-        """Every container of the project, from `docker compose ps --all --format json`."""
-        return parse_ps(await self.run([*self.argv("status"), "--format", "json"]))
+        """Every container of the project (`ps --all -q`, then `docker inspect`)."""
+        ids = (await self.run([*self.compose, "ps", "--all", "-q"])).split()
+        if not ids:
+            return []
+        # a container removed meanwhile makes inspect fail for it alone: keep the others
+        _code, out, _err = await self._exec(["docker", "inspect", *ids])
+        return parse_inspect(out)
 
     def status(self) -> list[MemberInfo]:
-        """Like members(), blocking (runs `docker compose ps` synchronously)."""
-        argv = [*self.argv("status"), "--format", "json"]
+        """Like members(), blocking."""
+        argv = [*self.compose, "ps", "--all", "-q"]
         done = subprocess.run(argv, capture_output=True, text=True, env=self.env, cwd=self.cwd,
                               timeout=self.timeout, check=False)
         if done.returncode != 0:
             raise ComposeError(argv, done.returncode, done.stderr)
-        return parse_ps(done.stdout)
+        ids = done.stdout.split()
+        if not ids:
+            return []
+        inspect = subprocess.run(["docker", "inspect", *ids], capture_output=True, text=True,
+                                 env=self.env, timeout=self.timeout, check=False)
+        return parse_inspect(inspect.stdout)
+
+    async def wait_for(self, condition: Callable[[list[MemberInfo]], Any], what: str,
+                       timeout: float | None = None) -> Any:
+        """Poll the members until condition(members) is truthy; its value, or ComposeError
+        naming what was awaited and the last members seen."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            members = await self.members()
+            value = condition(members)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                seen = ", ".join(f"{m['name']}: {m['state']}" for m in members)
+                raise ComposeError([*self.compose, "ps"], -1,
+                                   f"timed out waiting for {what}; containers: {seen or 'none'}")
+            await asyncio.sleep(0.5)
 
 
-def parse_ps(text: str) -> list[MemberInfo]:
-    """Members from `docker compose ps --format json`: a JSON array or one object per line."""
-    text = text.strip()
-    if not text:
+def _coordinator(members: list[MemberInfo]) -> MemberInfo | None:
+    return next((m for m in members if m["role"] == "coordinator"), None)
+
+
+def _ready(members: list[MemberInfo], workers: int) -> bool:
+    """Every service running (and healthy where it has a healthcheck), `workers` workers."""
+    running = [m for m in members if m["state"] in ("running", "running (healthy)")]
+    roles = {m["role"] for m in running if m["role"] != "worker"}
+    return (roles >= {"postgres", "coordinator", "scheduler"}
+            and sum(m["role"] == "worker" for m in running) == workers)
+
+
+def parse_inspect(text: str) -> list[MemberInfo]:
+    """Members from `docker inspect` of a project's containers, in role order."""
+    try:
+        rows: list[dict[str, Any]] = json.loads(text) if text.strip() else []
+    except ValueError:
         return []
-    rows: list[Any]
-    if text.startswith("["):
-        rows = json.loads(text)
-    else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
-    members: list[MemberInfo] = []
-    for r in rows:
-        state = str(r.get("State", ""))
-        if r.get("Health"):
-            state = f"{state} ({r['Health']})"
-        members.append({
-            "name": str(r.get("Name", "")), "role": str(r.get("Service", "")), "pid": None,
-            # a container's hostname is its short id: what a worker reports as its host
-            "host": str(r.get("ID", ""))[:12], "state": state, "restarts": 0,
-        })
-    return members
+    members: list[tuple[tuple[int, int], MemberInfo]] = []
+    for c in rows:
+        labels = (c.get("Config") or {}).get("Labels") or {}
+        role = str(labels.get("com.docker.compose.service", ""))
+        state = c.get("State") or {}
+        status = str(state.get("Status", ""))
+        if status == "exited":
+            status = f"exited({state.get('ExitCode')})"
+        # the health of a container that is not running is its last probe's: not news
+        health = (state.get("Health") or {}).get("Status") if status == "running" else None
+        number = str(labels.get("com.docker.compose.container-number", "0"))
+        order = (ROLES.index(role) if role in ROLES else len(ROLES),
+                 int(number) if number.isdigit() else 0)
+        members.append((order, {
+            "name": str(c.get("Name", "")).lstrip("/"), "role": role,
+            "pid": int(state.get("Pid") or 0) or None,
+            # the container's hostname, its short id: what a worker reports as its name
+            "host": str((c.get("Config") or {}).get("Hostname", "")),
+            "state": f"{status} ({health})" if health else status,
+            "restarts": int(c.get("RestartCount") or 0),
+        }))
+    return [m for _, m in sorted(members, key=lambda pair: pair[0])]
