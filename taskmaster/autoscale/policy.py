@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+from taskmaster.config import Settings
 from taskmaster.errors import InvalidInput
 
 TargetKind = Literal["wait", "backlog"]
@@ -275,3 +276,19 @@ class Autoscaler:
 def with_range(policy: Policy, low: int, high: int, **changes: Any) -> Policy:
     """The policy on, between low and high workers (and any other changes)."""
     return replace(policy, enabled=True, min=low, max=high, **changes)
+
+
+def from_settings(settings: Settings, autoscale: str | None = None,
+                  target: str | None = None) -> Policy:
+    """The policy TASKMASTER_AUTOSCALE* (or the flags given) describe: off unless a MIN:MAX
+    range is given. InvalidInput names the setting at fault."""
+    text = settings.autoscale if autoscale is None else autoscale
+    kind, value = parse_target(settings.autoscale_target if target is None else target)
+    values = {**asdict(Policy()), "target_kind": kind, "target": value,
+              "cooldown_up": settings.autoscale_cooldown_up,
+              "cooldown_down": settings.autoscale_cooldown_down,
+              "interval": settings.autoscale_interval}
+    if text:
+        low, high = parse_range(text, settings.max_workers)
+        values.update(enabled=True, min=low, max=high)
+    return check(values, settings.max_workers)
