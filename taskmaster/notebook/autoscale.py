@@ -114,3 +114,52 @@ class AutoscalePanel(ActionPanel):
         low, high = self.range.value
         return (f"AutoscalePanel(enabled={bool(self.enabled.value)}, range={low}..{high}, "
                 f"target={self.target.value!r})")
+
+
+# ---- the simulation's charts (taskmaster.autoscale.simulate) ----
+
+PALETTE = ("#2563eb", "#16a34a", "#d97706", "#7c3aed", "#dc2626")
+
+
+def simulation_chart(runs: Mapping[str, Any], *, title: str, service: float,
+                     concurrency: int = 1) -> Any:
+    """Workers over simulated time for each policy's Run, with the slots the load needs
+    (arrivals x service time) dashed in grey."""
+    import bqplot
+
+    xs, ys = bqplot.LinearScale(), bqplot.LinearScale(min=0)
+    marks = []
+    first = next(iter(runs.values()))
+    minutes = [t / 60 for t in first.times]
+    needed = [r * service / concurrency for r in first.rate]
+    marks.append(bqplot.Lines(x=minutes, y=needed, scales={"x": xs, "y": ys},
+                              colors=["#9ca3af"], line_style="dashed", labels=["load needs"],
+                              display_legend=True))
+    for color, (name, run) in zip(PALETTE, runs.items(), strict=False):
+        marks.append(bqplot.Lines(x=[t / 60 for t in run.times], y=run.workers,
+                                  scales={"x": xs, "y": ys}, colors=[color], labels=[name],
+                                  display_legend=True, interpolation="step-after"))
+    return bqplot.Figure(
+        marks=marks, title=title, legend_location="top-left",
+        axes=[bqplot.Axis(scale=xs, label="simulated minutes"),
+              bqplot.Axis(scale=ys, orientation="vertical", label="workers", tick_format="d")],
+        layout=widgets.Layout(width="100%", height="300px"),
+        fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20})
+
+
+def tradeoff_chart(rows: list[dict[str, Any]], trace: str) -> Any:
+    """Worker-hours spent against the mean queue wait, one point per policy, on one trace."""
+    import bqplot
+
+    mine = [r for r in rows if r["trace"] == trace]
+    xs, ys = bqplot.LinearScale(min=0), bqplot.LinearScale(min=0)
+    marks = [bqplot.Scatter(x=[r["worker_hours"]], y=[r["mean_wait_s"]],
+                            scales={"x": xs, "y": ys}, colors=[color], labels=[r["policy"]],
+                            display_legend=True, default_size=120)
+             for color, r in zip(PALETTE, mine, strict=False)]
+    return bqplot.Figure(
+        marks=marks, title=f"{trace}: cost against wait", legend_location="top-right",
+        axes=[bqplot.Axis(scale=xs, label="worker-hours"),
+              bqplot.Axis(scale=ys, orientation="vertical", label="mean queue wait (s)")],
+        layout=widgets.Layout(width="33%", height="280px"),
+        fig_margin={"top": 40, "bottom": 40, "left": 60, "right": 20})
