@@ -43,6 +43,7 @@ class AutoscaleLoop:
         self.max_workers = max_workers
         self._clock = clock
         self._task: asyncio.Task[None] | None = None
+        self._halt: asyncio.Event | None = None  # set: the loop ends after its current look
         self.errors = 0  # looks that failed (the stack was away); the loop goes on
         self.last_error = ""
 
@@ -65,7 +66,7 @@ class AutoscaleLoop:
         if self.policy.enabled:
             self.start()
         else:
-            self._cancel()
+            self._halt_soon()
         log.info("autoscale %s: %s..%s workers, target %s",
                  "on" if self.policy.enabled else "off", self.policy.min, self.policy.max,
                  self.policy.target_text)
@@ -73,18 +74,27 @@ class AutoscaleLoop:
 
     def start(self) -> None:
         """Run the loop (when enabled and not running yet)."""
-        if self.policy.enabled and (self._task is None or self._task.done()):
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="autoscale")
+        running = self._task is not None and not self._task.done()
+        if self.policy.enabled and not (running and self._halt and not self._halt.is_set()):
+            self._halt = asyncio.Event()
+            self._task = asyncio.get_running_loop().create_task(self._run(self._halt),
+                                                                name="autoscale")
 
-    def _cancel(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+    def _halt_soon(self) -> None:
+        # a resize under way finishes (a half-done `docker compose up` helps nobody)
+        if self._halt is not None:
+            self._halt.set()
 
-    async def stop(self) -> None:
-        """Stop the loop and wait for it (a resize under way is cancelled with it)."""
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop: a resize under way gets `timeout` seconds to finish, then is
+        cancelled."""
+        self._halt_soon()
         task, self._task = self._task, None
-        if task is not None:
+        if task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -105,8 +115,8 @@ class AutoscaleLoop:
             await self._scale(decision.to)
         return decision
 
-    async def _run(self) -> None:
-        while True:
+    async def _run(self, halt: asyncio.Event) -> None:
+        while not halt.is_set():
             try:
                 await self.step()
             except asyncio.CancelledError:
@@ -115,4 +125,5 @@ class AutoscaleLoop:
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("autoscale: %s", self.last_error)
-            await asyncio.sleep(self.policy.interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(halt.wait(), self.policy.interval)

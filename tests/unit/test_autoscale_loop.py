@@ -71,10 +71,30 @@ async def test_the_loop_runs_while_enabled_and_survives_errors() -> None:
                 break
             await asyncio.sleep(0.02)
         assert pool.size == 4
+        task = loop._task
         status = loop.configure({"enabled": False})
-        assert status["enabled"] is False and loop._task is None
+        assert status["enabled"] is False and task is not None
+        await asyncio.wait_for(task, 5)  # it ends by itself after its current look
     finally:
         await loop.stop()
+
+
+async def test_stop_lets_a_resize_under_way_finish() -> None:
+    pool = Pool()
+    resized = asyncio.Event()
+
+    async def slow_scale(n: int) -> None:
+        await asyncio.sleep(0.3)  # e.g. `docker compose up --scale` waiting for a drain
+        pool.size = n
+        resized.set()
+
+    loop = AutoscaleLoop(Policy(enabled=True, target_kind="backlog", target=1.0),
+                         stats=pool.read, current=lambda: pool.size, scale=slow_scale)
+    pool.stats = {"queue_depth": 3, "running": 1}
+    loop.start()
+    await asyncio.sleep(0.1)
+    await loop.stop()
+    assert resized.is_set() and pool.size == 4
 
 
 async def test_bad_settings_change_nothing() -> None:
