@@ -28,7 +28,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         autoscale = from_settings(settings)
     except InvalidInput as exc:
-        print(f"error: --{(exc.field or 'autoscale').replace('_', '-')}: {exc}", file=sys.stderr)
+        where = {"autoscale": "--autoscale", "target": "--autoscale-target"}.get(
+            exc.field or "autoscale", f"TASKMASTER_AUTOSCALE_{str(exc.field).upper()}")
+        print(f"error: {where}: {exc}", file=sys.stderr)
         return 2
 
     async def main() -> int:
