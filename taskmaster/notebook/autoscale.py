@@ -8,7 +8,9 @@ as the API's 422 naming the field, in the toast, and changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +18,8 @@ import ipywidgets as widgets
 
 from taskmaster.model import EventType
 from taskmaster.notebook.controls import ActionPanel
+
+log = logging.getLogger(__name__)
 
 
 class AutoscalePanel(ActionPanel):
@@ -25,6 +29,7 @@ class AutoscalePanel(ActionPanel):
         super().__init__(**kwargs)
         self.client = client
         self.status: dict[str, Any] = {}
+        self._refreshing: asyncio.Task[None] | None = None
         self.enabled = widgets.Checkbox(value=False, description="Autoscale",
                                         indent=False, layout=widgets.Layout(width="110px"))
         self.range = widgets.IntRangeSlider(value=(1, min(6, max_workers)), min=0,
@@ -87,11 +92,29 @@ class AutoscalePanel(ActionPanel):
         self._draw()
 
     def on_event(self, event: Mapping[str, Any]) -> None:
-        """A Feed listener: a `pool_scaled` event becomes the last decision shown."""
+        """A Feed listener: a `pool_scaled` event becomes the last decision shown (and the
+        rest of the status is read again, once, in the background)."""
         if event.get("event") == EventType.POOL_SCALED:
             last = {k: event.get(k) for k in ("from", "to", "reason")}
-            self.status = {**self.status, "last_change": last}
+            self.status = {**self.status, "last_change": last, "workers": event.get("to")}
             self._draw()
+            self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a listener called from plain code): the event is shown already
+
+        async def refresh() -> None:
+            try:
+                await self.refresh()
+            except Exception as exc:  # the panel keeps what the event said
+                log.info("autoscale status unavailable: %s", exc)
+
+        self._refreshing = loop.create_task(refresh())
 
     def _draw(self) -> None:
         last = self.status.get("last_change")

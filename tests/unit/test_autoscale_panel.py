@@ -63,6 +63,15 @@ async def test_a_refused_value_names_the_field_and_changes_nothing() -> None:
     assert api.scaler.policy == Policy()
 
 
+async def test_an_event_also_reads_the_status_again() -> None:
+    api = AutoscaleApi()
+    panel = AutoscalePanel(api)
+    panel.on_event({"event": "pool_scaled", "from": 2, "to": 3, "reason": "queue 9"})
+    assert panel._refreshing is not None
+    await panel._refreshing
+    assert panel.status["workers"] == 2 and panel.status["enabled"] is False
+
+
 def test_a_pool_scaled_event_becomes_the_last_decision() -> None:
     panel = AutoscalePanel(AutoscaleApi())
     event = {"event": "pool_scaled", "id": 7, "timestamp": "2026-11-30T10:00:00+00:00",
