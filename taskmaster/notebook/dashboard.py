@@ -14,6 +14,7 @@ from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, Wor
 from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.load import SteadyLoadPanel
 from taskmaster.notebook.state import DashboardState
+from taskmaster.notebook.taskstream import TaskStream
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
 _FINAL_EVENTS = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED,
@@ -53,6 +54,7 @@ class Dashboard(widgets.VBox):
         )
         self.stats = StatsPanel(self.state)
         self.chart = ThroughputChart(self.state)
+        self.taskstream = TaskStream(window=min(window, 60))
         self.monitor = TaskMonitor(self.state)
         self.workers_panel = WorkersPanel(self.state)
         self.activity = ActivityLog(self.state, lines=log_lines)
@@ -60,12 +62,13 @@ class Dashboard(widgets.VBox):
             client,
             self.state,
             views=[self.stats, self.chart, self.monitor, self.workers_panel, self.activity,
-                   self.controls],
+                   self.controls, self.taskstream],
             render_hz=render_hz,
             poll_interval=poll_interval,
         )
         self.events = EventRecord()  # every event, for measuring what the panels show
         self.feed.listeners.append(self.events)
+        self.feed.listeners.append(self.taskstream.on_event)
         super().__init__(
             children=[
                 widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset],
@@ -73,6 +76,7 @@ class Dashboard(widgets.VBox):
                               _sized(self.controls, widgets.Layout(width="60%"))]),
                 self.stats,
                 self.chart,
+                self.taskstream,
                 widgets.HBox([
                     _sized(self.monitor, widgets.Layout(width="60%")),
                     widgets.VBox([self.workers_panel, self.activity],

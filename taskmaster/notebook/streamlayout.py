@@ -1,0 +1,307 @@
+"""The task stream's layout: rows per worker slot and a bar per attempt, from feed events.
+
+Pure Python, no widgets: `StreamLayout.apply(event)` folds one event in (O(1) amortised);
+the panel (taskstream.py) reads `visible()` at its render tick, so a burst of thousands of
+events costs one redraw per tick, never one per event.
+
+A bar runs from an attempt's `task_running` to its end (`task_completed`, `task_failed`,
+`task_retrying`, `task_cancelled`, `task_reassigned`, or its worker going offline), on the
+lowest free slot of its worker. Times are the events' own timestamps, so replaying a
+recording lays out exactly what the live run laid out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from taskmaster.model import EventType
+
+# how each attempt-ending event colours its bar
+ENDINGS: dict[str, str] = {
+    EventType.TASK_COMPLETED: "completed",
+    EventType.TASK_FAILED: "failed",
+    EventType.TASK_RETRYING: "failed",  # this attempt failed; a later one may run
+    EventType.TASK_CANCELLED: "cancelled",
+    EventType.TASK_REASSIGNED: "reassigned",  # cut: its worker died or stopped answering
+    EventType.TASK_REJECTED: "reassigned",  # given back unstarted
+}
+OUTCOMES = ("running", "completed", "failed", "reassigned", "cancelled")
+MAX_COMMANDS = 10_000  # assigned-but-not-running tasks whose command is remembered
+
+
+@dataclass(slots=True)
+class Bar:
+    """One attempt of one task on one worker slot."""
+
+    task_id: str
+    attempt: int
+    command: str
+    row: tuple[str, int]  # (worker name, slot)
+    start: float  # epoch seconds
+    end: float | None = None  # None while it runs
+    outcome: str = "running"
+
+    def duration(self, now: float) -> float:
+        """Seconds from start to end (to now while running)."""
+        return (self.end if self.end is not None else now) - self.start
+
+    def key(self) -> tuple[Any, ...]:
+        """What a picture of it shows (for comparing two layouts)."""
+        return (self.task_id, self.attempt, self.command, self.row, self.start, self.end,
+                self.outcome)
+
+
+@dataclass(slots=True)
+class _Worker:
+    name: str
+    capacity: int = 1
+    online: bool = True
+    slots: list[str | None] = field(default_factory=list)  # task id per slot (None: free)
+
+
+@dataclass(slots=True, repr=False)
+class StreamLayout:
+    """Bounded model of the task stream: `window` seconds of bars, at most `max_bars`."""
+
+    window: float = 60.0
+    max_bars: int = 5_000
+    max_rows: int = 200
+    now: float = 0.0  # the latest event time seen (the right edge of the window)
+    version: int = 0  # bumped on every change the picture shows
+    bars: deque[Bar] = field(default_factory=deque)  # in order of start
+    open: dict[str, Bar] = field(default_factory=dict)  # running attempts, by task id
+    rows: dict[tuple[str, int], float] = field(default_factory=dict)  # -> when last used
+    workers: dict[str, _Worker] = field(default_factory=dict)  # by worker id
+    names: dict[str, str] = field(default_factory=dict)  # worker id -> name
+    commands: OrderedDict[str, str] = field(default_factory=OrderedDict)  # task id -> command
+    held: dict[str, _Worker] = field(default_factory=dict)  # running task id -> its worker
+    events: int = 0
+    last_id: int = -1  # the last numeric event id folded in
+    dropped: int = 0  # bars pushed out by max_bars before they left the window
+
+    def __post_init__(self) -> None:
+        if self.window <= 0 or self.max_bars < 1 or self.max_rows < 1:
+            raise ValueError("StreamLayout needs window > 0, max_bars >= 1 and max_rows >= 1")
+
+    # folding events in
+    def apply(self, event: Mapping[str, Any]) -> None:
+        """Fold one feed event in (cheap: no formatting, no widgets)."""
+        kind = event.get("event")
+        eid = event.get("id")
+        if isinstance(eid, int):  # an event seen twice (a reconnect's overlap) counts once
+            if eid <= self.last_id and kind != EventType.STACK_RESET:
+                return
+            self.last_id = eid
+        self.events += 1
+        if kind == EventType.TASK_RUNNING:
+            self._running(event)
+        elif kind in ENDINGS:
+            self._end(event, ENDINGS[str(kind)])
+        elif kind == EventType.TASK_ASSIGNED:
+            if event.get("command") and event.get("task_id"):
+                self._remember(str(event["task_id"]), str(event["command"]))
+        elif kind == EventType.WORKER_ONLINE:
+            self._online(event)
+        elif kind == EventType.WORKER_OFFLINE:
+            self._offline(event)
+        elif kind == EventType.STACK_RESET:
+            self._reset(event)
+
+    def apply_many(self, events: Iterable[Mapping[str, Any]]) -> None:
+        """Fold several events in, in order."""
+        for event in events:
+            self.apply(event)
+
+    __call__ = apply  # a layout is also a feed listener
+
+    def _time(self, event: Mapping[str, Any]) -> float:
+        stamp = event.get("timestamp")
+        when = self.now
+        if isinstance(stamp, str):
+            try:
+                when = datetime.fromisoformat(stamp).timestamp()
+            except ValueError:
+                pass
+        elif isinstance(stamp, int | float):
+            when = float(stamp)
+        if when > self.now:
+            self.now = when
+            self._prune()
+        return when
+
+    def _remember(self, task_id: str, command: str) -> None:
+        self.commands[task_id] = command
+        self.commands.move_to_end(task_id)
+        if len(self.commands) > MAX_COMMANDS:
+            self.commands.popitem(last=False)
+
+    def _worker(self, worker_id: str) -> _Worker:
+        worker = self.workers.get(worker_id)
+        if worker is None:  # its worker_online came before the window: known by its id
+            name = self.names.get(worker_id, worker_id)
+            worker = self.workers[worker_id] = _Worker(name=name)
+        return worker
+
+    def _running(self, event: Mapping[str, Any]) -> None:
+        task_id = str(event.get("task_id") or "")
+        worker_id = str(event.get("worker_id") or "")
+        if not task_id or not worker_id:
+            return
+        attempt = event.get("attempt")
+        attempt = attempt if isinstance(attempt, int) else 1
+        start = self._time(event)
+        old = self.open.get(task_id)
+        if old is not None:
+            if old.attempt == attempt:
+                return  # told twice
+            self._close(old, start, "reassigned")  # its end never came: a later attempt runs
+        worker = self._worker(worker_id)
+        worker.online = True
+        try:
+            slot = worker.slots.index(None)
+        except ValueError:
+            slot = len(worker.slots)
+            worker.slots.append(None)
+        worker.slots[slot] = task_id
+        self.held[task_id] = worker
+        command = self.commands.pop(task_id, None) or str(event.get("command") or "")
+        bar = Bar(task_id=task_id, attempt=attempt, command=command,
+                  row=(worker.name, slot), start=start)
+        self.open[task_id] = bar
+        self._use_row(bar.row, start)
+        self.bars.append(bar)
+        if len(self.bars) > self.max_bars:
+            self.bars.popleft()
+            self.dropped += 1
+        self.version += 1
+
+    def _end(self, event: Mapping[str, Any], outcome: str) -> None:
+        task_id = str(event.get("task_id") or "")
+        end = self._time(event)
+        self.commands.pop(task_id, None)
+        bar = self.open.get(task_id)
+        if bar is not None:
+            if not bar.command and event.get("command"):
+                bar.command = str(event["command"])
+            self._close(bar, end, outcome)
+
+    def _close(self, bar: Bar, end: float, outcome: str) -> None:
+        bar.end, bar.outcome = max(end, bar.start), outcome
+        del self.open[bar.task_id]
+        worker = self.held.pop(bar.task_id, None)
+        slot = bar.row[1]
+        if worker is not None and slot < len(worker.slots) and worker.slots[slot] == bar.task_id:
+            worker.slots[slot] = None
+        self._use_row(bar.row, bar.end)
+        self.version += 1
+
+    def _online(self, event: Mapping[str, Any]) -> None:
+        worker_id = str(event.get("worker_id") or "")
+        if not worker_id:
+            return
+        name = str(event.get("name") or worker_id)
+        capacity = event.get("capacity")
+        self.names[worker_id] = name
+        self._time(event)
+        worker = self.workers.get(worker_id)
+        if worker is None:
+            worker = self.workers[worker_id] = _Worker(name=name)
+        worker.name, worker.online = name, True
+        if isinstance(capacity, int) and capacity > 0:
+            worker.capacity = capacity
+        self.version += 1
+
+    def _offline(self, event: Mapping[str, Any]) -> None:
+        worker_id = str(event.get("worker_id") or "")
+        worker = self.workers.pop(worker_id, None)
+        self.names.pop(worker_id, None)
+        if worker is None:
+            return
+        end = self._time(event)
+        for task_id in worker.slots:  # what its reassignment events did not end yet
+            bar = self.open.get(task_id) if task_id is not None else None
+            if bar is not None:
+                self._close(bar, end, "reassigned")
+        self._prune()
+        self.version += 1
+
+    def _reset(self, event: Mapping[str, Any]) -> None:
+        self.bars.clear()
+        self.open.clear()
+        self.held.clear()
+        self.rows.clear()
+        self.commands.clear()
+        for worker in self.workers.values():
+            worker.slots = []
+        self._time(event)
+        self.version += 1
+
+    def _use_row(self, row: tuple[str, int], when: float) -> None:
+        self.rows[row] = max(when, self.rows.get(row, when))
+        if len(self.rows) > self.max_rows:
+            self._prune_rows()
+
+    def _prune(self) -> None:
+        """Drop bars that ended before the window; they are in start order, so stop at the
+        first one still inside (or running)."""
+        cutoff = self.now - self.window
+        bars = self.bars
+        while bars and bars[0].end is not None and bars[0].end < cutoff:
+            bars.popleft()
+            self.version += 1
+
+    def _prune_rows(self) -> None:
+        busy = {bar.row for bar in self.open.values()}
+        idle = sorted((used, row) for row, used in self.rows.items() if row not in busy)
+        for _, row in idle[: len(self.rows) - self.max_rows]:  # the longest unused go
+            del self.rows[row]
+
+    # reading
+    def live_names(self) -> set[str]:
+        """Names of the workers online now."""
+        return {w.name for w in self.workers.values() if w.online}
+
+    def visible(self) -> tuple[list[tuple[str, int]], list[Bar]]:
+        """The rows shown (by worker name, then slot; a departed worker's rows stay while a
+        bar of theirs is in the window) and the bars in the window."""
+        cutoff = self.now - self.window
+        bars = [b for b in self.bars if b.end is None or b.end >= cutoff]
+        used = {b.row for b in bars}
+        online = self.live_names()
+        rows = sorted((r for r in self.rows if r in used or r[0] in online), key=_row_order)
+        return rows, bars
+
+    def snapshot(self) -> dict[str, Any]:
+        """What the panel shows, as plain data (equal layouts draw equal pictures)."""
+        rows, bars = self.visible()
+        return {"now": self.now, "rows": [row_label(r) for r in rows],
+                "bars": [b.key() for b in bars]}
+
+    def attempts(self, task_id: str) -> list[Bar]:
+        """Every bar of one task still in the window, oldest first."""
+        return [b for b in self.bars if b.task_id == task_id]
+
+    def cut(self) -> list[Bar]:
+        """Bars ended by a reassignment (their worker died), oldest first."""
+        return [b for b in self.bars if b.outcome == "reassigned"]
+
+    def __repr__(self) -> str:
+        rows, bars = self.visible()
+        running = sum(1 for b in bars if b.end is None)
+        return f"StreamLayout({len(rows)} rows, {len(bars)} bars, {running} running)"
+
+
+def _row_order(row: tuple[str, int]) -> tuple[Any, ...]:
+    """worker-2 before worker-10: digits compare as numbers."""
+    parts = re.split(r"(\d+)", row[0])
+    return (*((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts), row[1])
+
+
+def row_label(row: tuple[str, int]) -> str:
+    """A row's name on the axis: the worker's name and its slot, e.g. `worker-1/2`."""
+    return f"{row[0]}/{row[1] + 1}"
