@@ -13,6 +13,7 @@ from taskmaster.notebook.chart import ThroughputChart
 from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, WorkerControlPanel
 from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.load import SteadyLoadPanel
+from taskmaster.notebook.recordpanel import RecordButton
 from taskmaster.notebook.state import DashboardState
 from taskmaster.notebook.taskstream import TaskStream
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
@@ -69,9 +70,10 @@ class Dashboard(widgets.VBox):
         self.events = EventRecord()  # every event, for measuring what the panels show
         self.feed.listeners.append(self.events)
         self.feed.listeners.append(self.taskstream.on_event)
+        self.record = RecordButton(self.feed)
         super().__init__(
             children=[
-                widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset],
+                widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset, self.record],
                                            layout=widgets.Layout(width="40%")),
                               _sized(self.controls, widgets.Layout(width="60%"))]),
                 self.stats,
@@ -95,6 +97,7 @@ class Dashboard(widgets.VBox):
         """Stop the steady load and the feed, and wait for them."""
         await self.load.stop_and_wait()
         await self.feed.stop()
+        self.record.stop()
 
     async def ready(self, timeout: float = 30.0) -> DashboardState:
         """Wait until the event stream is connected and stats and workers were polled."""
