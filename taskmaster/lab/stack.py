@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -41,6 +41,7 @@ from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import ASSIGN_STRATEGIES, Settings
 from taskmaster.model import EventType, WorkerStatus
 from taskmaster.notebook.dashboard import Dashboard
+from taskmaster.notebook.recording import Replay
 from taskmaster.store import Store, drop_database, prepare, with_database
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ async def connect(
     reset: bool = False,
     concurrency: int | None = None,
     timeout: float = 60.0,
+    recording: str | Path | None = None,
+    speed: float = 1.0,
     **settings: Any,
 ) -> Stack:
     """The stack at TASKMASTER_URL (or `url`) if it answers, else a new one in this kernel.
@@ -65,10 +68,14 @@ async def connect(
     starts or stops workers; no notebook needs to know their names.
     `reset=True` first clears the stack's tasks, events and counts (POST /api/reset), so
     the notebook starts from a known state; a new stack starts empty anyway.
+    `recording=PATH` starts nothing and connects to nothing: the panels replay that
+    recording (`taskmaster record`, or a dashboard's Record button) at `speed` times its pace.
     `own=True` always starts a new stack; so do Settings fields given as keywords
     (e.g. `assign_strategy="random"`, `heartbeat_interval=0.5`), which only a new stack
     can honour.
     """
+    if recording is not None:  # no stack at all: the recorded run, replayed
+        return Stack(cast(Client, Replay(recording, speed=speed)))
     url = url or os.environ.get(URL_VARIABLE, "")
     if own is None:
         own = bool(settings) or not url

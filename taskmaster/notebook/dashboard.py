@@ -55,7 +55,7 @@ class Dashboard(widgets.VBox):
         )
         self.stats = StatsPanel(self.state)
         self.chart = ThroughputChart(self.state)
-        self.taskstream = TaskStream(window=min(window, 60))
+        self.taskstream = TaskStream(self.state, window=min(window, 60))
         self.monitor = TaskMonitor(self.state)
         self.workers_panel = WorkersPanel(self.state)
         self.activity = ActivityLog(self.state, lines=log_lines)

@@ -32,6 +32,7 @@ ENDINGS: dict[str, str] = {
 }
 OUTCOMES = ("running", "completed", "failed", "reassigned", "cancelled")
 MAX_COMMANDS = 10_000  # assigned-but-not-running tasks whose command is remembered
+MAX_NAMES = 10_000  # worker ids whose names are remembered
 
 
 @dataclass(slots=True)
@@ -41,7 +42,7 @@ class Bar:
     task_id: str
     attempt: int
     command: str
-    row: tuple[str, int]  # (worker name, slot)
+    row: tuple[str, int]  # (worker id, slot)
     start: float  # epoch seconds
     end: float | None = None  # None while it runs
     outcome: str = "running"
@@ -50,15 +51,14 @@ class Bar:
         """Seconds from start to end (to now while running)."""
         return (self.end if self.end is not None else now) - self.start
 
-    def key(self) -> tuple[Any, ...]:
-        """What a picture of it shows (for comparing two layouts)."""
-        return (self.task_id, self.attempt, self.command, self.row, self.start, self.end,
+    def key(self, label: str) -> tuple[Any, ...]:
+        """What a picture of it shows (for comparing two layouts), on its row's label."""
+        return (self.task_id, self.attempt, self.command, label, self.start, self.end,
                 self.outcome)
 
 
 @dataclass(slots=True)
 class _Worker:
-    name: str
     capacity: int = 1
     online: bool = True
     slots: list[str | None] = field(default_factory=list)  # task id per slot (None: free)
@@ -77,7 +77,7 @@ class StreamLayout:
     open: dict[str, Bar] = field(default_factory=dict)  # running attempts, by task id
     rows: dict[tuple[str, int], float] = field(default_factory=dict)  # -> when last used
     workers: dict[str, _Worker] = field(default_factory=dict)  # by worker id
-    names: dict[str, str] = field(default_factory=dict)  # worker id -> name
+    names: OrderedDict[str, str] = field(default_factory=OrderedDict)  # worker id -> name
     commands: OrderedDict[str, str] = field(default_factory=OrderedDict)  # task id -> command
     held: dict[str, _Worker] = field(default_factory=dict)  # running task id -> its worker
     events: int = 0
@@ -142,9 +142,8 @@ class StreamLayout:
 
     def _worker(self, worker_id: str) -> _Worker:
         worker = self.workers.get(worker_id)
-        if worker is None:  # its worker_online came before the window: known by its id
-            name = self.names.get(worker_id, worker_id)
-            worker = self.workers[worker_id] = _Worker(name=name)
+        if worker is None:  # its worker_online came before we listened
+            worker = self.workers[worker_id] = _Worker()
         return worker
 
     def _running(self, event: Mapping[str, Any]) -> None:
@@ -171,7 +170,7 @@ class StreamLayout:
         self.held[task_id] = worker
         command = self.commands.pop(task_id, None) or str(event.get("command") or "")
         bar = Bar(task_id=task_id, attempt=attempt, command=command,
-                  row=(worker.name, slot), start=start)
+                  row=(worker_id, slot), start=start)
         self.open[task_id] = bar
         self._use_row(bar.row, start)
         self.bars.append(bar)
@@ -204,14 +203,14 @@ class StreamLayout:
         worker_id = str(event.get("worker_id") or "")
         if not worker_id:
             return
-        name = str(event.get("name") or worker_id)
         capacity = event.get("capacity")
-        self.names[worker_id] = name
+        if event.get("name"):
+            self.learn({worker_id: str(event["name"])})
         self._time(event)
         worker = self.workers.get(worker_id)
         if worker is None:
-            worker = self.workers[worker_id] = _Worker(name=name)
-        worker.name, worker.online = name, True
+            worker = self.workers[worker_id] = _Worker()
+        worker.online = True
         if isinstance(capacity, int) and capacity > 0:
             worker.capacity = capacity
         self.version += 1
@@ -219,7 +218,6 @@ class StreamLayout:
     def _offline(self, event: Mapping[str, Any]) -> None:
         worker_id = str(event.get("worker_id") or "")
         worker = self.workers.pop(worker_id, None)
-        self.names.pop(worker_id, None)
         if worker is None:
             return
         end = self._time(event)
@@ -262,9 +260,31 @@ class StreamLayout:
             del self.rows[row]
 
     # reading
-    def live_names(self) -> set[str]:
-        """Names of the workers online now."""
-        return {w.name for w in self.workers.values() if w.online}
+    def learn(self, names: Mapping[str, str]) -> None:
+        """Take worker names by id (from worker_online events, or the panels' polls);
+        rows show a worker's id until its name is known."""
+        for worker_id, name in names.items():
+            if self.names.get(worker_id) != name:
+                self.names[worker_id] = name
+                self.version += 1
+            self.names.move_to_end(worker_id)
+        while len(self.names) > MAX_NAMES:
+            self.names.popitem(last=False)
+
+    def label(self, row: tuple[str, int]) -> str:
+        """A row's name on the axis: its worker's name and slot, e.g. `worker-1/2`."""
+        return f"{self.names.get(row[0], row[0])}/{row[1] + 1}"
+
+    def labels(self, rows: Iterable[tuple[str, int]]) -> list[str]:
+        """The rows' labels; a name's later incarnation (a worker restarted under its
+        name) is marked with a prime so every row keeps a label of its own."""
+        out: list[str] = []
+        for row in rows:
+            label = self.label(row)
+            while label in out:
+                label += "'"
+            out.append(label)
+        return out
 
     def visible(self) -> tuple[list[tuple[str, int]], list[Bar]]:
         """The rows shown (by worker name, then slot; a departed worker's rows stay while a
@@ -272,15 +292,17 @@ class StreamLayout:
         cutoff = self.now - self.window
         bars = [b for b in self.bars if b.end is None or b.end >= cutoff]
         used = {b.row for b in bars}
-        online = self.live_names()
-        rows = sorted((r for r in self.rows if r in used or r[0] in online), key=_row_order)
+        online = {worker_id for worker_id, w in self.workers.items() if w.online}
+        rows = sorted((r for r in self.rows if r in used or r[0] in online),
+                      key=lambda r: _row_order(self.names.get(r[0], r[0]), r[1]))
         return rows, bars
 
     def snapshot(self) -> dict[str, Any]:
         """What the panel shows, as plain data (equal layouts draw equal pictures)."""
         rows, bars = self.visible()
-        return {"now": self.now, "rows": [row_label(r) for r in rows],
-                "bars": [b.key() for b in bars]}
+        labels = dict(zip(rows, self.labels(rows), strict=True))
+        return {"now": self.now, "rows": list(labels.values()),
+                "bars": [b.key(labels[b.row]) for b in bars]}
 
     def attempts(self, task_id: str) -> list[Bar]:
         """Every bar of one task still in the window, oldest first."""
@@ -296,12 +318,7 @@ class StreamLayout:
         return f"StreamLayout({len(rows)} rows, {len(bars)} bars, {running} running)"
 
 
-def _row_order(row: tuple[str, int]) -> tuple[Any, ...]:
+def _row_order(name: str, slot: int) -> tuple[Any, ...]:
     """worker-2 before worker-10: digits compare as numbers."""
-    parts = re.split(r"(\d+)", row[0])
-    return (*((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts), row[1])
-
-
-def row_label(row: tuple[str, int]) -> str:
-    """A row's name on the axis: the worker's name and its slot, e.g. `worker-1/2`."""
-    return f"{row[0]}/{row[1] + 1}"
+    parts = re.split(r"(\d+)", name)
+    return (*((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts), slot)

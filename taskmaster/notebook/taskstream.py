@@ -18,7 +18,7 @@ import ipywidgets as widgets
 import numpy as np
 
 from taskmaster.notebook.state import DashboardState
-from taskmaster.notebook.streamlayout import OUTCOMES, Bar, StreamLayout, row_label
+from taskmaster.notebook.streamlayout import OUTCOMES, Bar, StreamLayout
 
 COLORS = {
     "running": "#2563eb",
@@ -43,7 +43,7 @@ class TaskStream(widgets.VBox):
 
     def __init__(self, state: DashboardState | None = None, *, window: float = 60.0,
                  max_bars: int = 5_000, height: str = "260px", **kwargs: Any) -> None:
-        self.state = state  # kept for live(); the stream reads events, not the state
+        self.state = state  # its polls name the workers whose worker_online came before
         self.stream = StreamLayout(window=window, max_bars=max_bars)
         self.x = bqplot.LinearScale(min=-float(window), max=0.0)
         self.y = bqplot.LinearScale(min=-0.5, max=0.5)
@@ -72,6 +72,8 @@ class TaskStream(widgets.VBox):
         self.row_names: list[str] = []
         self.renders = 0
         self._drawn_version = -1
+        self._known_ids = 0
+        self._labels: dict[tuple[str, int], str] = {}
 
     def on_event(self, event: Mapping[str, Any]) -> None:
         """Fold one feed event in (a feed listener; never redraws)."""
@@ -79,6 +81,11 @@ class TaskStream(widgets.VBox):
 
     def render(self, state: DashboardState | None = None, force: bool = False) -> bool:
         """Redraw if the layout changed since the last redraw; True if redrawn."""
+        state = state if state is not None else self.state
+        if state is not None and len(state.worker_ids) != self._known_ids:
+            self._known_ids = len(state.worker_ids)
+            self.stream.learn({i: n for i, n in state.worker_ids.items()
+                               if i not in self.stream.names})
         if self.stream.version == self._drawn_version and not force:
             return False
         self._drawn_version = self.stream.version
@@ -90,7 +97,8 @@ class TaskStream(widgets.VBox):
         xs = np.array([[b.start - now, (b.end if b.end is not None else now) - now]
                        for b in bars], dtype=float).reshape(-1, 2)
         ys = np.array([[index[b.row]] * 2 for b in bars], dtype=float).reshape(-1, 2)
-        names = [row_label(r) for r in rows] or [""]
+        labels = self.stream.labels(rows)
+        names = labels or [""]
         with self.bars.hold_sync():
             self.bars.x, self.bars.y = xs, ys
             self.bars.colors = [COLORS[b.outcome] for b in bars] or [COLORS["running"]]
@@ -99,7 +107,8 @@ class TaskStream(widgets.VBox):
         with self.y.hold_sync():
             self.y.min, self.y.max = -0.5, len(names) - 0.5
         self.y_names.domain = names
-        self.drawn, self.row_names = bars, [row_label(r) for r in rows]
+        self.drawn, self.row_names = bars, labels
+        self._labels = dict(zip(rows, labels, strict=True))
         return True
 
     def _hover(self, _mark: Any, content: Mapping[str, Any]) -> None:
@@ -109,7 +118,7 @@ class TaskStream(widgets.VBox):
 
     def rows_with_bars(self) -> list[str]:
         """Names of the rows holding at least one drawn bar (what the picture shows)."""
-        return sorted({row_label(b.row) for b in self.drawn})
+        return sorted({self._labels[b.row] for b in self.drawn})
 
     def __repr__(self) -> str:
         return f"TaskStream({self.stream!r})"

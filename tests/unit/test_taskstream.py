@@ -57,9 +57,8 @@ def test_one_row_per_worker_slot_and_a_bar_per_attempt() -> None:
     layout = layout_of(run)
     rows, bars = layout.visible()
     assert [(r, b.task_id) for b in bars for r in [b.row]] == [
-        (("worker-1", 0), "t1"), (("worker-2", 0), "t3"), (("worker-1", 1), "t2"),
-        (("worker-1", 0), "t4")]
-    assert rows == [("worker-1", 0), ("worker-1", 1), ("worker-2", 0)]
+        (("a", 0), "t1"), (("b", 0), "t3"), (("a", 1), "t2"), (("a", 0), "t4")]
+    assert rows == [("a", 0), ("a", 1), ("b", 0)]
     t1 = bars[0]
     assert (t1.start, t1.end, t1.outcome, t1.command) == (T0 + 1, T0 + 3, "completed", "sleep")
     assert layout.snapshot()["rows"] == ["worker-1/1", "worker-1/2", "worker-2/1"]
@@ -75,15 +74,15 @@ def test_a_killed_workers_bar_is_cut_and_the_task_runs_again_on_another_row() ->
     run.task(4.5, "t1", "b", 1, attempt=2)
     layout = layout_of(run)
     first, second = layout.attempts("t1")
-    assert (first.row, first.end, first.outcome) == (("worker-1", 0), T0 + 4, "reassigned")
-    assert (second.row, second.attempt, second.outcome) == (("worker-2", 0), 2, "completed")
+    assert (first.row, first.end, first.outcome) == (("a", 0), T0 + 4, "reassigned")
+    assert (second.row, second.attempt, second.outcome) == (("b", 0), 2, "completed")
     assert second.command == "sleep" and second.start > first.end
     assert layout.cut() == [first]
     # the dead worker's row stays while its cut bar is in the window, then goes
-    assert [r for r, _ in layout.visible()[0]] == ["worker-1", "worker-2"]
+    assert layout.snapshot()["rows"] == ["worker-1/1", "worker-2/1"]
     run.add(200, "worker_online", worker_id="c", name="worker-3", capacity=1)
     layout.apply(run.events[-1])
-    assert layout.visible() == ([("worker-2", 0)], [])  # worker-2 is still online
+    assert layout.visible() == ([("b", 0)], [])  # worker-2 is still online
 
 
 def test_a_worker_going_offline_cuts_what_it_still_held() -> None:
@@ -125,6 +124,18 @@ def test_a_replayed_event_and_a_reset() -> None:
     assert len(layout.bars) == 1
     layout.apply({**Run().add(5, "stack_reset").events[0], "id": 1})
     assert layout.visible() == ([], []) and not layout.open
+
+
+def test_rows_are_named_by_what_the_polls_tell_and_keep_their_own_label() -> None:
+    run = Run().add(1, "task_running", task_id="t1", worker_id="id-1", attempt=1)
+    run.add(2, "task_reassigned", task_id="t1", worker_id="id-1", attempt=1)
+    run.add(2, "worker_offline", worker_id="id-1")
+    run.worker(3, "id-2", "worker-1")  # the same name, restarted: a new id
+    run.add(3, "task_running", task_id="t1", worker_id="id-2", attempt=2)
+    layout = layout_of(run)
+    assert layout.snapshot()["rows"] == ["id-1/1", "worker-1/1"]  # id-1's name never came
+    layout.learn({"id-1": "worker-1"})  # a poll of /api/workers
+    assert layout.snapshot()["rows"] == ["worker-1/1", "worker-1/1'"]
 
 
 def test_bad_events_change_nothing_and_bad_bounds_say_so() -> None:
