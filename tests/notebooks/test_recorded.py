@@ -18,7 +18,7 @@ IGNORE = "nbval-ignore-output"
 
 def test_the_narrative_is_all_there() -> None:
     names = [p.stem.split("_")[0] for p in NOTEBOOKS]
-    assert names == ["00", "01", "02", "03", "04", "05", "06", "07"]
+    assert names == ["00", "01", "02", "03", "04", "05", "06", "07", "13"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -163,3 +163,27 @@ def test_the_panel_redraws_only_when_the_layout_changed() -> None:
     assert panel.bars.labels[0].startswith("task t1 · sleep · attempt 1 · 2.00s")
     panel._hover(panel.bars, {"data": {"index": 2}})
     assert "task t3" in panel.hovered.value and "running" in panel.hovered.value
+
+
+def test_the_shipped_recording_lays_out_the_tour() -> None:
+    """The five parts as recorded from a real stack (notebooks/recordings/tour.jsonl)."""
+    from pathlib import Path
+
+    from taskmaster.notebook.recording import load
+
+    path = Path(__file__).resolve().parents[2] / "notebooks" / "recordings" / "tour.jsonl"
+    assert path.stat().st_size < 2_000_000
+    recording = load(path)
+    layout = StreamLayout(window=3600)
+    layout.apply_many(recording.events)
+    layout.learn({w["id"]: w["name"] for p in recording.polls for w in p["workers"]})
+    rows = layout.snapshot()["rows"]
+    # two slots per worker, worker-4 and -5 from the scaling, a new worker-1 after the kill
+    assert {"worker-1/1", "worker-1/2", "worker-4/1", "worker-5/2", "worker-1/1'"} <= set(rows)
+    cut = layout.cut()
+    assert len(cut) == 2 and {layout.label(b.row) for b in cut} == {"worker-1/1", "worker-1/2"}
+    for bar in cut:
+        later = layout.attempts(bar.task_id)[-1]
+        assert later.attempt == bar.attempt + 1 and later.row[0] != bar.row[0]
+        assert later.outcome == "completed" and later.start >= bar.end
+    assert sum(b.outcome == "completed" for b in layout.bars) == recording.final_stats["completed"]
