@@ -46,8 +46,9 @@ class TaskStream(widgets.VBox):
         self.state = state  # its polls name the workers whose worker_online came before
         self.stream = StreamLayout(window=window, max_bars=max_bars)
         self.x = bqplot.LinearScale(min=-float(window), max=0.0)
+        # the names' scale has the same bands as the bars' scale (its first name at the bottom)
         self.y = bqplot.LinearScale(min=-0.5, max=0.5)
-        self.y_names = bqplot.OrdinalScale(domain=[""])  # the rows' names, on the same bands
+        self.y_names = bqplot.OrdinalScale(domain=[""])
         self.bars = bqplot.Lines(
             x=np.zeros((0, 2)), y=np.zeros((0, 2)), scales={"x": self.x, "y": self.y},
             colors=[COLORS["running"]], stroke_width=10, labels=[],
@@ -92,7 +93,7 @@ class TaskStream(widgets.VBox):
         self.renders += 1
         rows, bars = self.stream.visible()
         bars = bars[-MAX_DRAWN:]
-        index = {row: i for i, row in enumerate(rows)}
+        index = {row: len(rows) - 1 - i for i, row in enumerate(rows)}  # the first on top
         now = self.stream.now
         xs = np.array([[b.start - now, (b.end if b.end is not None else now) - now]
                        for b in bars], dtype=float).reshape(-1, 2)
@@ -106,7 +107,7 @@ class TaskStream(widgets.VBox):
             self.bars.stroke_width = max(2.0, min(14.0, 150.0 / max(1, len(rows))))
         with self.y.hold_sync():
             self.y.min, self.y.max = -0.5, len(names) - 0.5
-        self.y_names.domain = names
+        self.y_names.domain = names[::-1]
         self.drawn, self.row_names = bars, labels
         self._labels = dict(zip(rows, labels, strict=True))
         return True

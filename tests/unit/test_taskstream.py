@@ -157,8 +157,10 @@ def test_the_panel_redraws_only_when_the_layout_changed() -> None:
         panel.on_event(event)
     assert panel.render() and not panel.render()
     assert panel.rows_with_bars() == ["worker-1/1", "worker-2/1"]
+    # the first row on top: the names' scale lists them from the bottom up
     assert panel.bars.x.shape == (3, 2) and list(panel.y_names.domain) == [
-        "worker-1/1", "worker-2/1"]
+        "worker-2/1", "worker-1/1"]
+    assert panel.bars.y[:, 0].tolist() == [1.0, 0.0, 1.0]  # t1, t2 (worker-2), t3
     assert panel.bars.colors == [COLORS["completed"], COLORS["completed"], COLORS["running"]]
     assert panel.bars.labels[0].startswith("task t1 · sleep · attempt 1 · 2.00s")
     panel._hover(panel.bars, {"data": {"index": 2}})
@@ -187,3 +189,11 @@ def test_the_shipped_recording_lays_out_the_tour() -> None:
         assert later.attempt == bar.attempt + 1 and later.row[0] != bar.row[0]
         assert later.outcome == "completed" and later.start >= bar.end
     assert sum(b.outcome == "completed" for b in layout.bars) == recording.final_stats["completed"]
+
+
+def test_the_benchmark_runs_and_prints_its_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.taskstream import main
+
+    assert main(["--tasks", "300", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "us/event (median)" in out and "ms/redraw" in out and "% of one core" in out
