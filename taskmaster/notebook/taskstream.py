@@ -122,4 +122,4 @@ class TaskStream(widgets.VBox):
         return sorted({self._labels[b.row] for b in self.drawn})
 
     def __repr__(self) -> str:
-        return f"TaskStream({self.stream!r})"
+        return "TaskStream()"  # id- and count-free: a notebook's stored output stays valid
