@@ -33,6 +33,7 @@ ENDINGS: dict[str, str] = {
 OUTCOMES = ("running", "completed", "failed", "reassigned", "cancelled")
 MAX_COMMANDS = 10_000  # assigned-but-not-running tasks whose command is remembered
 MAX_NAMES = 10_000  # worker ids whose names are remembered
+MAX_WAITING = 1_000  # attempts of one full worker waiting for a slot (then rows are added)
 
 
 @dataclass(slots=True)
@@ -59,9 +60,12 @@ class Bar:
 
 @dataclass(slots=True)
 class _Worker:
-    capacity: int = 1
+    capacity: int | None = None  # slots (None: not told yet, rows are added as needed)
     online: bool = True
     slots: list[str | None] = field(default_factory=list)  # task id per slot (None: free)
+    # attempts that started while every slot was taken: one report can tell a task's start
+    # before the end of the one whose slot it took; they take the next slot that frees
+    waiting: list[Bar] = field(default_factory=list)
 
 
 @dataclass(slots=True, repr=False)
@@ -161,18 +165,27 @@ class StreamLayout:
             self._close(old, start, "reassigned")  # its end never came: a later attempt runs
         worker = self._worker(worker_id)
         worker.online = True
+        command = self.commands.pop(task_id, None) or str(event.get("command") or "")
+        bar = Bar(task_id=task_id, attempt=attempt, command=command, row=(worker_id, -1),
+                  start=start)
+        self.open[task_id] = bar
+        self.held[task_id] = worker
+        if None in worker.slots or worker.capacity is None \
+                or len(worker.slots) < worker.capacity or len(worker.waiting) >= MAX_WAITING:
+            self._place(worker, bar)
+        else:
+            worker.waiting.append(bar)
+
+    def _place(self, worker: _Worker, bar: Bar) -> None:
+        """Put a bar on its worker's lowest free slot (a new one if none is free)."""
         try:
             slot = worker.slots.index(None)
         except ValueError:
             slot = len(worker.slots)
             worker.slots.append(None)
-        worker.slots[slot] = task_id
-        self.held[task_id] = worker
-        command = self.commands.pop(task_id, None) or str(event.get("command") or "")
-        bar = Bar(task_id=task_id, attempt=attempt, command=command,
-                  row=(worker_id, slot), start=start)
-        self.open[task_id] = bar
-        self._use_row(bar.row, start)
+        worker.slots[slot] = bar.task_id
+        bar.row = (bar.row[0], slot)
+        self._use_row(bar.row, bar.start)
         self.bars.append(bar)
         if len(self.bars) > self.max_bars:
             self.bars.popleft()
@@ -193,9 +206,14 @@ class StreamLayout:
         bar.end, bar.outcome = max(end, bar.start), outcome
         del self.open[bar.task_id]
         worker = self.held.pop(bar.task_id, None)
+        if worker is not None and bar.row[1] < 0:  # it ends before a slot freed: place it now
+            worker.waiting.remove(bar)
+            self._place(worker, bar)
         slot = bar.row[1]
         if worker is not None and slot < len(worker.slots) and worker.slots[slot] == bar.task_id:
             worker.slots[slot] = None
+            if worker.waiting:
+                self._place(worker, worker.waiting.pop(0))
         self._use_row(bar.row, bar.end)
         self.version += 1
 
@@ -221,7 +239,8 @@ class StreamLayout:
         if worker is None:
             return
         end = self._time(event)
-        for task_id in worker.slots:  # what its reassignment events did not end yet
+        # what its reassignment events did not end yet
+        for task_id in [*worker.slots, *(b.task_id for b in worker.waiting)]:
             bar = self.open.get(task_id) if task_id is not None else None
             if bar is not None:
                 self._close(bar, end, "reassigned")
@@ -235,7 +254,7 @@ class StreamLayout:
         self.rows.clear()
         self.commands.clear()
         for worker in self.workers.values():
-            worker.slots = []
+            worker.slots, worker.waiting = [], []
         self._time(event)
         self.version += 1
 
@@ -270,6 +289,13 @@ class StreamLayout:
             self.names.move_to_end(worker_id)
         while len(self.names) > MAX_NAMES:
             self.names.popitem(last=False)
+
+    def learn_capacity(self, capacities: Mapping[str, int]) -> None:
+        """Take workers' slot counts by id (from the panels' polls of /api/workers)."""
+        for worker_id, capacity in capacities.items():
+            worker = self.workers.get(worker_id)
+            if worker is not None and worker.capacity is None and capacity > 0:
+                worker.capacity = capacity
 
     def label(self, row: tuple[str, int]) -> str:
         """A row's name on the axis: its worker's name and slot, e.g. `worker-1/2`."""

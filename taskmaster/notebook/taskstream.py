@@ -87,6 +87,10 @@ class TaskStream(widgets.VBox):
             self._known_ids = len(state.worker_ids)
             self.stream.learn({i: n for i, n in state.worker_ids.items()
                                if i not in self.stream.names})
+        if state is not None:
+            self.stream.learn_capacity({str(w["id"]): int(w["capacity"])
+                                        for w in state.workers.values()
+                                        if w.get("id") and isinstance(w.get("capacity"), int)})
         if self.stream.version == self._drawn_version and not force:
             return False
         self._drawn_version = self.stream.version

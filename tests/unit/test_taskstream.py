@@ -138,6 +138,31 @@ def test_rows_are_named_by_what_the_polls_tell_and_keep_their_own_label() -> Non
     assert layout.snapshot()["rows"] == ["worker-1/1", "worker-1/1'"]
 
 
+def test_a_start_told_before_the_end_it_follows_keeps_its_slot() -> None:
+    """One report can carry a task's end and the next task's start; the store writes the
+    start first. A full worker's next bar waits for the slot that frees."""
+    run = Run().worker(0, "a", "worker-1", capacity=1)
+    run.add(1, "task_running", task_id="t1", worker_id="a", attempt=1)
+    events = run.ordered()
+    events += [{"id": 10, "event": "task_running", "task_id": "t2", "worker_id": "a",
+                "attempt": 1, "timestamp": events[-1]["timestamp"]},
+               {"id": 11, "event": "task_completed", "task_id": "t1", "worker_id": "a",
+                "attempt": 1, "timestamp": events[-1]["timestamp"]},
+               {"id": 12, "event": "task_running", "task_id": "t3", "worker_id": "a",
+                "attempt": 1, "timestamp": events[-1]["timestamp"]},
+               {"id": 13, "event": "task_completed", "task_id": "t3", "worker_id": "a",
+                "attempt": 1, "timestamp": events[-1]["timestamp"]}]
+    layout = StreamLayout()
+    layout.apply_many(events)
+    assert [(b.task_id, b.row, b.outcome) for b in layout.bars] == [
+        ("t1", ("a", 0), "completed"), ("t2", ("a", 0), "running"),
+        ("t3", ("a", 1), "completed")]  # t3 ended while t2 held the slot: a row of its own
+    # a worker whose slots were never told grows its rows as needed
+    free = StreamLayout()
+    free.apply_many(e for e in events if e["event"] != "worker_online")
+    assert [b.row for b in free.bars] == [("a", 0), ("a", 1), ("a", 0)]
+
+
 def test_bad_events_change_nothing_and_bad_bounds_say_so() -> None:
     layout = StreamLayout()
     for event in ({}, {"event": "task_running"}, {"event": "task_running", "task_id": "t"},
