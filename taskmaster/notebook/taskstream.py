@@ -66,6 +66,7 @@ class TaskStream(widgets.VBox):
         legend = " ".join(f'<span style="color:{COLORS[o]}">■ {o}</span>' for o in OUTCOMES)
         self.legend = widgets.HTML(f'<div class="tm-stream-legend">{legend}</div>')
         self.hovered = widgets.HTML("")
+        self.hovered.add_class("tm-stream-hover")
         self.bars.on_hover(self._hover)
         super().__init__(children=[self.figure, self.legend, self.hovered], **kwargs)
         self.add_class("tm-taskstream")

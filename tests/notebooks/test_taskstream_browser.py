@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import struct
 import subprocess
@@ -88,6 +89,11 @@ def lab(tmp_path: Path, stack: Stack) -> Iterator[str]:  # noqa: F811
             proc.kill()
             proc.wait()
         log.close()
+
+
+def _rgb(color: str) -> str:
+    r, g, b = bytes.fromhex(color.lstrip("#"))
+    return f"rgb({r}, {g}, {b})"
 
 
 def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
@@ -187,6 +193,14 @@ async def test_the_task_stream_during_a_worker_kill(executable: str, lab: str,  
             await page.wait_for_timeout(1000)  # the last render tick
             SCREENSHOT.parent.mkdir(exist_ok=True)
             await page.locator(".tm-taskstream").screenshot(path=str(SCREENSHOT))
+            # hovering the cut bar names its task, command, attempt, duration and outcome
+            cut_bar = page.locator(".tm-taskstream path.line"
+                                   f'[style*="{_rgb(COLORS["reassigned"])}"]')
+            assert await cut_bar.count() == 1
+            await cut_bar.hover(force=True)
+            told = page.locator(".tm-stream-hover").get_by_text(
+                re.compile(rf"task {victim['id']} · sleep · attempt 1 · [0-9.]+s · reassigned"))
+            await told.first.wait_for(timeout=10_000)
         finally:
             await browser.close()
 
