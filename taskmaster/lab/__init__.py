@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from taskmaster.lab.measure import (
+        ClaimRace,
         Distribution,
         FencingStory,
         Phase,
         Trickle,
         WorkerSampler,
+        claim_race,
         fencing_walkthrough,
         measure_phase,
         new_key,
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "Stack": "stack",
     "connect": "stack",
+    "claim_race": "measure",
+    "ClaimRace": "measure",
     "Distribution": "measure",
     "FencingStory": "measure",
     "Phase": "measure",
@@ -55,12 +59,14 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ClaimRace",
     "Distribution",
     "FencingStory",
     "Phase",
     "Stack",
     "Trickle",
     "WorkerSampler",
+    "claim_race",
     "connect",
     "fencing_walkthrough",
     "measure_phase",

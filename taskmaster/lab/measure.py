@@ -222,6 +222,56 @@ def strategy_table(results: Sequence[Distribution]) -> pd.DataFrame:
     return table
 
 
+# ---- the claim under contention ----
+
+@dataclass(frozen=True, slots=True)
+class ClaimRace:
+    """Several claimers emptying one queue at once with the coordinator's claim statement."""
+
+    tasks: int  # tasks in the queue
+    claimers: int
+    rounds: int  # claim statements run in all
+    claims: Counter[str]  # task id -> how many times it was claimed
+    per_claimer: Counter[str]  # claimer -> tasks it got
+    seconds: float
+
+    @property
+    def claimed_twice(self) -> list[str]:
+        """Task ids that more than one claim returned (none, if the claim is sound)."""
+        return [t for t, n in self.claims.items() if n > 1]
+
+
+async def claim_race(store: Store, *, tasks: int = 200, claimers: int = 4,
+                     slots: int = 5) -> ClaimRace:
+    """Fill a scratch Store's queue, then let `claimers` coordinators-to-be claim from it
+    concurrently (`Store.assign`, the `assign_tasks` statement), `slots` tasks per claim,
+    until the queue is empty. What each claim returned is counted per task."""
+    names = [f"claimer-{i + 1}" for i in range(claimers)]
+    for name in names:
+        await store.upsert_worker(worker_id=name, name=name, host="notebook", pid=0,
+                                  capacity=tasks, commands=["sleep"])
+    await store.create_batch(NewTask(command="sleep", payload={"seconds": 0}), tasks)
+    claims: Counter[str] = Counter()
+    per: Counter[str] = Counter()
+    rounds = 0
+
+    async def claimer(name: str) -> None:
+        nonlocal rounds
+        while True:
+            got = await store.assign([name] * slots)
+            rounds += 1
+            if not got:
+                return
+            for delivery in got:
+                claims[str(delivery.task_id)] += 1
+                per[name] += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(claimer(n) for n in names))
+    return ClaimRace(tasks=tasks, claimers=claimers, rounds=rounds, claims=claims,
+                     per_claimer=per, seconds=time.perf_counter() - start)
+
+
 # ---- fencing ----
 
 @dataclass(frozen=True, slots=True)
