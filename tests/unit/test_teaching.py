@@ -46,3 +46,23 @@ def test_the_product_never_uses_a_word_readers_cannot_look_up() -> None:
 def test_the_word_check_catches_what_it_is_for(text: str) -> None:
     assert UNKNOWN_WORD.search(text)
 
+
+
+def cells(path: Path) -> list[dict]:
+    import json
+    return json.loads(path.read_text())["cells"]
+
+
+def source(cell: dict) -> str:
+    return "".join(cell["source"])
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOKS.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_every_notebook_ends_with_exercises_and_worked_answers(path: Path) -> None:
+    markdown = [source(c) for c in cells(path) if c["cell_type"] == "markdown"]
+    last = markdown[-1]
+    assert last.startswith("## Exercises"), f"{path.name}: the last text is not the exercises"
+    questions = re.findall(r"^\d+\. ", last, re.MULTILINE)
+    answers = re.findall(r"<details><summary>Answer</summary>\n\n(.+?)\n\n</details>", last, re.S)
+    assert len(questions) >= 2 and len(answers) == len(questions), path.name
+    assert all(len(a) > 80 for a in answers), "a worked answer, not a word"
