@@ -10,6 +10,7 @@ from taskmaster.store.db import (
     prepare,
     with_database,
 )
+from taskmaster.store.embedded import start_embedded_again, stop_embedded
 from taskmaster.store.errors import RETRYABLE, ROW_ERRORS, UNAVAILABLE, DatabaseError
 from taskmaster.store.listen import Listener
 from taskmaster.store.store import (
@@ -44,5 +45,7 @@ __all__ = [
     "ensure_database",
     "migrate",
     "prepare",
+    "start_embedded_again",
+    "stop_embedded",
     "with_database",
 ]
