@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from taskmaster.lab.measure import (
         ClaimRace,
+        CpuMeter,
         Distribution,
         FencingStory,
         Phase,
@@ -44,6 +45,7 @@ _EXPORTS = {
     "connect": "stack",
     "claim_race": "measure",
     "ClaimRace": "measure",
+    "CpuMeter": "measure",
     "Distribution": "measure",
     "FencingStory": "measure",
     "Phase": "measure",
@@ -60,6 +62,7 @@ _EXPORTS = {
 
 __all__ = [
     "ClaimRace",
+    "CpuMeter",
     "Distribution",
     "FencingStory",
     "Phase",

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import psutil
 
 from taskmaster.model import EventType, Report, ReportState, TaskStatus, WorkerStatus
 from taskmaster.notebook.analysis import (
@@ -270,6 +271,43 @@ async def claim_race(store: Store, *, tasks: int = 200, claimers: int = 4,
     await asyncio.gather(*(claimer(n) for n in names))
     return ClaimRace(tasks=tasks, claimers=claimers, rounds=rounds, claims=claims,
                      per_claimer=per, seconds=time.perf_counter() - start)
+
+
+# ---- what a task costs ----
+
+class CpuMeter:
+    """CPU seconds each part of a stack used: its members by role, and the PostgreSQL
+    backends serving its database (found by their process title, as `ps` shows them)."""
+
+    def __init__(self, members: Mapping[str, tuple[str, int | None]], database: str) -> None:
+        self.members = dict(members)  # name -> (role, pid)
+        self.database = database
+        self._start: dict[int, tuple[str, float]] = {}
+
+    def _now(self) -> dict[int, tuple[str, float]]:
+        procs = [(role, pid) for role, pid in self.members.values() if pid]
+        for p in psutil.process_iter(["cmdline"]):
+            title = " ".join(p.info["cmdline"] or [])
+            if title.startswith("postgres:") and f" {self.database} " in title:
+                procs.append(("postgresql", p.pid))
+        out: dict[int, tuple[str, float]] = {}
+        for role, pid in procs:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                out[pid] = (role, t.user + t.system)
+        return out
+
+    def start(self) -> CpuMeter:
+        """Take the starting figures."""
+        self._start = self._now()
+        return self
+
+    def per_task(self, tasks: int) -> dict[str, float]:
+        """Microseconds of CPU per task, by role, since start()."""
+        used: dict[str, float] = {}
+        for pid, (role, cpu) in self._now().items():
+            used[role] = used.get(role, 0.0) + cpu - self._start.get(pid, (role, 0.0))[1]
+        return {role: round(seconds / tasks * 1e6, 1) for role, seconds in sorted(used.items())}
 
 
 # ---- fencing ----

@@ -39,15 +39,18 @@ import pandas as pd
 from taskmaster.client import ApiError, Client
 from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import ASSIGN_STRATEGIES, Settings
+from taskmaster.lab.measure import CpuMeter
 from taskmaster.model import EventType, WorkerStatus
 from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.store import (
     Store,
+    database_name,
     drop_database,
     prepare,
     start_embedded_again,
     stop_embedded,
     with_database,
+    write_activity,
 )
 
 log = logging.getLogger(__name__)
@@ -339,6 +342,16 @@ class Stack:
         self.database_url = cluster.database_url
         await self.wait_workers(n, timeout)
         return {"stop": stopped - started, "start": time.monotonic() - stopped}
+
+    def cpu_meter(self) -> CpuMeter:
+        """A CpuMeter over this stack's processes and its database's backends (started)."""
+        cluster = self._own("measuring CPU per process")
+        members = {m.name: (m.role, m.pid) for m in cluster.members.values()}
+        return CpuMeter(members, database_name(self.database_url)).start()
+
+    async def write_activity(self) -> dict[str, int]:
+        """The database's WAL position (bytes) and its rows of tasks and events."""
+        return await write_activity(self.database_url)
 
     def _embedded_server(self) -> Any:
         server = getattr(self._own("stopping the database"), "_db_handle", None)

@@ -1,5 +1,6 @@
 """PostgreSQL persistence: schema, migrations, named queries and the Store."""
 
+from taskmaster.store.activity import write_activity
 from taskmaster.store.db import (
     close_pool,
     create_pool,
@@ -48,4 +49,5 @@ __all__ = [
     "start_embedded_again",
     "stop_embedded",
     "with_database",
+    "write_activity",
 ]
