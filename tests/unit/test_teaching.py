@@ -88,3 +88,78 @@ def test_notebook_links_work_in_a_lab_rooted_at_notebooks(path: Path) -> None:
             continue
         assert not target.startswith(("../", "/")), f"{path.name}: {target} leaves notebooks/"
         assert (NOTEBOOKS / target).exists() or target in FORTHCOMING, f"{path.name}: {target}"
+
+
+# ---- the cheat sheet covers the demo guide ----
+
+CHEATSHEET = ROOT / "docs" / "cheatsheet.md"
+# The demo guide's outline: its narrative's parts and its deep-dive questions, as its
+# headings spell them. The guide itself is not part of the repository; where it is at
+# hand (beside the repository, or TASKMASTER_DEMO_GUIDE) the outline is checked against it.
+PARTS = ["Part 1: System Architecture", "Part 2: Create Initial Load",
+         "Part 3: Watch Concurrency", "Part 4: Demonstrate Scaling",
+         "Part 5: Demonstrate Resilience"]
+QUESTIONS = ["Q: How does task assignment work?", "Q: How do workers report status?",
+             "Q: What happens if the coordinator crashes?",
+             "Q: How do you avoid duplicate task execution?"]
+# what the demo guide claims beyond what its own system did: each named and answered
+OVERCLAIMS = ["deduplicate based on task_id", "polled the database every 1 s",
+              "single point of failure"]
+
+
+def guide_outline(text: str) -> tuple[list[str], list[str]]:
+    """The parts and questions of the guide: its `### **Part N: ...**` and `### **Q: ...**`
+    headings, with the bold marks and the timing in brackets left out."""
+    heads = [re.sub(r"\s*\([^)]*\)$", "", h.replace("**", "").strip())
+             for h in re.findall(r"^###\s+(.+)$", text, re.MULTILINE)]
+    return ([h for h in heads if h.startswith("Part ")], [h for h in heads if h.startswith("Q:")])
+
+
+def test_the_outline_parser_reads_the_guides_headings() -> None:
+    sample = ("## Demo Narrative\n### **Part 1: System Architecture (1 min)**\ntext\n"
+              "### **Part 2: Create Initial Load (30 sec)**\n## Deep-Dive Topics\n"
+              "### **Q: How does task assignment work?**\n**A:** ...\n### 1. **Start**\n")
+    assert guide_outline(sample) == (PARTS[:2], QUESTIONS[:1])
+
+
+def test_the_outline_is_the_demo_guides() -> None:
+    import os
+    candidates = [Path(os.environ.get("TASKMASTER_DEMO_GUIDE", "/nonexistent")),
+                  ROOT.parent / "shared" / "guide" / "TaskMaster-demo-guide.md"]
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        pytest.skip("the demo guide is not beside the repository (set TASKMASTER_DEMO_GUIDE)")
+    assert guide_outline(found.read_text()) == (PARTS, QUESTIONS)
+
+
+def page_of(text: str, heading: str) -> str:
+    """The section of the cheat sheet under a `## `/`### ` heading, up to the next one."""
+    m = re.search(rf"^#{{2,3}} {re.escape(heading)}.*?$(.*?)(?=^#{{2,3}} |\Z)", text,
+                  re.MULTILINE | re.DOTALL)
+    assert m, f"the cheat sheet has no section {heading!r}"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_the_cheatsheet_has_a_page_per_part(part: str) -> None:
+    page = page_of(CHEATSHEET.read_text(), part)
+    for what in ("**Say:**", "**Click:**", "**Point at:**", "**Figure"):
+        assert what in page, f"{part}: no {what}"
+    assert re.search(r"\*\*[^*]*\d[^*]*\*\*", page), f"{part}: no measured figure in bold"
+    assert page.rstrip().endswith('<div style="page-break-after: always"></div>'), \
+        f"{part}: one printable page (a page break after it)"
+
+
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_the_cheatsheet_answers_every_deep_dive_question(question: str) -> None:
+    answer = page_of(CHEATSHEET.read_text(), question)
+    assert "**Demo guide:**" in answer and "**Answer:**" in answer
+    assert 200 < len(answer) < 2500, "a short answer, not an essay or a line"
+
+
+@pytest.mark.parametrize("claim", OVERCLAIMS)
+def test_the_cheatsheet_says_where_the_guide_claims_too_much(claim: str) -> None:
+    table = page_of(CHEATSHEET.read_text(), "Where the demo guide claims more")
+    row = next((line for line in table.splitlines() if claim in line), None)
+    assert row is not None, f"no row for {claim!r}"
+    assert row.count("|") >= 5 and re.search(r"`\d\d`", row), "what makes it true, and where"
