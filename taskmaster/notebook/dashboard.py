@@ -13,6 +13,7 @@ from taskmaster.notebook.chart import ThroughputChart
 from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, WorkerControlPanel
 from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.load import SteadyLoadPanel
+from taskmaster.notebook.snapshot import Snapshot
 from taskmaster.notebook.state import DashboardState
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
@@ -156,6 +157,13 @@ class Dashboard(widgets.VBox):
         """Wait until predicate(state) holds, e.g.
         `lambda s: s.count(EventType.TASK_COMPLETED) >= 50`."""
         return await self.feed.wait_for(predicate, timeout)
+
+    def snapshot(self) -> Snapshot:
+        """The stats line and the three charts as they are now, as a still SVG picture:
+        what a reader of the notebook file sees without running it."""
+        picture = self.chart.snapshot()
+        picture.caption = self.summary()
+        return picture
 
     def summary(self) -> str:
         """One id-free line about the cluster (stable notebook output)."""

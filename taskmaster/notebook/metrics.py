@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
+from taskmaster.notebook import snapshot as still
 from taskmaster.notebook.chart import _dates, bqplot
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ class MetricsChart(widgets.VBox):
             figures.append(bqplot.Figure(
                 marks=marks, title=title, animation_duration=0, legend_location="top-left",
                 axes=[bqplot.Axis(scale=self.x, tick_format="%H:%M:%S", num_ticks=5),
-                      bqplot.Axis(scale=y, orientation="vertical", tick_format=".3~f")],
+                      bqplot.Axis(scale=y, side="left", tick_format=".3~f")],
                 fig_margin={"top": 30, "bottom": 30, "left": 60, "right": 20},
                 layout=widgets.Layout(height=height, width="100%")))
         super().__init__(children=figures, **kwargs)
@@ -236,6 +237,16 @@ class MetricsChart(widgets.VBox):
             with line.hold_sync():
                 line.x = _dates(list(values.index))
                 line.y = values.to_numpy(dtype=float)
+
+    def snapshot(self) -> still.Snapshot:
+        """The charts as a still SVG picture (kept in a notebook file, shown by any viewer)."""
+        data = self.data()
+        return still.Snapshot([
+            still.Panel(title, [still.Series(label, COLORS[i % len(COLORS)],
+                                             [float(t) for t in data[label].index],
+                                             [float(v) for v in data[label].to_numpy()])
+                                for i, (label, _f) in enumerate(series)])
+            for title, series in self.panels])
 
     def __repr__(self) -> str:
         return f"MetricsChart({', '.join(t for t, _ in self.panels)})"

@@ -50,3 +50,34 @@ def test_rate_treats_a_drop_as_a_counter_reset() -> None:
     rate = recorder.rate("coordinator", "taskmaster_tasks_completed_total")
     assert list(rate) == [4.0, 2.0, 2.0]  # the reset to 2 counts as an increase of 2
     assert list(rate.index) == [1.0, 2.0, 4.0]
+
+
+def test_a_snapshot_draws_the_series_as_a_self_contained_svg() -> None:
+    from taskmaster.notebook.snapshot import Panel, Series, Snapshot
+
+    t = 1_800_000_000.0
+    picture = Snapshot([Panel("Workers online", [
+        Series("workers", "#7c3aed", [t, t + 1, t + 2], [3, 1, 5], step=True)])],
+        caption="tasks: 5 total")
+    svg = picture._repr_svg_()
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "Workers online" in svg and "tasks: 5 total" in svg
+    points = svg.split('<polyline points="')[1].split('"')[0].split()
+    assert len(points) == 5  # 3 values, each step adds a corner
+    assert repr(picture) == "Snapshot(Workers online)"  # what nbval compares
+
+
+def test_the_charts_snapshot_their_own_series() -> None:
+    from taskmaster.notebook.chart import ThroughputChart
+
+    recorder = MetricsRecorder({"coordinator": "http://unused"})
+    for t, value in [(0.0, 1.0), (1.0, 4.0)]:
+        recorder.scrapes.append(Scrape(1_800_000_000.0 + t, {"coordinator": [
+            ("taskmaster_workers_online", (), value)]}))
+    from taskmaster.notebook.metrics import MetricsChart
+
+    chart = MetricsChart(recorder, [("Churn", [
+        ("workers online", lambda r: r.series("coordinator", "taskmaster_workers_online"))])])
+    assert "<polyline" in chart.snapshot().svg() and "Churn" in chart.snapshot().svg()
+    titles = ThroughputChart().snapshot().svg()
+    assert all(t in titles for t in ("Tasks per second", "Queue depth", "Workers online"))
