@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
                  "api_token", "cluster_token"):
         option(p, name)
+    option(p, "autoscale", metavar="MIN:MAX")
+    option(p, "autoscale_target", metavar="wait=SECONDS|backlog=TASKS")
     common(p)
     p.set_defaults(func=stack.cmd_up)
 

@@ -19,6 +19,7 @@ then `dash = await stack.dashboard()`.
 import logging
 
 from taskmaster.notebook.analysis import DEMO_GUIDE, Audit, EventRecord, GuideFigures, audit
+from taskmaster.notebook.autoscale import AutoscalePanel
 from taskmaster.notebook.chart import BarChart, ThroughputChart
 from taskmaster.notebook.controls import (
     DEFAULT_COMMANDS,
@@ -45,6 +46,7 @@ __all__ = [
     "DEMO_GUIDE",
     "ActivityLog",
     "Audit",
+    "AutoscalePanel",
     "BarChart",
     "BulkTaskPanel",
     "Dashboard",

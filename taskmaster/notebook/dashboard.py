@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import aiohttp
 import ipywidgets as widgets
 
+from taskmaster.client import ApiError
 from taskmaster.model import EventType
 from taskmaster.notebook.analysis import Audit, EventRecord, audit
+from taskmaster.notebook.autoscale import AutoscalePanel
 from taskmaster.notebook.chart import ThroughputChart
 from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, WorkerControlPanel
 from taskmaster.notebook.feed import Feed
@@ -51,6 +54,7 @@ class Dashboard(widgets.VBox):
         self.bulk = BulkTaskPanel(client, commands=commands)
         self.load = SteadyLoadPanel(client, commands=commands)
         self.reset = ResetPanel(client)
+        self.autoscale = AutoscalePanel(client)
         self.controls = WorkerControlPanel(
             pool if pool is not None else client, state=self.state, workers=workers
         )
@@ -71,10 +75,12 @@ class Dashboard(widgets.VBox):
         self.events = EventRecord()  # every event, for measuring what the panels show
         self.feed.listeners.append(self.events)
         self.feed.listeners.append(self.taskstream.on_event)
+        self.feed.listeners.append(self.autoscale.on_event)
         self.record = RecordButton(self.feed)
         super().__init__(
             children=[
-                widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset, self.record],
+                widgets.HBox([widgets.VBox([self.bulk, self.load, self.autoscale, self.reset,
+                                            self.record],
                                            layout=widgets.Layout(width="40%")),
                               _sized(self.controls, widgets.Layout(width="60%"))]),
                 self.stats,
@@ -104,9 +110,15 @@ class Dashboard(widgets.VBox):
         """Wait until the event stream is connected and stats and workers were polled."""
         if not self.feed.running:
             self.start()
-        return await self.feed.wait_for(
+        state = await self.feed.wait_for(
             lambda s: s.connection == "connected" and bool(s.stats), timeout
         )
+        try:
+            await self.autoscale.refresh()
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # no pool manager (a compose stack) or the pool API refused: the panel says so
+            self.autoscale.show(f"Autoscale unavailable: {exc}", ok=False)
+        return state
 
     async def next_event(
         self, predicate: Callable[[dict[str, Any]], Any], timeout: float = 30.0,
