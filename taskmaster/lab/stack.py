@@ -166,7 +166,12 @@ class Stack:
 
     async def ensure_workers(self, n: int, timeout: float = 60.0) -> None:
         """Scale the pool to n workers if it has another number online (the pool starts or
-        stops workers, bringing killed ones back), and wait for them."""
+        stops workers, bringing killed ones back), and wait for them. An autoscaler left on
+        (by notebook 09, the Autoscale panel or `taskmaster autoscale`) is turned off first:
+        it would resize the pool under the notebook."""
+        with contextlib.suppress(ApiError):  # no supervisor, or its pool API refused
+            if (await self.client.autoscale()).get("enabled"):
+                await self.client.set_autoscale(enabled=False)
         online = await self.online_workers()
         if len(online) != n:
             try:

@@ -83,3 +83,28 @@ def test_a_pool_scaled_event_becomes_the_last_decision() -> None:
     assert "last resize 1 &rarr; 5" in panel.decision.value
     line = format_event(event)
     assert "pool_scaled" in line and "workers 1 &rarr; 5" in line and "reason=queue 31" in line
+
+
+async def test_a_notebook_asking_for_n_workers_turns_the_autoscaler_off() -> None:
+    """connect(workers=N) on a running stack: an autoscaler left on would resize the pool
+    under the notebook, so ensure_workers turns it off before it scales."""
+    from taskmaster.lab.stack import Stack
+
+    class Pool(AutoscaleApi):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scaler.configure(Policy(enabled=True))
+            self.scaled: list[int] = []
+
+        async def workers(self, history: bool = False) -> list[dict[str, Any]]:
+            return [{"name": f"worker-{i}", "status": "online"} for i in range(2)]
+
+        async def scale(self, n: int) -> dict[str, Any]:
+            self.scaled.append(n)
+            return {}
+
+    api = Pool()
+    await Stack(api).ensure_workers(2, timeout=1)  # type: ignore[arg-type]
+    assert api.puts == [{"enabled": False}] and api.scaled == []
+    await Stack(api).ensure_workers(2, timeout=1)  # type: ignore[arg-type]
+    assert api.puts == [{"enabled": False}]  # off already: nothing sent
