@@ -14,6 +14,7 @@ from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, Wor
 from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.load import SteadyLoadPanel
 from taskmaster.notebook.recordpanel import RecordButton
+from taskmaster.notebook.snapshot import Snapshot
 from taskmaster.notebook.state import DashboardState
 from taskmaster.notebook.taskstream import TaskStream
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
@@ -163,6 +164,13 @@ class Dashboard(widgets.VBox):
         """Wait until predicate(state) holds, e.g.
         `lambda s: s.count(EventType.TASK_COMPLETED) >= 50`."""
         return await self.feed.wait_for(predicate, timeout)
+
+    def snapshot(self) -> Snapshot:
+        """The stats line and the three charts as they are now, as a still SVG picture:
+        what a reader of the notebook file sees without running it."""
+        picture = self.chart.snapshot()
+        picture.caption = self.summary()
+        return picture
 
     def summary(self) -> str:
         """One id-free line about the cluster (stable notebook output)."""

@@ -89,7 +89,7 @@ def test_the_project_is_named_in_dot_env_not_in_the_file() -> None:
     assert set(env) <= {"TASKMASTER_BASE_IMAGE", "POSTGRES_IMAGE"}
 
 
-def test_the_services_of_the_seed(compose: dict[str, Any]) -> None:
+def test_the_services_of_the_demo_guide(compose: dict[str, Any]) -> None:
     assert set(compose["services"]) == {"postgres", "coordinator", "scheduler", "worker"}
 
 
