@@ -181,6 +181,17 @@ class Settings:
     api_read_token: str = field(
         default="", metadata={"help": "bearer token required by reading HTTP endpoints"}
     )
+    allowed_hosts: str = field(
+        default="",
+        metadata={"help": "comma-separated host names the scheduler answers to besides IP "
+                          "addresses, localhost and this machine's name (others get 421: DNS "
+                          "rebinding); * = any"},
+    )
+    allowed_origins: str = field(
+        default="",
+        metadata={"help": "comma-separated web page origins (http://host:port) allowed to call "
+                          "the API from a browser (others get 403); * = any"},
+    )
     cluster_token: str = field(
         default="", metadata={"help": "token a worker must present to join the coordinator"}
     )

@@ -23,7 +23,7 @@ from aiohttp import web
 from taskmaster.cluster.base import Supervisor, UnknownWorker, pid_alive
 from taskmaster.errors import InvalidInput
 from taskmaster.pool import validate_action, validate_flag, validate_workers
-from taskmaster.web import Handler, bearer_ok, error, read_object
+from taskmaster.web import BrowserPolicy, Handler, bearer_ok, browser_guard, error, read_object
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,9 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def make_control_app(cluster: Supervisor) -> web.Application:
     """The control API of one supervisor (a LocalCluster) (same paths as the scheduler's /api/pool)."""
-    app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024)
+    # no setting widens it: only the programs of this machine call it
+    app = web.Application(middlewares=[browser_guard(BrowserPolicy()), _middleware],
+                          client_max_size=64 * 1024)
     app[CLUSTER] = cluster
     app.router.add_get("/api/pool", _pool)
     app.router.add_post("/api/pool/scale", _scale)

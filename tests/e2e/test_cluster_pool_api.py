@@ -26,6 +26,8 @@ async def call(method: str, url: str, body: Any = None, token: str | None = TOKE
                raw: bytes | None = None) -> tuple[int, Any]:
     """One HTTP request; (status, decoded JSON)."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if raw is not None:
+        headers["Content-Type"] = "application/json"
     async with aiohttp.ClientSession() as http, http.request(
             method, url, json=body if raw is None else None, data=raw, headers=headers) as resp:
         return resp.status, await resp.json()
