@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from taskmaster.errors import InvalidInput
+from taskmaster.tokens import POOL_TOKEN_HEADER, token_dir
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -177,3 +178,16 @@ def browser_guard(policy: BrowserPolicy) -> Any:
         return await handler(request)
 
     return guard
+
+
+def pool_token_refusal(request: web.Request, token: str) -> web.Response | None:
+    """401 unless the request carries the stack's pool token (none needed when it has none)."""
+    if not token:
+        return None
+    given = request.headers.get(POOL_TOKEN_HEADER, "")
+    if hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode()):
+        return None
+    return error(401, f"missing or wrong pool token ({POOL_TOKEN_HEADER} header): scaling, "
+                 "killing and resetting need the token `taskmaster up` left for its user in "
+                 f"{token_dir()}/<local-PORT> (the CLI and taskmaster.client send it by "
+                 "themselves), or TASKMASTER_POOL_TOKEN", POOL_TOKEN_HEADER)

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address the coordinator binds; 0.0.0.0 lets workers on other hosts "
                    "join [default 127.0.0.1]")
     for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
-                 "api_token", "cluster_token"):
+                 "api_token", "cluster_token", "no_pool_token"):
         option(p, name)
     common(p)
     p.set_defaults(func=stack.cmd_up)
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default=None, help="notebooks folder [default ./notebooks]")
     p.add_argument("--lab-port", type=int, default=8888, help="JupyterLab port [default 8888]")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port", "api_token"):
+    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port", "api_token",
+                 "no_pool_token"):
         option(p, name)
     common(p)
     p.set_defaults(func=stack.cmd_demo)

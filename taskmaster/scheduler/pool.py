@@ -22,7 +22,7 @@ from taskmaster.config import Settings
 from taskmaster.errors import InvalidInput
 from taskmaster.pool import compose_command, validate_action, validate_flag, validate_workers
 from taskmaster.scheduler.context import STORE
-from taskmaster.web import error, read_object
+from taskmaster.web import error, pool_token_refusal, read_object
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,10 @@ async def _forward(request: web.Request, method: str, path: str,
     """Send the (validated) request to the supervisor and pass its answer back."""
     settings = request.app[POOL_SETTINGS]
     url = settings.pool_url.rstrip("/") + path
-    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    # the supervisor's own secret, never the caller's headers: a request the scheduler let
+    # through reaches the supervisor as the scheduler's, nothing of the caller's with it
+    headers = ({"Authorization": f"Bearer {settings.control_token}"} if settings.control_token
+               else {})
     try:
         async with request.app[POOL_HTTP].request(method, url, json=body,
                                                   headers=headers) as resp:
@@ -68,6 +71,8 @@ async def get_pool(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
+    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
+        return refused
     if not settings.pool_url:
         return _no_manager(compose_command("status"))
     return await _forward(request, "GET", "/api/pool")
@@ -78,6 +83,8 @@ async def scale(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
+    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
+        return refused
     body = await read_object(request, empty={})
     if "workers" not in body:
         raise InvalidInput(422, "workers is required", "workers")
@@ -92,6 +99,8 @@ async def kill_worker(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
+    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
+        return refused
     name = request.match_info["name"]
     graceful = validate_flag(await read_object(request, empty={}), "graceful", False)
     if not settings.pool_url:
@@ -115,6 +124,8 @@ async def coordinator(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
+    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
+        return refused
     action = validate_action(request.match_info["action"])
     restart = validate_flag(await read_object(request, empty={}), "restart", True)
     if not settings.pool_url:
