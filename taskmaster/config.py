@@ -193,8 +193,9 @@ class Settings:
     allowed_hosts: str = field(
         default="",
         metadata={"help": "comma-separated host names the scheduler answers to besides IP "
-                          "addresses, localhost and this machine's name (others get 421: DNS "
-                          "rebinding); * = any"},
+                          "addresses, one-label names (localhost, a service), names under "
+                          ".localhost/.local/.internal/.home.arpa and this machine's name "
+                          "(others get 421: DNS rebinding); * = any"},
     )
     allowed_origins: str = field(
         default="",

@@ -73,7 +73,9 @@ def unauthorised() -> web.Response:
 # is refused by the Host check: such a request carries the attacker's name in Host.
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-LOOPBACK_NAMES = ("localhost",)
+# names no outside party can own, so none can rebind: a single label (`scheduler`, a compose
+# or Kubernetes service) and the suffixes reserved for private use (Kubernetes' cluster.local)
+PRIVATE_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 UNCHECKED_HOST_PATHS = frozenset({"/healthz", "/readyz"})  # probes by any name learn nothing
 
 
@@ -94,8 +96,9 @@ class BrowserPolicy:
                              if o.strip()))
 
     def host_ok(self, host: str) -> bool:
-        """A Host header (name[:port]) this server answers to: an IP address, a loopback
-        name, this machine's name, or one of the configured names."""
+        """A Host header (name[:port]) this server answers to: an IP address, a name no
+        outside party can own (one label, or under a private-use suffix), this machine's
+        name, or one of the configured names."""
         if "*" in self.hosts:
             return True
         name = host_name(host)
@@ -104,7 +107,7 @@ class BrowserPolicy:
         with contextlib.suppress(ValueError):
             ipaddress.ip_address(name)
             return True  # an address is never a rebound name
-        return (name in LOOPBACK_NAMES or name.endswith(".localhost") or name in self.hosts
+        return ("." not in name or name.endswith(PRIVATE_SUFFIXES) or name in self.hosts
                 or name in _machine_names())
 
     def origin_ok(self, origin: str, host: str) -> bool:

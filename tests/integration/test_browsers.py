@@ -147,6 +147,11 @@ def test_host_names_and_types() -> None:
     policy = BrowserPolicy()
     assert policy.host_ok("10.1.2.3:8081") and policy.host_ok("[fe80::1]")
     assert not policy.host_ok("127.0.0.1.nip.io") and not policy.host_ok("")
+    # names no outside party can own: compose and Kubernetes service names
+    for name in ("scheduler:8081", "scheduler.tasks.svc.cluster.local", "nas.home.arpa",
+                 "api.internal", "LOCALHOST"):
+        assert policy.host_ok(name), name
+    assert not policy.host_ok("scheduler.tasks.svc") and not policy.host_ok("localhost.evil.io")
     assert BrowserPolicy.parse("*").host_ok("anything.example")
     assert is_json("application/json; charset=utf-8") and is_json("application/problem+json")
     assert not is_json("text/plain") and not is_json("") and not is_json("text/json+x")
