@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from taskmaster.cli import components, control, health, presenter, stack
 from taskmaster.cli.options import common, option, settings_from
+from taskmaster.config import redact
 from taskmaster.logs import configure_logging
 
 
@@ -99,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(redact(str(exc)))
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(args) or 0)

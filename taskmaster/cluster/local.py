@@ -411,7 +411,14 @@ class LocalCluster:
     def _leave_pool_token(self) -> None:
         """The pool token, in the owner-only file the CLI and the notebooks of this user find
         by the scheduler's (or the control API's) address."""
-        paths = [write_pool_token(url, self.settings.pool_token) for url in self._token_urls()]
+        try:
+            paths = [write_pool_token(url, self.settings.pool_token)
+                     for url in self._token_urls()]
+        except OSError as exc:  # the stack runs; its user passes the token another way
+            log.warning("cannot leave the pool token for the CLI and the notebooks (%s): set "
+                        "TASKMASTER_POOL_TOKEN for them, or XDG_CONFIG_HOME to a writable "
+                        "folder", exc)
+            return
         if paths:
             log.info("pool token in %s", ", ".join(map(str, paths)))
 
