@@ -21,6 +21,9 @@ from taskmaster import __version__
 from taskmaster.pool import validate_action
 from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
 
+# the paths that need the stack's pool token (the scheduler's /api/pool/* and /api/reset)
+POOL_PATHS = ("/api/pool", "/api/reset")
+
 log = logging.getLogger(__name__)
 
 DEFAULT_URL = "http://127.0.0.1:8081"
@@ -203,7 +206,7 @@ class Client:
         # without a timeout of its own the request has the session's (self.timeout)
         limit = session.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
         headers = None
-        if pool:
+        if pool or path.startswith(POOL_PATHS):
             token = self.pool_token if self.pool_token is not None else find_pool_token(
                 self.base_url)
             headers = {POOL_TOKEN_HEADER: token} if token else None

@@ -22,7 +22,7 @@ from taskmaster.config import Settings
 from taskmaster.errors import InvalidInput
 from taskmaster.pool import compose_command, validate_action, validate_flag, validate_workers
 from taskmaster.scheduler.context import STORE
-from taskmaster.web import error, pool_token_refusal, read_object
+from taskmaster.web import Handler, error, pool_token_refusal, read_object
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,6 @@ async def get_pool(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
-    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
-        return refused
     if not settings.pool_url:
         return _no_manager(compose_command("status"))
     return await _forward(request, "GET", "/api/pool")
@@ -83,8 +81,6 @@ async def scale(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
-    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
-        return refused
     body = await read_object(request, empty={})
     if "workers" not in body:
         raise InvalidInput(422, "workers is required", "workers")
@@ -99,8 +95,6 @@ async def kill_worker(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
-    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
-        return refused
     name = request.match_info["name"]
     graceful = validate_flag(await read_object(request, empty={}), "graceful", False)
     if not settings.pool_url:
@@ -124,8 +118,6 @@ async def coordinator(request: web.Request) -> web.Response:
     settings = request.app[POOL_SETTINGS]
     if not settings.enable_pool_api:
         return _refused()
-    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
-        return refused
     action = validate_action(request.match_info["action"])
     restart = validate_flag(await read_object(request, empty={}), "restart", True)
     if not settings.pool_url:
@@ -145,9 +137,26 @@ def _errors(handler: Any) -> Any:
     return wrapped
 
 
+# every path that can stop, start or kill processes, or clear the stack: the pool token
+# guards them all, today's routes and any added later under these prefixes
+POOL_PATHS = ("/api/pool", "/api/reset")
+
+
+@web.middleware
+async def pool_token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 for a pool path without the stack's pool token (when it has one)."""
+    if request.path.startswith(POOL_PATHS):
+        refused = pool_token_refusal(request, request.app[POOL_SETTINGS].pool_token)
+        if refused is not None:
+            return refused
+    return await handler(request)
+
+
 def setup_pool(app: web.Application, settings: Settings) -> None:
-    """Add the /api/pool routes and the HTTP session that forwards them."""
+    """Add the /api/pool routes, the pool token's guard and the HTTP session that forwards
+    them."""
     app[POOL_SETTINGS] = settings
+    app.middlewares.append(pool_token_middleware)  # innermost: after the browser and API checks
     app.cleanup_ctx.append(_http_session)
     app.router.add_get("/api/pool", _errors(get_pool))
     app.router.add_post("/api/pool/scale", _errors(scale))

@@ -5,7 +5,8 @@ every count go; offline worker rows go; live workers stay, their counters zeroed
 transaction, which creates, claims and reports wait for: nothing is half done. Event ids
 keep rising, so an SSE client's Last-Event-ID stays valid, and the feed announces the
 reset with a stack_reset event. Guarded like the pool API: refused (403) unless
-TASKMASTER_ENABLE_POOL_API, and it needs the pool token and the API token when they are set.
+TASKMASTER_ENABLE_POOL_API, and it needs the pool token (scheduler/pool.py guards it) and
+the API token when they are set.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import web
 from taskmaster.errors import InvalidInput
 from taskmaster.scheduler.context import SETTINGS, STORE
 from taskmaster.store import RETRYABLE, UNAVAILABLE
-from taskmaster.web import error, pool_token_refusal, read_object
+from taskmaster.web import error, read_object
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +32,6 @@ async def reset(request: web.Request) -> web.Response:
     if not settings.enable_pool_api:
         return error(403, "reset is disabled on this scheduler: set TASKMASTER_ENABLE_POOL_API=1 "
                      "to allow it (`taskmaster up` and `taskmaster demo` enable it)")
-    if (refused := pool_token_refusal(request, settings.pool_token)) is not None:
-        return refused
     body = await read_object(request, empty={})
     for name in body:
         raise InvalidInput(422, f"unknown field {name!r}: POST /api/reset takes no fields", name)

@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from taskmaster.client import ApiError, Client
 from taskmaster.cluster.local import LocalCluster
@@ -261,3 +262,26 @@ async def test_a_stack_may_opt_out_of_the_pool_token(database_url: str, tmp_path
         assert status == 200 and pool["workers"] == 0
         # the control API is still reached by the scheduler with the supervisor's secret only
         assert stack.settings.control_token
+
+
+async def test_every_pool_path_needs_the_pool_token_even_one_added_later(
+        database_url: str) -> None:
+    settings = Settings(enable_pool_api=True, metrics_port=0, pool_token="p" * 43)
+
+    def later(app: web.Application) -> None:  # a pool route added by another module
+        async def handler(_request: web.Request) -> web.Response:
+            return web.json_response({"done": True})
+        app.router.add_post("/api/pool/something-new", handler)
+
+    async with serve_scheduler(settings, database_url, routes=later) as (url, _app):
+        for path in ("/api/pool/something-new", "/api/pool/scale", "/api/reset", "/api/pool"):
+            status, answer = await call("POST" if path != "/api/pool" else "GET", url + path,
+                                        {"workers": 1} if path.endswith("scale") else {},
+                                        token=None, pool_token="")
+            assert (status, answer["field"]) == (401, POOL_TOKEN_HEADER), path
+        status, answer = await call("POST", url + "/api/pool/something-new", {}, token=None,
+                                    pool_token="p" * 43)
+        assert status == 200 and answer == {"done": True}
+        # and the client sends it for such a path by itself
+        async with Client(url, pool_token="p" * 43) as client:
+            assert await client._json("POST", "/api/pool/something-new", {}) == {"done": True}
