@@ -145,7 +145,7 @@ def refusal(request: web.Request, policy: BrowserPolicy) -> web.Response | None:
     """Why a request is refused as coming from a web page (or a rebound name), else None."""
     host = request.headers.get("Host", "")
     if request.path not in UNCHECKED_HOST_PATHS and host and not policy.host_ok(host):
-        return error(421, f"this server does not answer to the name {host_name(host)!r} "
+        return error(421, f"this server does not answer to the name {host_name(host)[:100]!r} "
                      f"(Host header); use its address, or add the name to "
                      f"{policy.hosts_setting}", "Host")
     origin = request.headers.get("Origin")
