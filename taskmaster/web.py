@@ -3,7 +3,6 @@ bodies, JSON errors and bearer tokens, written once."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hmac
 import ipaddress
@@ -104,11 +103,11 @@ class BrowserPolicy:
         name = host_name(host)
         if not name:
             return False
-        with contextlib.suppress(ValueError):
-            ipaddress.ip_address(name)
+        if "." not in name:
+            return True  # one label (localhost, a service) or an IPv6 address
+        if _is_address(name):
             return True  # an address is never a rebound name
-        return ("." not in name or name.endswith(PRIVATE_SUFFIXES) or name in self.hosts
-                or name in _machine_names())
+        return name.endswith(PRIVATE_SUFFIXES) or name in self.hosts or name in _machine_names()
 
     def origin_ok(self, origin: str, host: str) -> bool:
         """The page's own origin is the server's (same origin), or is configured."""
@@ -126,6 +125,15 @@ def host_name(host: str) -> str:
     if host.count(":") == 1:
         host = host.split(":", 1)[0]
     return host.rstrip(".")
+
+
+@functools.lru_cache(maxsize=256)  # the few names a server is called by, parsed once
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.cache
