@@ -84,8 +84,10 @@ class BrowserPolicy:
 
     hosts: frozenset[str] = frozenset()  # extra names (lower case); "*" accepts any
     origins: frozenset[str] = frozenset()  # extra origins ("http://host:port"); "*" any
-    hosts_setting: str = "TASKMASTER_ALLOWED_HOSTS"
-    origins_setting: str = "TASKMASTER_ALLOWED_ORIGINS"
+    # what to do about a refusal (the control API names no setting: nothing widens it)
+    host_fix: str = "use its address, or add the name to TASKMASTER_ALLOWED_HOSTS"
+    origin_fix: str = ("call the API from a program, or add the page's origin to "
+                       "TASKMASTER_ALLOWED_ORIGINS")
 
     @classmethod
     def parse(cls, hosts: str = "", origins: str = "") -> BrowserPolicy:
@@ -154,19 +156,16 @@ def refusal(request: web.Request, policy: BrowserPolicy) -> web.Response | None:
     host = request.headers.get("Host", "")
     if request.path not in UNCHECKED_HOST_PATHS and host and not policy.host_ok(host):
         return error(421, f"this server does not answer to the name {host_name(host)[:100]!r} "
-                     f"(Host header); use its address, or add the name to "
-                     f"{policy.hosts_setting}", "Host")
+                     f"(Host header); {policy.host_fix}", "Host")
     origin = request.headers.get("Origin")
     allowed_origin = origin is not None and policy.origin_ok(origin, host)
     if origin is not None and not allowed_origin:
         return error(403, f"requests from web pages are refused (Origin {origin[:100]!r}); "
-                     f"call the API from a program, or add the page's origin to "
-                     f"{policy.origins_setting}", "Origin")
+                     f"{policy.origin_fix}", "Origin")
     site = request.headers.get("Sec-Fetch-Site", "").strip().lower()
     if site in ("cross-site", "same-site") and not allowed_origin:
         return error(403, f"requests from other web sites are refused (Sec-Fetch-Site: {site}); "
-                     f"call the API from a program, or add the page's origin to "
-                     f"{policy.origins_setting}", "Sec-Fetch-Site")
+                     f"{policy.origin_fix}", "Sec-Fetch-Site")
     # a body must say it is JSON; an empty one has nothing to mistake (aiohttp's client
     # and curl -X POST send one with application/octet-stream or no type at all)
     if request.method not in SAFE_METHODS and request.body_exists:

@@ -164,7 +164,9 @@ async def _healthz(request: web.Request) -> web.Response:
 def make_control_app(cluster: Supervisor) -> web.Application:
     """The control API of one supervisor (a LocalCluster) (same paths as the scheduler's /api/pool)."""
     # no setting widens it: only the programs of this machine call it
-    app = web.Application(middlewares=[browser_guard(BrowserPolicy()), _middleware],
+    only_programs = "the control API answers programs on this machine only"
+    policy = BrowserPolicy(host_fix=only_programs, origin_fix=only_programs)
+    app = web.Application(middlewares=[browser_guard(policy), _middleware],
                           client_max_size=64 * 1024)
     app[CLUSTER] = cluster
     app.router.add_get("/api/pool", _pool)
