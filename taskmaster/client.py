@@ -317,6 +317,14 @@ class Client:
         validate_action(action)  # a ValueError naming the actions, before any request
         return await self._pool_action(f"/api/pool/coordinator/{action}", {"restart": restart})
 
+    async def autoscale(self) -> dict[str, Any]:
+        """GET /api/pool/autoscale: the autoscaler's settings, workers and last decisions."""
+        return await self._json("GET", "/api/pool/autoscale")
+
+    async def set_autoscale(self, **changes: Any) -> dict[str, Any]:
+        """PUT /api/pool/autoscale: e.g. enabled=True, min=1, max=6, target="wait=2"."""
+        return await self._json("PUT", "/api/pool/autoscale", changes)
+
     # health
     async def healthz(self) -> bool:
         """True when the scheduler answers /healthz with 2xx."""

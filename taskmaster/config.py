@@ -188,6 +188,29 @@ class Settings:
         metadata={"help": "queue depth at which a steady load pauses until the queue is "
                           "shorter"},
     )
+    autoscale: str = field(
+        default="",
+        metadata={"help": "MIN:MAX workers the local stack's autoscaler keeps the pool "
+                          "between (empty: off; `taskmaster up --autoscale 1:6`)"},
+    )
+    autoscale_target: str = field(
+        default="wait=2",
+        metadata={"help": "what the autoscaler aims at: wait=SECONDS of queue wait or "
+                          "backlog=TASKS waiting per slot"},
+    )
+    autoscale_cooldown_up: float = field(
+        default=3.0,
+        metadata={"help": "seconds demand must stay higher (and since the last resize) "
+                          "before the autoscaler adds workers"},
+    )
+    autoscale_cooldown_down: float = field(
+        default=15.0,
+        metadata={"help": "seconds demand must stay lower (and since the last resize) "
+                          "before the autoscaler drains workers"},
+    )
+    autoscale_interval: float = field(
+        default=1.0, metadata={"help": "seconds between two looks of the autoscaler"}
+    )
     rate_limit: float = field(
         default=0.0, metadata={"help": "requests per second per client, 0 = unlimited"}
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from taskmaster.cli import components, control, health, presenter, stack
+from taskmaster.cli import components, control, health, presenter, record, stack
 from taskmaster.cli.options import common, option, settings_from
 from taskmaster.config import redact
 from taskmaster.logs import configure_logging
@@ -27,6 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
                  "api_token", "cluster_token", "no_pool_token"):
         option(p, name)
+    option(p, "autoscale", metavar="MIN:MAX")
+    option(p, "autoscale_target", metavar="wait=SECONDS|backlog=TASKS")
     common(p)
     p.set_defaults(func=stack.cmd_up)
 
@@ -90,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_commands(sub, option)
     presenter.add_commands(sub, option)
     health.add_commands(sub, option)
+    record.add_commands(sub, option)
     return parser
 
 

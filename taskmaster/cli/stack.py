@@ -23,13 +23,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole stack in the foreground until Ctrl-C."""
     settings = settings_from(args)
 
+    from taskmaster.autoscale import from_settings
+    from taskmaster.errors import InvalidInput
+
+    try:
+        autoscale = from_settings(settings)
+    except InvalidInput as exc:
+        print(f"error: --{(exc.field or 'autoscale').replace('_', '-')}: {exc}", file=sys.stderr)
+        return 2
+
     async def main() -> int:
         from taskmaster.cluster.local import LocalCluster
         from taskmaster.cluster.preflight import StackConflict
 
         cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency,
                                pool_api=not args.no_pool_api,
-                               coordinator_host=args.coordinator_host)
+                               coordinator_host=args.coordinator_host, autoscale=autoscale)
         print(f"starting TaskMaster: database, coordinator, scheduler, {args.workers} workers ...",
               flush=True)
         try:
@@ -50,6 +59,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         if cluster.settings.pool_token:
             print(f"pool token (scale, kill, reset) in {token_path(cluster.url)}, for this user "
                   "only; the CLI and the notebooks find it", flush=True)
+        if autoscale.enabled:
+            print(f"autoscale {autoscale.min}:{autoscale.max} workers, target "
+                  f"{autoscale.target_text} (taskmaster autoscale ... changes it)", flush=True)
         print(f"try: curl {cluster.url}/api/stats    (Ctrl-C stops everything)", flush=True)
         try:
             await until_signal()

@@ -157,6 +157,13 @@ async def _coordinator(request: web.Request) -> web.Response:
     return web.json_response({"member": member, "members": cluster.status()})
 
 
+async def _autoscale(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    if request.method == "GET":
+        return web.json_response(cluster.autoscale_status())
+    return web.json_response(await cluster.configure_autoscale(await read_object(request)))
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -173,6 +180,8 @@ def make_control_app(cluster: Supervisor) -> web.Application:
     app.router.add_post("/api/pool/scale", _scale)
     app.router.add_post("/api/pool/workers/{name}/kill", _kill)
     app.router.add_post("/api/pool/coordinator/{action}", _coordinator)
+    app.router.add_get("/api/pool/autoscale", _autoscale)
+    app.router.add_put("/api/pool/autoscale", _autoscale)
     app.router.add_get("/healthz", _healthz)
     return app
 
@@ -286,3 +295,9 @@ class ControlClient:
         """kill (restarted unless restart=False), stop, start or restart the coordinator."""
         return await self._call("POST", f"/api/pool/coordinator/{quote(action, safe='')}",
                                 {"restart": restart})
+
+    async def autoscale(self, **changes: Any) -> dict[str, Any]:
+        """The autoscaler's settings and last decisions; with changes, PUT them first."""
+        if changes:
+            return await self._call("PUT", "/api/pool/autoscale", changes)
+        return await self._call("GET", "/api/pool/autoscale")

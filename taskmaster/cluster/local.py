@@ -21,7 +21,9 @@ from typing import Any
 
 import aiohttp
 
+from taskmaster.autoscale import Policy, from_settings
 from taskmaster.client import ApiError, Client
+from taskmaster.cluster.autoscaler import AutoscaleLoop
 from taskmaster.cluster.base import MemberInfo, UnknownWorker
 from taskmaster.cluster.control import (
     ControlServer,
@@ -33,7 +35,7 @@ from taskmaster.cluster.preflight import HomeLock, StackConflict, claim
 from taskmaster.config import ENV_PREFIX, SECRETS, Settings
 from taskmaster.errors import EXIT_CANNOT_LISTEN
 from taskmaster.pool import compose_command, validate_action, validate_workers
-from taskmaster.store import prepare
+from taskmaster.store import Store, prepare
 from taskmaster.store.embedded import resolve_database
 from taskmaster.tokens import new_token, remove_pool_token, write_pool_token
 
@@ -105,7 +107,8 @@ class LocalCluster:
                  concurrency: int | None = None, scheduler_port: int | None = None,
                  coordinator_port: int | None = None, extra_env: dict[str, str] | None = None,
                  supervise: bool = True, control: bool = True, pool_api: bool = True,
-                 stack_file: bool = True, coordinator_host: str | None = None) -> None:
+                 stack_file: bool = True, coordinator_host: str | None = None,
+                 autoscale: Policy | None = None) -> None:
         settings = settings or Settings.from_env()
         # the pool API can stop and kill processes: it needs a token, unless opted out; the
         # scheduler reaches the control API with a secret of this run's own
@@ -135,6 +138,13 @@ class LocalCluster:
         # scale and kills one at a time; coordinator/scheduler (re)starts one at a time
         self._pool_lock = asyncio.Lock()
         self._core_lock = asyncio.Lock()
+        # the autoscaler (on with autoscale=Policy(enabled=True, ...) or TASKMASTER_AUTOSCALE)
+        self.autoscaler = AutoscaleLoop(
+            autoscale or from_settings(self.settings), stats=self._stats,
+            current=lambda: len(self.workers()), scale=self.scale, record=self._record_scaled,
+            concurrency=self.concurrency, max_workers=self.settings.max_workers)
+        self._api: Client | None = None
+        self._store: Store | None = None
 
     # ---- addresses ----
 
@@ -204,6 +214,7 @@ class LocalCluster:
             self._watch = asyncio.create_task(self._supervise(), name="supervise")
         self._publish()
         await self.wait_workers(self.initial_workers)
+        self.autoscaler.start()
         return self
 
     async def wait_workers(self, n: int, timeout: float = 60.0) -> None:
@@ -259,6 +270,7 @@ class LocalCluster:
             remove_pool_token(url, self.settings.pool_token)  # only if it is ours
         if self.control is not None:
             await self.control.stop()
+        await self._stop_autoscaler()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -273,6 +285,37 @@ class LocalCluster:
                 await asyncio.to_thread(self._db_handle.cleanup)
             self._db_handle = None
         self._lock.release()
+
+    # ---- the autoscaler (taskmaster.cluster.autoscaler) ----
+
+    def autoscale_status(self) -> dict[str, Any]:
+        """GET /api/pool/autoscale: its settings, the workers and its last decisions."""
+        return self.autoscaler.status()
+
+    async def configure_autoscale(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """PUT /api/pool/autoscale: change its settings (on/off, min/max, target, ...)."""
+        return self.autoscaler.configure(changes)
+
+    async def _stats(self) -> dict[str, Any]:
+        if self._api is None:
+            self._api = Client(self.url, token=self.settings.api_read_token
+                               or self.settings.api_token, timeout=5.0)
+        return await self._api.stats()
+
+    async def _record_scaled(self, decision: dict[str, Any]) -> None:
+        if self._store is None:
+            self._store = await Store.open(self.database_url, min_size=1, max_size=1)
+        await self._store.pool_scaled(decision)
+
+    async def _stop_autoscaler(self) -> None:
+        await self.autoscaler.stop()
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.close()
+            self._store = None
 
     def kill_now(self) -> None:
         """SIGKILL every live member at once, without waiting (e.g. at interpreter exit,

@@ -126,6 +126,22 @@ async def coordinator(request: web.Request) -> web.Response:
                           {"restart": restart})
 
 
+async def autoscale(request: web.Request) -> web.Response:
+    """GET /api/pool/autoscale: the autoscaler's settings and last decisions; PUT changes
+    them (on/off, min/max, target, ...). The supervisor checks the fields."""
+    settings = request.app[POOL_SETTINGS]
+    if not settings.enable_pool_api:
+        return _refused()
+    body = None if request.method == "GET" else await read_object(request)
+    if not settings.pool_url:
+        return error(501, "no pool manager: this scheduler has no TASKMASTER_POOL_URL (it was "
+                     "not started by `taskmaster up`); the autoscaler runs in the supervisor of "
+                     "`taskmaster up --autoscale MIN:MAX`, or on Kubernetes "
+                     "(deploy/kubernetes/autoscaling)",
+                     command="taskmaster up --autoscale 1:6")
+    return await _forward(request, request.method, "/api/pool/autoscale", body)
+
+
 def _errors(handler: Any) -> Any:
     async def wrapped(request: web.Request) -> web.Response:
         try:
@@ -162,6 +178,8 @@ def setup_pool(app: web.Application, settings: Settings) -> None:
     app.router.add_post("/api/pool/scale", _errors(scale))
     app.router.add_post("/api/pool/workers/{name}/kill", _errors(kill_worker))
     app.router.add_post("/api/pool/coordinator/{action}", _errors(coordinator))
+    app.router.add_get("/api/pool/autoscale", _errors(autoscale))
+    app.router.add_put("/api/pool/autoscale", _errors(autoscale))
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

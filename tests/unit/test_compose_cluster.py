@@ -364,3 +364,34 @@ def test_the_deploy_scripts_parse() -> None:
                               check=False, timeout=30)
         assert done.returncode == 0, (script.name, done.stderr)
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
+
+
+async def test_the_autoscaler_drives_up_scale(docker: Path) -> None:
+    """The local stack's policy on a compose project: each resize is `up --scale worker=N`."""
+    from taskmaster.autoscale import Policy
+
+    figures: dict[str, Any] = {"queue_depth": 40, "running": 3}
+    now = [0.0]
+
+    async def stats() -> dict[str, Any]:
+        return dict(figures)
+
+    cluster = ComposeCluster(workers=3, timeout=10)
+    scaler = cluster.autoscaler(Policy(enabled=True, min=1, max=6, target_kind="backlog",
+                                       target=1.0, cooldown_down=10.0), stats,
+                                clock=lambda: now[0])
+    up = await scaler.step()
+    assert (up.current, up.to) == (3, 6)
+    figures.update(queue_depth=0, running=0)
+    for t in (1.0, 5.0, 9.0):  # the down window: nothing yet
+        now[0] = t
+        assert not (await scaler.step()).changed
+    now[0] = 11.0
+    down = await scaler.step()
+    assert (down.current, down.to) == (6, 4) and "demand below 6" in down.reason
+    assert workers(await cluster.members()) == [
+        (f"taskmaster-worker-{i}", "running") for i in (1, 2, 3, 4)]
+    assert calls(docker) == [
+        ["compose", "up", "--scale", "worker=6", "-d"],
+        ["compose", "up", "--scale", "worker=4", "-d"],
+    ]
