@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from taskmaster.cli import components, control, health, presenter, stack
+from taskmaster.cli import components, control, health, presenter, record, stack
 from taskmaster.cli.options import common, option, settings_from
 from taskmaster.logs import configure_logging
 
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_commands(sub, option)
     presenter.add_commands(sub, option)
     health.add_commands(sub, option)
+    record.add_commands(sub, option)
     return parser
 
 

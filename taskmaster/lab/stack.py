@@ -32,7 +32,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
@@ -42,6 +42,7 @@ from taskmaster.config import ASSIGN_STRATEGIES, Settings
 from taskmaster.lab.measure import CpuMeter
 from taskmaster.model import EventType, WorkerStatus
 from taskmaster.notebook.dashboard import Dashboard
+from taskmaster.notebook.recording import Replay
 from taskmaster.store import (
     Store,
     database_name,
@@ -66,6 +67,8 @@ async def connect(
     reset: bool = False,
     concurrency: int | None = None,
     timeout: float = 60.0,
+    recording: str | Path | None = None,
+    speed: float = 1.0,
     embedded: bool = False,
     **settings: Any,
 ) -> Stack:
@@ -76,12 +79,16 @@ async def connect(
     starts or stops workers; no notebook needs to know their names.
     `reset=True` first clears the stack's tasks, events and counts (POST /api/reset), so
     the notebook starts from a known state; a new stack starts empty anyway.
+    `recording=PATH` starts nothing and connects to nothing: the panels replay that
+    recording (`taskmaster record`, or a dashboard's Record button) at `speed` times its pace.
     `own=True` always starts a new stack; so do Settings fields given as keywords
     (e.g. `assign_strategy="random"`, `heartbeat_interval=0.5`), which only a new stack
     can honour.
     `embedded=True` starts a new stack on an embedded PostgreSQL of its own even when
     TASKMASTER_DATABASE_URL names a server (a notebook that stops its database).
     """
+    if recording is not None:  # no stack at all: the recorded run, replayed
+        return Stack(cast(Client, Replay(recording, speed=speed)))
     url = url or os.environ.get(URL_VARIABLE, "")
     if own is None:
         own = bool(settings) or embedded or not url

@@ -32,6 +32,8 @@ from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.notebook.feed import Feed, live
 from taskmaster.notebook.load import SteadyLoadPanel
 from taskmaster.notebook.state import DashboardState, TaskRow
+from taskmaster.notebook.streamlayout import StreamLayout
+from taskmaster.notebook.taskstream import TaskStream
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
 # A notebook kernel configures no logging: without this, the stack's warnings (a member
@@ -55,8 +57,10 @@ __all__ = [
     "ResetPanel",
     "StatsPanel",
     "SteadyLoadPanel",
+    "StreamLayout",
     "TaskMonitor",
     "TaskRow",
+    "TaskStream",
     "ThroughputChart",
     "WorkerControlPanel",
     "WorkersPanel",

@@ -13,8 +13,10 @@ from taskmaster.notebook.chart import ThroughputChart
 from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, WorkerControlPanel
 from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.load import SteadyLoadPanel
+from taskmaster.notebook.recordpanel import RecordButton
 from taskmaster.notebook.snapshot import Snapshot
 from taskmaster.notebook.state import DashboardState
+from taskmaster.notebook.taskstream import TaskStream
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
 _FINAL_EVENTS = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED,
@@ -54,6 +56,7 @@ class Dashboard(widgets.VBox):
         )
         self.stats = StatsPanel(self.state)
         self.chart = ThroughputChart(self.state)
+        self.taskstream = TaskStream(self.state, window=min(window, 60))
         self.monitor = TaskMonitor(self.state)
         self.workers_panel = WorkersPanel(self.state)
         self.activity = ActivityLog(self.state, lines=log_lines)
@@ -61,19 +64,22 @@ class Dashboard(widgets.VBox):
             client,
             self.state,
             views=[self.stats, self.chart, self.monitor, self.workers_panel, self.activity,
-                   self.controls],
+                   self.controls, self.taskstream],
             render_hz=render_hz,
             poll_interval=poll_interval,
         )
         self.events = EventRecord()  # every event, for measuring what the panels show
         self.feed.listeners.append(self.events)
+        self.feed.listeners.append(self.taskstream.on_event)
+        self.record = RecordButton(self.feed)
         super().__init__(
             children=[
-                widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset],
+                widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset, self.record],
                                            layout=widgets.Layout(width="40%")),
                               _sized(self.controls, widgets.Layout(width="60%"))]),
                 self.stats,
                 self.chart,
+                self.taskstream,
                 widgets.HBox([
                     _sized(self.monitor, widgets.Layout(width="60%")),
                     widgets.VBox([self.workers_panel, self.activity],
@@ -92,6 +98,7 @@ class Dashboard(widgets.VBox):
         """Stop the steady load and the feed, and wait for them."""
         await self.load.stop_and_wait()
         await self.feed.stop()
+        self.record.stop()
 
     async def ready(self, timeout: float = 30.0) -> DashboardState:
         """Wait until the event stream is connected and stats and workers were polled."""

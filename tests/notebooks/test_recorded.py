@@ -21,7 +21,7 @@ def test_the_narrative_is_all_there() -> None:
     assert len(names) == len(set(names)), f"two notebooks share a number: {names}"
     # the interview's parts, its deep dives, and its follow-ups (monitoring, restarts and
     # outages, at 100x); other parts of the kit add theirs between and after
-    wanted = {"00", "01", "02", "03", "04", "05", "06", "07", "10", "11", "12"}
+    wanted = {"00", "01", "02", "03", "04", "05", "06", "07", "10", "11", "12", "13"}
     assert wanted <= set(names), sorted(wanted - set(names))
 
 
