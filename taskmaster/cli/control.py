@@ -39,7 +39,8 @@ class Stack:
         self.settings = settings
         # a control API, or a scheduler, whose /api/pool has the same paths
         self.control = ControlClient(control_url,
-                                     token=settings.api_token or settings.api_read_token)
+                                     token=settings.api_token or settings.api_read_token,
+                                     pool_token=settings.pool_token or None)
         self.read_token = settings.api_read_token or settings.api_token
 
     async def online_workers(self, scheduler: str) -> set[str] | None:
@@ -129,7 +130,8 @@ async def _answering(settings: Settings, url: str, named_by: str) -> str:
     """url, once a scheduler (or control API) answers GET /api/pool there."""
     token = settings.api_token or settings.api_read_token
     try:
-        async with ControlClient(url, token=token, timeout=PROBE_TIMEOUT) as probe:
+        async with ControlClient(url, token=token, timeout=PROBE_TIMEOUT,
+                                 pool_token=settings.pool_token or None) as probe:
             await probe.pool()
     except ControlError:
         return url  # it answers (a refusal is reported by the command itself)

@@ -15,7 +15,8 @@ from typing import Any
 
 from taskmaster.cli.options import run, settings_from, until_signal
 from taskmaster.cli.tables import table
-from taskmaster.config import Settings
+from taskmaster.config import Settings, redact
+from taskmaster.tokens import token_path
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -51,12 +52,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         except BaseException:
             await cluster.stop(grace=2.0)
             raise
-        db = "embedded PostgreSQL" if not settings.database_url else settings.database_url
+        db = "embedded PostgreSQL" if not settings.database_url else redact(settings.database_url)
         print(f"TaskMaster is up: API {cluster.url}  coordinator {cluster.coordinator_address}  "
               f"database {db}", flush=True)
         print(table(cluster.status()), flush=True)
         print(f"control API {cluster.control_url} (taskmaster ps | scale N | kill WORKER | "
               "coordinator-crash)", flush=True)
+        if cluster.settings.pool_token:
+            print(f"pool token (scale, kill, reset) in {token_path(cluster.url)}, for this user "
+                  "only; the CLI and the notebooks find it", flush=True)
         if autoscale.enabled:
             print(f"autoscale {autoscale.min}:{autoscale.max} workers, target "
                   f"{autoscale.target_text} (taskmaster autoscale ... changes it)", flush=True)

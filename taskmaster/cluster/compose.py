@@ -258,6 +258,10 @@ def _ready(members: list[MemberInfo], workers: int) -> bool:
             and sum(m["role"] == "worker" for m in running) == workers)
 
 
+# one-shot services of compose.yaml that prepare the stack (its database passwords)
+SETUP_SERVICES = frozenset({"secrets"})
+
+
 def parse_inspect(text: str) -> list[MemberInfo]:
     """Members from `docker inspect` of a project's containers, in role order."""
     try:
@@ -268,6 +272,8 @@ def parse_inspect(text: str) -> list[MemberInfo]:
     for c in rows:
         labels = (c.get("Config") or {}).get("Labels") or {}
         role = str(labels.get("com.docker.compose.service", ""))
+        if role in SETUP_SERVICES:
+            continue  # it ran once, before the stack; not a member
         state = c.get("State") or {}
         status = str(state.get("Status", ""))
         if status == "exited":

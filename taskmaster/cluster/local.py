@@ -32,16 +32,23 @@ from taskmaster.cluster.control import (
     write_stack_file,
 )
 from taskmaster.cluster.preflight import HomeLock, StackConflict, claim
-from taskmaster.config import Settings
+from taskmaster.config import ENV_PREFIX, SECRETS, Settings
 from taskmaster.errors import EXIT_CANNOT_LISTEN
 from taskmaster.pool import compose_command, validate_action, validate_workers
 from taskmaster.store import Store, prepare
 from taskmaster.store.embedded import resolve_database
+from taskmaster.tokens import new_token, remove_pool_token, write_pool_token
 
 log = logging.getLogger(__name__)
 
 # a core member that exits this many times in a row because its port is taken stays down
 LISTEN_TRIES = 3
+# the secrets each role is given (taskmaster.config.SECRETS; the others it never sees)
+ROLE_SECRETS: dict[str, tuple[str, ...]] = {
+    "coordinator": ("database_url", "cluster_token"),
+    "scheduler": ("database_url", "api_token", "api_read_token", "pool_token", "control_token"),
+    "worker": ("cluster_token",),
+}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -102,7 +109,12 @@ class LocalCluster:
                  supervise: bool = True, control: bool = True, pool_api: bool = True,
                  stack_file: bool = True, coordinator_host: str | None = None,
                  autoscale: Policy | None = None) -> None:
-        self.settings = settings or Settings.from_env()
+        settings = settings or Settings.from_env()
+        # the pool API can stop and kill processes: it needs a token, unless opted out; the
+        # scheduler reaches the control API with a secret of this run's own
+        if pool_api and control and not settings.pool_token and not settings.no_pool_token:
+            settings = settings.with_(pool_token=new_token())
+        self.settings = settings.with_(control_token=new_token()) if control else settings
         self.initial_workers = workers
         self.concurrency = concurrency or self.settings.concurrency
         self.scheduler_port = self.settings.scheduler_port if scheduler_port is None else scheduler_port
@@ -192,6 +204,7 @@ class LocalCluster:
         if self.control is not None:
             scheduler_env["TASKMASTER_POOL_URL"] = self.control_url
             scheduler_env["TASKMASTER_ENABLE_POOL_API"] = "1" if self.pool_api else "0"
+        self._leave_pool_token()  # before the scheduler: whoever finds it, finds the token
         await self._spawn(Member("scheduler", "scheduler", [
             "scheduler", "--port", str(self.scheduler_port)], env=scheduler_env))
         await self.wait_ready()
@@ -253,6 +266,8 @@ class LocalCluster:
         grace = self.settings.drain_grace if grace is None else grace
         if self.stack_file is not None:
             remove_stack_file(self.stack_file)  # only if it is ours
+        for url in self._token_urls():
+            remove_pool_token(url, self.settings.pool_token)  # only if it is ours
         if self.control is not None:
             await self.control.stop()
         await self._stop_autoscaler()
@@ -431,6 +446,25 @@ class LocalCluster:
         return compose_command(action, arg, graceful=graceful, restart=restart,
                                workers=self.initial_workers)
 
+    def _token_urls(self) -> list[str]:
+        if not self.settings.pool_token or not self.scheduler_port:
+            return []
+        return [self.url] + ([self.control_url] if self.control_url else [])
+
+    def _leave_pool_token(self) -> None:
+        """The pool token, in the owner-only file the CLI and the notebooks of this user find
+        by the scheduler's (or the control API's) address."""
+        try:
+            paths = [write_pool_token(url, self.settings.pool_token)
+                     for url in self._token_urls()]
+        except OSError as exc:  # the stack runs; its user passes the token another way
+            log.warning("cannot leave the pool token for the CLI and the notebooks (%s): set "
+                        "TASKMASTER_POOL_TOKEN for them, or XDG_CONFIG_HOME to a writable "
+                        "folder", exc)
+            return
+        if paths:
+            log.info("pool token in %s", ", ".join(map(str, paths)))
+
     def _publish(self) -> None:
         """Rewrite the stack file (the CLI finds the control API through it)."""
         if self.stack_file is None:
@@ -444,10 +478,19 @@ class LocalCluster:
     # ---- processes ----
 
     def _env(self, m: Member) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.settings.env())
+        """The member's environment: the stack's settings, and of the secrets only those its
+        role needs (a worker gets the cluster token, never the database URL or an API token);
+        secrets go in the environment, never on a command line (`ps` shows those)."""
+        secret_vars = {ENV_PREFIX + name.upper() + suffix for name in SECRETS
+                       for suffix in ("", "_FILE")}
+        env = {k: v for k, v in os.environ.items() if k not in secret_vars}
+        env.update({k: v for k, v in self.settings.env().items() if k not in secret_vars})
+        needs = ROLE_SECRETS.get(m.role, ())
+        env.update({ENV_PREFIX + name.upper(): str(getattr(self.settings, name))
+                    for name in needs if getattr(self.settings, name)})
+        if "database_url" in needs:
+            env["TASKMASTER_DATABASE_URL"] = self.database_url
         env.update({
-            "TASKMASTER_DATABASE_URL": self.database_url,
             "TASKMASTER_HOME": str(self.home),
             "TASKMASTER_COORDINATOR": self.coordinator_address,
             "PYTHONUNBUFFERED": "1",

@@ -150,7 +150,8 @@ class Stack:
             # the port is known once started; a pool action may wait for workers to drain
             token = settings.api_token or settings.api_read_token or None
             stack.client = Client(cluster.url, token=token,
-                                  pool_timeout=settings.drain_grace + 60)
+                                  pool_timeout=settings.drain_grace + 60,
+                                  pool_token=cluster.settings.pool_token)
             stack.database_url = cluster.database_url
             atexit.register(cluster.kill_now)  # the watchdog does the rest
             await stack.wait_workers(workers, timeout)
@@ -340,6 +341,8 @@ class Stack:
         n = len(await self.online_workers())
         started = time.monotonic()
         if not graceful:
+            for member in old.members.values():
+                member.wanted = False  # its supervisor must not bring them back meanwhile
             old.kill_now()
         await old.stop(grace=None if graceful else 0.0)
         atexit.unregister(old.kill_now)

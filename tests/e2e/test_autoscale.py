@@ -23,6 +23,7 @@ import aiohttp
 import asyncpg
 import pytest
 
+from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
 from tests.e2e.up import run_cli, stack_env
 from tests.helpers import wait_for
 
@@ -35,6 +36,8 @@ LOAD = ["load", "--rate", "16", "--seconds", "25", "--command", "sleep",
 async def call(method: str, url: str, body: Any = None, token: str | None = TOKEN
                ) -> tuple[int, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if pool_token := find_pool_token(url):  # a program of the stack's user finds it
+        headers[POOL_TOKEN_HEADER] = pool_token
     async with aiohttp.ClientSession() as http, http.request(
             method, url, json=body, headers=headers) as resp:
         return resp.status, await resp.json()

@@ -242,7 +242,9 @@ def test_inspect_of_exited_and_restarted_containers() -> None:
                   health="unhealthy", restarts=2),
         container("p_worker_10", "worker", "f" * 12, number=10),
         container("p_worker_9", "worker", "e" * 12, number=9),
+        container("p-secrets-1", "secrets", "a" * 12, status="exited", exit_code=0),
     ]))
+    assert "secrets" not in {r["role"] for r in rows}  # the one-shot set-up is no member
     assert rows[0] == {"name": "p-coordinator-1", "role": "coordinator", "pid": None,
                        "host": "b" * 12, "state": "exited(137)", "restarts": 2}
     # v1 names (project_service_N) and numbers past 9 in order
