@@ -11,7 +11,9 @@ from tests.helpers import serve_scheduler
 
 
 async def call(method: str, url: str, raw: bytes | None = None) -> tuple[int, dict[str, str]]:
-    async with aiohttp.ClientSession() as http, http.request(method, url, data=raw) as resp:
+    headers = {"Content-Type": "application/json"} if raw is not None else {}
+    async with aiohttp.ClientSession() as http, http.request(method, url, data=raw,
+                                                             headers=headers) as resp:
         return resp.status, await resp.json()
 
 
