@@ -336,6 +336,8 @@ class Stack:
         n = len(await self.online_workers())
         started = time.monotonic()
         if not graceful:
+            for member in old.members.values():
+                member.wanted = False  # its supervisor must not bring them back meanwhile
             old.kill_now()
         await old.stop(grace=None if graceful else 0.0)
         atexit.unregister(old.kill_now)
