@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 import psutil
 
+from benchmarks.scenarios import summary_ms
 from benchmarks.stack import MemorySampler, Server, stack
 from taskmaster.store.db import with_database
 
@@ -73,10 +74,23 @@ async def taskmaster_drain(server: Server, pair: Pair, tasks: int, batch: int,
         end = float(await st.db.fetchval("SELECT extract(epoch FROM max(completed_at)) "
                                          "FROM tasks"))
         done = await st.db.fetchval("SELECT count(*) FROM tasks WHERE status = 'completed'")
+        cycle = await _slot_cycle(st) if pair.slots == 1 else None
     if done != tasks:
         raise RuntimeError(f"TaskMaster completed {done} of {tasks} tasks")
-    return {"per_s": round(tasks / (end - t0)), "seconds": round(end - t0, 3),
-            "cpu_us_per_task": cpu}
+    out = {"per_s": round(tasks / (end - t0)), "seconds": round(end - t0, 3),
+           "cpu_us_per_task": cpu}
+    if cycle is not None:
+        out["slot_cycle_ms"] = cycle
+    return out
+
+
+async def _slot_cycle(st: Any) -> dict[str, float]:
+    """One-slot workers: from a task's completion to the next task's start on the same
+    worker (the workers' own clocks, as they reported), p50/p95/p99 in ms."""
+    rows = await st.db.fetch(
+        "SELECT extract(epoch FROM started_at - lag(completed_at) OVER w) AS gap FROM tasks "
+        "WINDOW w AS (PARTITION BY worker_id ORDER BY started_at)")
+    return summary_ms([float(r["gap"]) for r in rows if r["gap"] is not None])
 
 
 class _BackendCpu:
@@ -180,4 +194,8 @@ async def peers(server: Server, rounds: int, scale: float, batch: int,
             "taskmaster_cpu_us_per_task": runs[pair.name]["taskmaster"][-1]["cpu_us_per_task"],
             "pgqueuer_cpu_us_per_task": runs[pair.name]["pgqueuer"][-1]["cpu_us_per_task"],
         }
+        cycles = [x["slot_cycle_ms"] for x in runs[pair.name]["taskmaster"] if "slot_cycle_ms" in x]
+        if cycles:  # the median of the rounds' percentiles
+            out[pair.name]["slot_cycle_ms"] = {
+                k: round(statistics.median(c[k] for c in cycles), 2) for k in ("p50", "p95", "p99")}
     return out

@@ -30,6 +30,8 @@ TARGETS: list[tuple[str, str, float, tuple[str, ...]]] = [
     ("drain against pgqueuer, 4 workers x 64 slots (ratio)", ">=", 2.0,
      ("peers", "high", "ratio")),
     ("drain against pgqueuer, 4 workers x 1 slot (ratio)", ">=", 1.5, ("peers", "low", "ratio")),
+    ("one-slot cycle p50 (ms)", "<=", 2, ("peers", "low", "slot_cycle_ms", "p50")),
+    ("one-slot cycle p99 (ms)", "<=", 5, ("peers", "low", "slot_cycle_ms", "p99")),
 ]
 _OPS = {">=": float.__ge__, "<=": float.__le__, "<": float.__lt__}
 
@@ -179,6 +181,10 @@ def _peers_rows(pe: dict[str, Any]) -> Rows:
                      f"{r['pgqueuer_median_per_s']} ({', '.join(map(str, r['pgqueuer_per_s']))})"))
         rows.append(("  ratio TaskMaster / pgqueuer", "of medians (per round)",
                      f"{r['ratio']} ({', '.join(map(str, r['ratio_per_round']))})"))
+        if "slot_cycle_ms" in r:
+            c = r["slot_cycle_ms"]
+            rows.append(("  one-slot cycle (completion to next start)", "p50 / p95 / p99 ms",
+                         f"{c['p50']} / {c['p95']} / {c['p99']}"))
         for side in ("taskmaster", "pgqueuer"):
             cpu = r[f"{side}_cpu_us_per_task"]
             rows.append((f"  CPU per task, {side}", " / ".join(cpu) + " us",

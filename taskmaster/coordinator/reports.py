@@ -94,7 +94,9 @@ class ReportWriter:
                 if status is not None and (status.final or status is TaskStatus.PENDING):
                     item.session.held.pop(r.task_id, None)
                     freed = True
-                if r.final and r.started_at is not None and r.finished_at is not None:
+                if r.state is ReportState.REJECTED:
+                    item.session.gave_back()
+                elif r.final and r.started_at is not None and r.finished_at is not None:
                     item.session.ran((r.finished_at - r.started_at).total_seconds(),
                                      self.settings.prefetch_below)
                 acks.append(Ack(r.seq, ok, reason))

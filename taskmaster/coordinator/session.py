@@ -100,6 +100,12 @@ class Session:
         extra = self.prefetch if self.short_tasks else 0
         return max(0, self.capacity + extra - len(self.held))
 
+    def gave_back(self) -> None:
+        """It gave a delivery back (full, or one queued behind a long task): no prefetch
+        until its tasks prove short again."""
+        self.runs = 0
+        self.short_tasks = False
+
     def ran(self, seconds: float, short_below: float) -> None:
         """One of its tasks ran this long: are its tasks short (worth prefetching)?"""
         self.run_mean = seconds if not self.runs else 0.8 * self.run_mean + 0.2 * seconds

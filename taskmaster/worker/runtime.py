@@ -51,6 +51,9 @@ LEAVE_GRACE = 2.0  # seconds a leaving worker waits for the coordinator to close
 # A task that ends sooner than this after it starts sends one report, not two: its final
 # report carries the start time and the coordinator records the task_running event from it.
 RUNNING_REPORT_DELAY = 0.02
+# a prefetched delivery waits at most this many times TASKMASTER_PREFETCH_BELOW (at least
+# 50 ms) behind busy slots before it is given back
+PREFETCH_HOLD_FACTOR = 5
 
 
 def _now() -> datetime:
@@ -91,6 +94,11 @@ class Worker:
         # coordinator sends them only while our tasks are short; see Session.free)
         self.prefetch = max(0, settings.prefetch)
         self.waiting: deque[Delivery] = deque()
+        self._queued_at: dict[TaskRef, float] = {}  # loop time each waiting one was queued
+        # a delivery queued this long (a slot stayed busy: a long task after short ones) is
+        # given back for another worker to take
+        self.prefetch_hold = max(0.05, PREFETCH_HOLD_FACTOR * settings.prefetch_below)
+        self._expiry: asyncio.TimerHandle | None = None
         self.target = coordinator or settings.coordinator
         self.host = socket.gethostname()
         self.running: dict[uuid.UUID, Running] = {}
@@ -320,6 +328,10 @@ class Worker:
             return
         if len(self.running) >= self.capacity:
             self.waiting.append(d)
+            loop = asyncio.get_running_loop()
+            self._queued_at[ref] = loop.time()
+            if self._expiry is None:
+                self._expiry = loop.call_later(self.prefetch_hold, self._expire_waiting)
             return
         self._start(d)
 
@@ -381,10 +393,31 @@ class Worker:
 
     def _fill_slots(self) -> None:
         while self.waiting and not self.draining and len(self.running) < self.capacity:
-            self._start(self.waiting.popleft())
+            d = self.waiting.popleft()
+            self._queued_at.pop(d.ref, None)
+            self._start(d)
+
+    def _expire_waiting(self) -> None:
+        """Give back the deliveries queued for prefetch_hold or longer; look again when the
+        next one is due."""
+        self._expiry = None
+        now = asyncio.get_running_loop().time()
+        while self.waiting and now - self._queued_at.get(self.waiting[0].ref, now) \
+                >= self.prefetch_hold:
+            d = self.waiting.popleft()
+            self._queued_at.pop(d.ref, None)
+            self._queue_report(Report(
+                task_id=d.task_id, attempt=d.attempt, state=ReportState.REJECTED,
+                error=f"queued behind busy slots for {self.prefetch_hold:g}s: given back",
+                finished_at=_now()))
+        if self.waiting:
+            due = self._queued_at.get(self.waiting[0].ref, now) + self.prefetch_hold - now
+            self._expiry = asyncio.get_running_loop().call_later(
+                max(0.0, due), self._expire_waiting)
 
     def _give_back_waiting(self) -> None:
         """Queued deliveries go back to the queue without using an attempt."""
+        self._queued_at.clear()
         while self.waiting:
             d = self.waiting.popleft()
             self._queue_report(Report(task_id=d.task_id, attempt=d.attempt,
@@ -410,6 +443,7 @@ class Worker:
         for d in self.waiting:
             if d.ref == ref:
                 self.waiting.remove(d)
+                self._queued_at.pop(ref, None)
                 self._queue_report(Report(task_id=d.task_id, attempt=d.attempt,
                                           state=ReportState.CANCELLED, error="cancelled",
                                           finished_at=_now()))
@@ -434,6 +468,7 @@ class Worker:
             rt.cancel_requested = True
             rt.task.cancel()
         self.waiting = deque(d for d in self.waiting if d.ref != ref)
+        self._queued_at.pop(ref, None)
         self._pending.pop(ref, None)
         for seq in [s for s, r in self._unacked.items() if r.ref == ref]:
             del self._unacked[seq]

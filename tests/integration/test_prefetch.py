@@ -34,7 +34,8 @@ async def _status_of(store: Store, task_id: uuid.UUID) -> str:
 async def test_short_tasks_are_prefetched_and_a_drain_gives_them_back(
     database_url: str, store: Store
 ) -> None:
-    settings = fast_settings(prefetch=3)
+    # short below 1 s: queued deliveries are held up to 5 s, longer than this test looks
+    settings = fast_settings(prefetch=3, prefetch_below=1.0)
     async with serve_coordinator(settings, database_url) as coordinator:
         async with run_workers(settings, coordinator.port, 1) as pool:
             [worker] = pool.workers
@@ -83,7 +84,7 @@ async def _count(store: Store, ids: list[uuid.UUID], status: str, n: int) -> boo
 
 
 async def test_a_cancelled_queued_delivery_never_runs(database_url: str, store: Store) -> None:
-    settings = fast_settings(prefetch=2)
+    settings = fast_settings(prefetch=2, prefetch_below=1.0)
     async with serve_coordinator(settings, database_url) as coordinator, \
             run_workers(settings, coordinator.port, 1) as pool:
         [worker] = pool.workers
@@ -97,6 +98,30 @@ async def test_a_cancelled_queued_delivery_never_runs(database_url: str, store: 
         sample_tasks.gate(str(blocker.id)).set()
         await wait_final(store, [blocker.id])
         assert sample_tasks.CALLS[str(queued)] == 0
+
+
+async def test_deliveries_queued_behind_a_long_task_go_to_another_worker(
+    database_url: str, store: Store
+) -> None:
+    settings = fast_settings(prefetch=3, prefetch_below=0.02)  # held at most 0.1 s
+    async with serve_coordinator(settings, database_url) as coordinator, \
+            run_workers(settings, coordinator.port, 2) as pool:
+        assert {w.prefetch_hold for w in pool.workers} == {0.1}
+        # both workers learn that their tasks are short
+        await wait_final(store, await store.create_batch(NewTask(command="noop"), 40))
+        blocker, _ = await store.create_task(NewTask(command="progress-steps"))
+        await wait_for(lambda: _is(store, blocker.id, "running"), message="the blocker runs")
+        quick = await store.create_batch(NewTask(command="noop"), 30)
+        # whatever its worker had queued behind the blocker was given back and ran on the
+        # other worker, while the blocker still runs
+        done = await wait_final(store, quick, timeout=15)
+        assert await _is(store, blocker.id, "running")
+        blocked = next(w for w in pool.workers if blocker.id in w.running)
+        assert not blocked.waiting
+        assert {t.worker_id for t in done} == {w.worker_id for w in pool.workers
+                                               if w is not blocked}
+        sample_tasks.gate(str(blocker.id)).set()
+        await wait_final(store, [blocker.id])
 
 
 async def test_long_tasks_are_never_prefetched(database_url: str, store: Store) -> None:

@@ -103,6 +103,7 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
         assert pe["tasks"] == tasks and pe["taskmaster_median_per_s"] > 0
         assert pe["pgqueuer_median_per_s"] > 0 and pe["ratio"] > 0
         assert set(pe["pgqueuer_cpu_us_per_task"]) == {"peer", "postgres"}
+    assert results["peers"]["low"]["slot_cycle_ms"]["p50"] >= 0  # one-slot workers' cycle
     assert {"coordinator", "scheduler", "worker"} <= set(results["memory_mb"])
     assert len(results["targets"]) == len(report.TARGETS)
 
