@@ -33,9 +33,9 @@ class AutoscalePanel(ActionPanel):
         self.enabled = widgets.Checkbox(value=False, description="Autoscale",
                                         indent=False, layout=widgets.Layout(width="110px"))
         self.range = widgets.IntRangeSlider(value=(1, min(6, max_workers)), min=0,
-                                            max=max_workers, description="Workers",
+                                            max=max_workers, description="Min-max workers",
                                             style={"description_width": "initial"},
-                                            layout=widgets.Layout(width="260px"))
+                                            layout=widgets.Layout(width="300px"))
         self.target = widgets.Text(value="wait=2", description="Target",
                                    placeholder="wait=2 or backlog=1",
                                    style={"description_width": "initial"},
