@@ -22,6 +22,7 @@ from taskmaster.coordinator.service import (
     Cancel,
     Close,
     Coordinator,
+    CutOff,
     IdentityRefused,
     OutItem,
     RegistrationRefused,
@@ -90,6 +91,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except TooManyWorkers as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except CutOff as exc:  # the worker dials another coordinator
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except (RegistrationRefused, ValueError) as exc:  # ValueError: a ref's task id
             log.warning("refused a worker registration from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -236,6 +239,9 @@ class CoordinatorServer:
             await self.store.close()
             raise CannotListen("coordinator", bind, "the address is in use or not available "
                                f"({exc})") from None
+        self.coordinator.address = f"{host or self.settings.host}:{self.port}"
+        if not self.settings.coordinator_name:
+            self.coordinator.name = f"coordinator-{self.port}"
         await self.coordinator.start()
         await self.server.start()
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
