@@ -168,7 +168,8 @@ class ComposeCluster:
         return next((m for m in await self.members() if m["name"] == found[0]["name"]),
                     found[0])
 
-    async def coordinator(self, action: str, restart: bool = True) -> MemberInfo:
+    async def coordinator(self, action: str, restart: bool = True,
+                          name: str | None = None) -> MemberInfo:
         """kill (a crash the restart policy undoes; `kill coordinator`, a manual stop, if
         restart=False), stop, start or restart the coordinator service; returns when docker
         shows the outcome (restarted and healthy, or exited)."""
