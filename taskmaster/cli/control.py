@@ -232,10 +232,11 @@ def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
             name = args.name or next(iter(pool.get("coordinators") or ["coordinator"]))
             old = _member(pool, name)
             old_pid = old["pid"] if old else None
-            _say({"kill": f"crashing {name} (SIGKILL) ...",
-                  "stop": f"stopping {name} (SIGTERM) ...",
-                  "start": f"starting {name} ...",
-                  "restart": f"restarting {name} ..."}[action])
+            who = "the coordinator" if name == "coordinator" else name
+            _say({"kill": f"crashing {who} (SIGKILL) ...",
+                  "stop": f"stopping {who} (SIGTERM) ...",
+                  "start": f"starting {who} ...",
+                  "restart": f"restarting {who} ..."}[action])
             member = (await stack.control.coordinator(action, restart=restart,
                                                       name=args.name))["member"]
             _say(f"  {member['name']}: {member['state']}")

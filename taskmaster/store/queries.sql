@@ -48,7 +48,9 @@ LIMIT $4;
 SELECT w.*,
        ARRAY(SELECT t.id FROM tasks t
              WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
-             ORDER BY t.status DESC, t.assigned_at) AS current_task_ids
+             ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
+       (SELECT c.name FROM coordinators c
+        WHERE c.id = w.coordinator_id AND w.status <> 'offline') AS coordinator
 FROM workers w
 WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
 ORDER BY w.registered_at, w.id;
@@ -61,7 +63,9 @@ SELECT * FROM (
     SELECT DISTINCT ON (w.name) w.*,
            ARRAY(SELECT t.id FROM tasks t
                  WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
-                 ORDER BY t.status DESC, t.assigned_at) AS current_task_ids
+                 ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
+           (SELECT c.name FROM coordinators c
+            WHERE c.id = w.coordinator_id AND w.status <> 'offline') AS coordinator
     FROM workers w
     WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
     ORDER BY w.name, (w.status <> 'offline') DESC, w.registered_at DESC, w.id
