@@ -318,6 +318,7 @@ class Postgres:
         self.port = port
         self.bin = postgres_bin()
         self.url = f"postgresql://postgres@127.0.0.1:{port}/taskmaster"
+        self.listen = "127.0.0.1"  # more addresses, comma-separated: see allow()
 
     def _as_postgres(self, *args: str) -> None:
         # the server refuses to run as root: run its tools as the postgres user
@@ -333,11 +334,18 @@ class Postgres:
         self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
                           "-U", "postgres", "--no-sync")
 
+    def allow(self, address: str, client: str) -> None:
+        """Listen on this address too, and trust clients from `client` (before start)."""
+        self.listen += f",{address}"
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {client}/32 trust\n")
+
     def start(self) -> None:
-        """pg_ctl start, listening on 127.0.0.1:port only (socket in its own folder)."""
+        """pg_ctl start, listening on 127.0.0.1:port only, unless allow() added more
+        (socket in its own folder)."""
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "30",
                           "-l", str(self.folder / "server.log"),
-                          "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off",
+                          "-o", f"-h {self.listen} -p {self.port} -k {self.folder} -c fsync=off",
                           "start")
 
     def stop(self, mode: str = "fast") -> None:
