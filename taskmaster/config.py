@@ -57,7 +57,8 @@ class Settings:
                           "resolves to, gRPC round-robin); a lost one is replaced at once"},
     )
     coordinator_name: str = field(
-        default="", metadata={"help": "coordinator display name (default coordinator-<port>)"}
+        default="", metadata={"help": "coordinator display name (default coordinator-<port>; "
+                                      "in a container its hostname)"}
     )
     # workers
     concurrency: int = field(default=1, metadata={"help": "task slots per worker"})

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -241,7 +243,10 @@ class CoordinatorServer:
                                f"({exc})") from None
         self.coordinator.address = f"{host or self.settings.host}:{self.port}"
         if not self.settings.coordinator_name:
-            self.coordinator.name = f"coordinator-{self.port}"
+            # in a container (compose, Kubernetes) its hostname tells the replicas apart
+            in_container = os.getpid() == 1 or os.path.exists("/.dockerenv")
+            self.coordinator.name = (socket.gethostname() if in_container
+                                     else f"coordinator-{self.port}")
         await self.coordinator.start()
         await self.server.start()
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
