@@ -56,6 +56,7 @@ async def connect(
     reset: bool = False,
     concurrency: int | None = None,
     timeout: float = 60.0,
+    coordinators: int = 1,
     **settings: Any,
 ) -> Stack:
     """The stack at TASKMASTER_URL (or `url`) if it answers, else a new one in this kernel.
@@ -67,14 +68,15 @@ async def connect(
     the notebook starts from a known state; a new stack starts empty anyway.
     `own=True` always starts a new stack; so do Settings fields given as keywords
     (e.g. `assign_strategy="random"`, `heartbeat_interval=0.5`), which only a new stack
-    can honour.
+    can honour. `coordinators=2`: a stack with at least that many coordinators (the demo's,
+    if it runs that many; else a new one).
     """
     url = url or os.environ.get(URL_VARIABLE, "")
     if own is None:
         own = bool(settings) or not url
     if not own:
         client = Client(url, token=os.environ.get("TASKMASTER_API_TOKEN") or None, timeout=10)
-        if await client.readyz():
+        if await client.readyz() and await _coordinators(client) >= coordinators:
             stack = Stack(client)
             if reset:
                 await stack.reset()
@@ -83,7 +85,16 @@ async def connect(
             return stack
         await client.close()
         log.info("no stack answers at %s; starting one in this kernel", url)
-    return await Stack.start(workers or 0, concurrency=concurrency, timeout=timeout, **settings)
+    return await Stack.start(workers or 0, concurrency=concurrency, timeout=timeout,
+                             coordinators=coordinators, **settings)
+
+
+async def _coordinators(client: Client) -> int:
+    """How many coordinators the stack runs, as its pool manager says (1 when it cannot)."""
+    try:
+        return max(1, len((await client.pool()).get("coordinators") or {}))
+    except (ApiError, OSError, ValueError):
+        return 1
 
 
 class Stack:
@@ -105,7 +116,7 @@ class Stack:
 
     @classmethod
     async def start(cls, workers: int = 3, *, concurrency: int | None = None,
-                    timeout: float = 60.0, **overrides: Any) -> Stack:
+                    timeout: float = 60.0, coordinators: int = 1, **overrides: Any) -> Stack:
         """A new stack of local processes, in a temporary home, on free ports."""
         home = Path(tempfile.mkdtemp(prefix="taskmaster-notebook-")).resolve()
         # the embedded server's runtime files: not in home, which close() removes
@@ -119,7 +130,7 @@ class Stack:
         watchdog = _start_watchdog(home, database_url)
         # its scheduler's /api/pool is on and forwards to the cluster (LocalCluster's default)
         cluster = LocalCluster(settings, workers=workers, concurrency=concurrency,
-                               scheduler_port=0, coordinator_port=0)
+                               scheduler_port=0, coordinator_port=0, coordinators=coordinators)
         stack = cls(Client(cluster.url), cluster, home=home, database_url=database_url,
                     own_database=bool(server), watchdog=watchdog)
         try:

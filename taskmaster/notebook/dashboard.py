@@ -41,6 +41,7 @@ class Dashboard(widgets.VBox):
         workers: int = 3,
         render_hz: float = 2.0,
         poll_interval: float = 1.0,
+        coordinators: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         self.client = client
@@ -49,7 +50,8 @@ class Dashboard(widgets.VBox):
         self.load = SteadyLoadPanel(client, commands=commands)
         self.reset = ResetPanel(client)
         self.controls = WorkerControlPanel(
-            pool if pool is not None else client, state=self.state, workers=workers
+            pool if pool is not None else client, state=self.state, workers=workers,
+            coordinators=coordinators,
         )
         self.stats = StatsPanel(self.state)
         self.chart = ThroughputChart(self.state)
