@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 QUICK = Options(tasks=2000, batch=500, throughput_workers=(1, 2, 4), latency_tasks=200,
                 creates=500, scaling_workers=(1, 2, 4, 8), scaling_tasks_per_slot=5,
                 failover_rounds=1, partition_rounds=0, read_rows=100_000, read_requests=100,
-                sse_events=5000, load_seconds=5.0)
+                sse_events=5000, load_seconds=5.0, peer_rounds=1, peer_scale=0.1)
 
 
 def _ints(raw: str) -> tuple[int, ...]:
@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "[default 50,200,500]")
     p.add_argument("--load-seconds", type=float, help="seconds of each steady-load run "
                    "[default 20]")
+    p.add_argument("--peers", choices=["pgqueuer"], action="append",
+                   help="compare with a peer queue on the same PostgreSQL (pgqueuer: "
+                        "pip install -e '.[bench]'); alone, runs only that comparison")
+    p.add_argument("--peer-rounds", type=int, help="interleaved rounds of the peer comparison "
+                   "[default 3]")
+    p.add_argument("--peer-scale", type=float, help="fraction of the peer comparison's task "
+                   "counts, 20,000 and 5,000 [default 1]")
     p.add_argument("--output", type=Path, default=report.RESULTS,
                    help="folder of the results files [default benchmarks/results]")
     p.add_argument("--no-save", action="store_true", help="print only, write no files")
@@ -68,7 +75,8 @@ def options_from(args: argparse.Namespace) -> Options:
     for flag, name in (("tasks", "tasks"), ("batch", "batch"), ("concurrency", "concurrency"),
                        ("workers", "throughput_workers"), ("in_flight", "in_flight"),
                        ("read_rows", "read_rows"), ("load_rates", "load_rates"),
-                       ("load_seconds", "load_seconds")):
+                       ("load_seconds", "load_seconds"),
+                       ("peer_rounds", "peer_rounds"), ("peer_scale", "peer_scale")):
         value = getattr(args, flag)
         if value is not None:
             changes[name] = value
@@ -110,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opts = options_from(args)
-    coro = run(opts, args.only or (), args.database_url)
+    only = list(args.only or ())
+    if args.peers and "peers" not in only:
+        only.append("peers")
+    coro = run(opts, only, args.database_url)
     try:
         import uvloop
 

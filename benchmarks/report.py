@@ -27,6 +27,9 @@ TARGETS: list[tuple[str, str, float, tuple[str, ...]]] = [
     ("worker peak RSS (MB)", "<", 80, ("memory_mb", "worker")),
     ("steady load at 500 tasks/s, deviation (%)", "<=", 5,
      ("load", "rates", "500", "deviation_pct")),
+    ("drain against pgqueuer, 4 workers x 64 slots (ratio)", ">=", 2.0,
+     ("peers", "high", "ratio")),
+    ("drain against pgqueuer, 4 workers x 1 slot (ratio)", ">=", 1.5, ("peers", "low", "ratio")),
 ]
 _OPS = {">=": float.__ge__, "<=": float.__le__, "<": float.__lt__}
 
@@ -163,9 +166,29 @@ def _load_rows(ld: dict[str, Any]) -> Rows:
             for r in ld["rates"].values()]
 
 
+def _peers_rows(pe: dict[str, Any]) -> Rows:
+    rows: Rows = []
+    for name in ("high", "low"):
+        r = pe.get(name)
+        if not r:
+            continue
+        rows.append((f"drain {r['tasks']:,}: TaskMaster {r['taskmaster']}",
+                     "median tasks/s (runs)",
+                     f"{r['taskmaster_median_per_s']} ({', '.join(map(str, r['taskmaster_per_s']))})"))
+        rows.append((f"  pgqueuer {r['pgqueuer']}", "median tasks/s (runs)",
+                     f"{r['pgqueuer_median_per_s']} ({', '.join(map(str, r['pgqueuer_per_s']))})"))
+        rows.append(("  ratio TaskMaster / pgqueuer", "of medians (per round)",
+                     f"{r['ratio']} ({', '.join(map(str, r['ratio_per_round']))})"))
+        for side in ("taskmaster", "pgqueuer"):
+            cpu = r[f"{side}_cpu_us_per_task"]
+            rows.append((f"  CPU per task, {side}", " / ".join(cpu) + " us",
+                         " / ".join(str(v) for v in cpu.values())))
+    return rows
+
+
 _SCENARIO_ROWS = {"throughput": _throughput_rows, "latency": _latency_rows,
                   "scaling": _scaling_rows, "failover": _failover_rows, "read": _read_rows,
-                  "load": _load_rows}
+                  "load": _load_rows, "peers": _peers_rows}
 
 
 def _rows(results: dict[str, Any]) -> Rows:

@@ -39,6 +39,8 @@ class Options:
     sse_events: int = 50_000
     load_rates: tuple[int, ...] = (50, 200, 500)
     load_seconds: float = 20.0
+    peer_rounds: int = 3
+    peer_scale: float = 1.0  # of the peer comparison's task counts (20,000 and 5,000)
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -357,6 +359,13 @@ async def steady_load(server: Server, opts: Options, sampler: MemorySampler) -> 
     return {"rates": rates}
 
 
+async def peers_scenario(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """TaskMaster against pgqueuer on the same PostgreSQL (benchmarks/peers.py)."""
+    from benchmarks.peers import peers
+
+    return await peers(server, opts.peer_rounds, opts.peer_scale, opts.batch, sampler)
+
+
 SCENARIOS = {
     "throughput": throughput,
     "latency": latency,
@@ -364,4 +373,5 @@ SCENARIOS = {
     "failover": failover,
     "read": read_path,
     "load": steady_load,
+    "peers": peers_scenario,
 }

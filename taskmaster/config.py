@@ -68,6 +68,17 @@ class Settings:
     worker_name: str = field(
         default="", metadata={"help": "worker display name (default worker-<pid>)"}
     )
+    prefetch: int = field(
+        default=4,
+        metadata={"help": "deliveries a worker queues beyond its slots, to start one the moment "
+                          "a slot frees; the coordinator sends them only while the worker's "
+                          "tasks are short (see prefetch_below; 0 = never)"},
+    )
+    prefetch_below: float = field(
+        default=0.02,
+        metadata={"help": "seconds: a worker is sent prefetched deliveries while its tasks' "
+                          "recent mean run time is under this (0 = never prefetch)"},
+    )
     # timing
     heartbeat_interval: float = field(
         default=2.0, metadata={"help": "seconds between worker heartbeats"}
@@ -152,6 +163,10 @@ class Settings:
         default=256, metadata={"help": "most task slots one worker is given (a larger "
                                        "concurrency is cut to this)"}
     )
+    max_worker_prefetch: int = field(
+        default=64, metadata={"help": "most prefetched deliveries one worker is given (a larger "
+                                      "prefetch is cut to this)"}
+    )
     max_worker_commands: int = field(
         default=1000, metadata={"help": "most commands one worker may offer when it registers"}
     )
@@ -220,6 +235,9 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{_env_name(name)}={value!r} must be at least 1")
+        for name in ("prefetch", "max_worker_prefetch", "prefetch_below"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{_env_name(name)}={getattr(self, name)!r} must be 0 or more")
         if self.task_retention < 0:
             raise ValueError(f"{_env_name('task_retention')}={self.task_retention!r} must be 0 "
                              "(keep forever) or more")

@@ -94,6 +94,9 @@ class ReportWriter:
                 if status is not None and (status.final or status is TaskStatus.PENDING):
                     item.session.held.pop(r.task_id, None)
                     freed = True
+                if r.final and r.started_at is not None and r.finished_at is not None:
+                    item.session.ran((r.finished_at - r.started_at).total_seconds(),
+                                     self.settings.prefetch_below)
                 acks.append(Ack(r.seq, ok, reason))
             self.counters["reports"] += len(item.reports)
             if not item.done.done():

@@ -99,6 +99,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             log.warning("refused a worker registration from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         session = joined.session
+        # before the assignment loop runs again (no await since the session was made)
+        session.prefetch = min(max(0, reg.prefetch), self.settings.max_worker_prefetch)
         yield pb.CoordinatorMessage(registered=pb.Registered(
             worker_id=session.worker_id, heartbeat_interval=self.settings.heartbeat_interval,
             revoked=refs_to_pb(joined.revoked), secret=joined.secret,

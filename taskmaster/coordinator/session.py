@@ -56,6 +56,10 @@ class Close:
 OutItem = Assign | Acks | Cancel | Close
 
 
+# runs of a worker's tasks seen before its tasks may count as short
+PREFETCH_AFTER_RUNS = 3
+
+
 @dataclass(eq=False)
 class Session:
     """One connected worker."""
@@ -80,11 +84,27 @@ class Session:
     budget: ReportBudget | None = None
     # its stream is not being read (reports over a bound wait): alive, whatever last_seen says
     held_back: bool = False
+    # deliveries it queues beyond its slots (as it registered, capped), sent while its tasks
+    # are short: a slot that frees starts the next task at once, not after a round trip
+    prefetch: int = 0
+    run_mean: float = 0.0  # its tasks' recent run time, seconds (moving average)
+    runs: int = 0
+    short_tasks: bool = False
 
     @property
     def free(self) -> int:
-        """Slots this worker can take now."""
-        return 0 if self.draining or self.closed else max(0, self.capacity - len(self.held))
+        """Deliveries this worker can take now: free slots, plus its prefetch while its
+        tasks are short."""
+        if self.draining or self.closed:
+            return 0
+        extra = self.prefetch if self.short_tasks else 0
+        return max(0, self.capacity + extra - len(self.held))
+
+    def ran(self, seconds: float, short_below: float) -> None:
+        """One of its tasks ran this long: are its tasks short (worth prefetching)?"""
+        self.run_mean = seconds if not self.runs else 0.8 * self.run_mean + 0.2 * seconds
+        self.runs += 1
+        self.short_tasks = self.runs >= PREFETCH_AFTER_RUNS and self.run_mean < short_below
 
     def send(self, item: OutItem) -> bool:
         """Queue a message; False (and the session closed) when the worker is not reading."""

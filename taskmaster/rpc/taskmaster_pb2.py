@@ -24,41 +24,41 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10taskmaster.proto\x12\rtaskmaster.v1\"+\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\xa5\x01\n\x08Register\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x10\n\x08\x63ommands\x18\x06 \x03(\t\x12)\n\tin_flight\x18\x07 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\x12\x0e\n\x06secret\x18\x08 \x01(\t\"U\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12)\n\tin_flight\x18\x02 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"\xcb\x01\n\x0cStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.taskmaster.v1.TaskState\x12\x10\n\x08progress\x18\x04 \x01(\x05\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x15\n\rstarted_at_us\x18\x07 \x01(\x03\x12\x16\n\x0e\x66inished_at_us\x18\x08 \x01(\x03\x12\x0b\n\x03seq\x18\t \x01(\x04\";\n\x0bStatusBatch\x12,\n\x07updates\x18\x01 \x03(\x0b\x32\x1b.taskmaster.v1.StatusUpdate\"\xa1\x01\n\rWorkerMessage\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.taskmaster.v1.RegisterH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.taskmaster.v1.HeartbeatH\x00\x12,\n\x06status\x18\x03 \x01(\x0b\x32\x1a.taskmaster.v1.StatusBatchH\x00\x42\x06\n\x04kind\"t\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\'\n\x07revoked\x18\x03 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\x12\x0e\n\x06secret\x18\x04 \x01(\t\"n\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\"7\n\x0b\x41ssignBatch\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.taskmaster.v1.Assignment\"4\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x08\x41\x63kBatch\x12 \n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x12.taskmaster.v1.Ack\"4\n\x0b\x43\x61ncelBatch\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\"\xd1\x01\n\x12\x43oordinatorMessage\x12/\n\nregistered\x18\x01 \x01(\x0b\x32\x19.taskmaster.v1.RegisteredH\x00\x12,\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x1a.taskmaster.v1.AssignBatchH\x00\x12&\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x17.taskmaster.v1.AckBatchH\x00\x12,\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x1a.taskmaster.v1.CancelBatchH\x00\x42\x06\n\x04kind*z\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0c\n\x08REJECTED\x10\x06\x32]\n\x0b\x43oordinator\x12N\n\x07\x43onnect\x12\x1c.taskmaster.v1.WorkerMessage\x1a!.taskmaster.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10taskmaster.proto\x12\rtaskmaster.v1\"+\n\x07TaskRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\"\xb7\x01\n\x08Register\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x04 \x01(\x05\x12\x0b\n\x03pid\x18\x05 \x01(\x05\x12\x10\n\x08\x63ommands\x18\x06 \x03(\t\x12)\n\tin_flight\x18\x07 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\x12\x0e\n\x06secret\x18\x08 \x01(\t\x12\x10\n\x08prefetch\x18\t \x01(\x05\"U\n\tHeartbeat\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12)\n\tin_flight\x18\x02 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\x12\x10\n\x08\x64raining\x18\x03 \x01(\x08\"\xcb\x01\n\x0cStatusUpdate\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\'\n\x05state\x18\x03 \x01(\x0e\x32\x18.taskmaster.v1.TaskState\x12\x10\n\x08progress\x18\x04 \x01(\x05\x12\x13\n\x0bresult_json\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x15\n\rstarted_at_us\x18\x07 \x01(\x03\x12\x16\n\x0e\x66inished_at_us\x18\x08 \x01(\x03\x12\x0b\n\x03seq\x18\t \x01(\x04\";\n\x0bStatusBatch\x12,\n\x07updates\x18\x01 \x03(\x0b\x32\x1b.taskmaster.v1.StatusUpdate\"\xa1\x01\n\rWorkerMessage\x12+\n\x08register\x18\x01 \x01(\x0b\x32\x17.taskmaster.v1.RegisterH\x00\x12-\n\theartbeat\x18\x02 \x01(\x0b\x32\x18.taskmaster.v1.HeartbeatH\x00\x12,\n\x06status\x18\x03 \x01(\x0b\x32\x1a.taskmaster.v1.StatusBatchH\x00\x42\x06\n\x04kind\"t\n\nRegistered\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x1a\n\x12heartbeat_interval\x18\x02 \x01(\x01\x12\'\n\x07revoked\x18\x03 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\x12\x0e\n\x06secret\x18\x04 \x01(\t\"n\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x02 \x01(\x05\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\x05 \x01(\x01\"7\n\x0b\x41ssignBatch\x12(\n\x05tasks\x18\x01 \x03(\x0b\x32\x19.taskmaster.v1.Assignment\"4\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\",\n\x08\x41\x63kBatch\x12 \n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x12.taskmaster.v1.Ack\"4\n\x0b\x43\x61ncelBatch\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.taskmaster.v1.TaskRef\"\xd1\x01\n\x12\x43oordinatorMessage\x12/\n\nregistered\x18\x01 \x01(\x0b\x32\x19.taskmaster.v1.RegisteredH\x00\x12,\n\x06\x61ssign\x18\x02 \x01(\x0b\x32\x1a.taskmaster.v1.AssignBatchH\x00\x12&\n\x03\x61\x63k\x18\x03 \x01(\x0b\x32\x17.taskmaster.v1.AckBatchH\x00\x12,\n\x06\x63\x61ncel\x18\x04 \x01(\x0b\x32\x1a.taskmaster.v1.CancelBatchH\x00\x42\x06\n\x04kind*z\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\x0c\n\x08PROGRESS\x10\x02\x12\r\n\tCOMPLETED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x12\r\n\tCANCELLED\x10\x05\x12\x0c\n\x08REJECTED\x10\x06\x32]\n\x0b\x43oordinator\x12N\n\x07\x43onnect\x12\x1c.taskmaster.v1.WorkerMessage\x1a!.taskmaster.v1.CoordinatorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskmaster_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASKSTATE']._serialized_start=1419
-  _globals['_TASKSTATE']._serialized_end=1541
+  _globals['_TASKSTATE']._serialized_start=1437
+  _globals['_TASKSTATE']._serialized_end=1559
   _globals['_TASKREF']._serialized_start=35
   _globals['_TASKREF']._serialized_end=78
   _globals['_REGISTER']._serialized_start=81
-  _globals['_REGISTER']._serialized_end=246
-  _globals['_HEARTBEAT']._serialized_start=248
-  _globals['_HEARTBEAT']._serialized_end=333
-  _globals['_STATUSUPDATE']._serialized_start=336
-  _globals['_STATUSUPDATE']._serialized_end=539
-  _globals['_STATUSBATCH']._serialized_start=541
-  _globals['_STATUSBATCH']._serialized_end=600
-  _globals['_WORKERMESSAGE']._serialized_start=603
-  _globals['_WORKERMESSAGE']._serialized_end=764
-  _globals['_REGISTERED']._serialized_start=766
-  _globals['_REGISTERED']._serialized_end=882
-  _globals['_ASSIGNMENT']._serialized_start=884
-  _globals['_ASSIGNMENT']._serialized_end=994
-  _globals['_ASSIGNBATCH']._serialized_start=996
-  _globals['_ASSIGNBATCH']._serialized_end=1051
-  _globals['_ACK']._serialized_start=1053
-  _globals['_ACK']._serialized_end=1105
-  _globals['_ACKBATCH']._serialized_start=1107
-  _globals['_ACKBATCH']._serialized_end=1151
-  _globals['_CANCELBATCH']._serialized_start=1153
-  _globals['_CANCELBATCH']._serialized_end=1205
-  _globals['_COORDINATORMESSAGE']._serialized_start=1208
-  _globals['_COORDINATORMESSAGE']._serialized_end=1417
-  _globals['_COORDINATOR']._serialized_start=1543
-  _globals['_COORDINATOR']._serialized_end=1636
+  _globals['_REGISTER']._serialized_end=264
+  _globals['_HEARTBEAT']._serialized_start=266
+  _globals['_HEARTBEAT']._serialized_end=351
+  _globals['_STATUSUPDATE']._serialized_start=354
+  _globals['_STATUSUPDATE']._serialized_end=557
+  _globals['_STATUSBATCH']._serialized_start=559
+  _globals['_STATUSBATCH']._serialized_end=618
+  _globals['_WORKERMESSAGE']._serialized_start=621
+  _globals['_WORKERMESSAGE']._serialized_end=782
+  _globals['_REGISTERED']._serialized_start=784
+  _globals['_REGISTERED']._serialized_end=900
+  _globals['_ASSIGNMENT']._serialized_start=902
+  _globals['_ASSIGNMENT']._serialized_end=1012
+  _globals['_ASSIGNBATCH']._serialized_start=1014
+  _globals['_ASSIGNBATCH']._serialized_end=1069
+  _globals['_ACK']._serialized_start=1071
+  _globals['_ACK']._serialized_end=1123
+  _globals['_ACKBATCH']._serialized_start=1125
+  _globals['_ACKBATCH']._serialized_end=1169
+  _globals['_CANCELBATCH']._serialized_start=1171
+  _globals['_CANCELBATCH']._serialized_end=1223
+  _globals['_COORDINATORMESSAGE']._serialized_start=1226
+  _globals['_COORDINATORMESSAGE']._serialized_end=1435
+  _globals['_COORDINATOR']._serialized_start=1561
+  _globals['_COORDINATOR']._serialized_end=1654
 # @@protoc_insertion_point(module_scope)

@@ -33,7 +33,7 @@ class TaskRef(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
 
 class Register(_message.Message):
-    __slots__ = ("worker_id", "name", "host", "capacity", "pid", "commands", "in_flight", "secret")
+    __slots__ = ("worker_id", "name", "host", "capacity", "pid", "commands", "in_flight", "secret", "prefetch")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class Register(_message.Message):
     COMMANDS_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     SECRET_FIELD_NUMBER: _ClassVar[int]
+    PREFETCH_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     name: str
     host: str
@@ -50,7 +51,8 @@ class Register(_message.Message):
     commands: _containers.RepeatedScalarFieldContainer[str]
     in_flight: _containers.RepeatedCompositeFieldContainer[TaskRef]
     secret: str
-    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., capacity: _Optional[int] = ..., pid: _Optional[int] = ..., commands: _Optional[_Iterable[str]] = ..., in_flight: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ..., secret: _Optional[str] = ...) -> None: ...
+    prefetch: int
+    def __init__(self, worker_id: _Optional[str] = ..., name: _Optional[str] = ..., host: _Optional[str] = ..., capacity: _Optional[int] = ..., pid: _Optional[int] = ..., commands: _Optional[_Iterable[str]] = ..., in_flight: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ..., secret: _Optional[str] = ..., prefetch: _Optional[int] = ...) -> None: ...
 
 class Heartbeat(_message.Message):
     __slots__ = ("seq", "in_flight", "draining")

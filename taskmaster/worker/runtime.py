@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +87,10 @@ class Worker:
         self._secret = ""
         self.name = name or settings.worker_name or default_name()
         self.capacity = max(1, concurrency or settings.concurrency)
+        # deliveries queued beyond the slots, started the moment a slot frees (the
+        # coordinator sends them only while our tasks are short; see Session.free)
+        self.prefetch = max(0, settings.prefetch)
+        self.waiting: deque[Delivery] = deque()
         # where to dial: one address, several (tried in turn, from a random one, so that
         # workers spread over them), or a dns:/// name that gRPC balances over
         self.targets = parse_targets(coordinator or settings.coordinator)
@@ -118,6 +122,7 @@ class Worker:
     def _in_flight(self) -> list[TaskRef]:
         """Deliveries we still answer for: running, or finished with the report unacked."""
         refs = {r.ref for r in self.running.values()}
+        refs |= {d.ref for d in self.waiting}
         refs |= {r.ref for r in self._unacked.values() if r.final}
         refs |= {r.ref for r in self._pending.values() if r.final}
         return sorted(refs)
@@ -262,7 +267,7 @@ class Worker:
         yield pb.WorkerMessage(register=pb.Register(
             worker_id=self.worker_id, secret=self._secret, name=self.name, host=self.host,
             capacity=self.capacity, pid=os.getpid(), commands=sorted(registry),
-            in_flight=refs_to_pb(self._in_flight()),
+            in_flight=refs_to_pb(self._in_flight()), prefetch=self.prefetch,
         ))
         if self._unacked:  # reports the last coordinator never acknowledged
             yield _status(self._unacked.values())
@@ -327,11 +332,19 @@ class Worker:
         self.seen[ref] = None
         if len(self.seen) > SEEN_LIMIT:
             self.seen.popitem(last=False)
-        if self.draining or len(self.running) >= self.capacity:
+        if self.draining or (len(self.running) >= self.capacity
+                             and len(self.waiting) >= self.prefetch):
             self._queue_report(Report(
                 task_id=d.task_id, attempt=d.attempt, state=ReportState.REJECTED,
                 error="worker draining" if self.draining else "worker full", finished_at=_now()))
             return
+        if len(self.running) >= self.capacity:
+            self.waiting.append(d)
+            return
+        self._start(d)
+
+    def _start(self, d: Delivery) -> None:
+        ref = d.ref
         handler = registry.get(d.command)
         if handler is None:
             self._queue_report(Report(
@@ -384,6 +397,19 @@ class Worker:
             timer.cancel()
             self.running.pop(rt.ref.task_id, None)
         self._queue_report(self._report(rt, state, finished_at=_now(), **fields))
+        self._fill_slots()  # the slot is not idle for a round trip
+
+    def _fill_slots(self) -> None:
+        while self.waiting and not self.draining and len(self.running) < self.capacity:
+            self._start(self.waiting.popleft())
+
+    def _give_back_waiting(self) -> None:
+        """Queued deliveries go back to the queue without using an attempt."""
+        while self.waiting:
+            d = self.waiting.popleft()
+            self._queue_report(Report(task_id=d.task_id, attempt=d.attempt,
+                                      state=ReportState.REJECTED, error="worker draining",
+                                      finished_at=_now()))
 
     def _result_json(self, result: Any) -> str:
         """A handler's result as JSON text PostgreSQL stores, within TASKMASTER_MAX_RESULT_BYTES;
@@ -401,6 +427,13 @@ class Worker:
         return text
 
     def _cancel(self, ref: TaskRef) -> None:
+        for d in self.waiting:
+            if d.ref == ref:
+                self.waiting.remove(d)
+                self._queue_report(Report(task_id=d.task_id, attempt=d.attempt,
+                                          state=ReportState.CANCELLED, error="cancelled",
+                                          finished_at=_now()))
+                return
         rt = self.running.get(ref.task_id)
         if rt is None or rt.ref != ref:
             return
@@ -420,6 +453,7 @@ class Worker:
         if rt is not None and rt.ref == ref and rt.task is not None:
             rt.cancel_requested = True
             rt.task.cancel()
+        self.waiting = deque(d for d in self.waiting if d.ref != ref)
         self._pending.pop(ref, None)
         for seq in [s for s, r in self._unacked.items() if r.ref == ref]:
             del self._unacked[seq]
@@ -442,6 +476,7 @@ class Worker:
             return
         self.draining = True
         log.info("worker %s draining: %d tasks to finish", self.name, len(self.running))
+        self._give_back_waiting()
         if self._out is not None:
             self._out.put_nowait(pb.WorkerMessage(heartbeat=pb.Heartbeat(
                 in_flight=refs_to_pb(self._in_flight()), draining=True)))

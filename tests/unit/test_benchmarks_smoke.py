@@ -22,7 +22,7 @@ TINY = Options(tasks=60, batch=25, concurrency=4, throughput_workers=(1,), laten
                creates=10, in_flight=3, scaling_workers=(1, 2), scaling_tasks_per_slot=2,
                scaling_seconds=0.05, failover_rounds=1, partition_rounds=0, read_rows=500,
                read_requests=5, sse_clients=2, sse_events=50, load_rates=(20,),
-               load_seconds=2.0)
+               load_seconds=2.0, peer_rounds=1, peer_scale=0.002)
 
 
 def test_percentile_interpolates() -> None:
@@ -44,6 +44,9 @@ def test_flags_shape_the_options() -> None:
     assert (opts.load_rates, opts.load_seconds) == ((10, 100), 3.0)
     assert opts.read_rows < Options().read_rows  # --quick
     assert args.only == ["latency", "read"]
+    peers = options_from(build_parser().parse_args(
+        ["--peers", "pgqueuer", "--peer-rounds", "5", "--peer-scale", "0.5"]))
+    assert (peers.peer_rounds, peers.peer_scale) == (5, 0.5)
 
 
 def test_taskmaster_bench_hands_every_argument_to_the_benchmarks(
@@ -95,12 +98,18 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     assert rd["stats_ms"]["n"] == TINY.read_requests
     ld = results["load"]["rates"]["20"]
     assert ld["created"] == ld["expected"] == 40 and ld["held_per_s"] > 0  # the schedule's count
+    for pair, tasks in (("high", 40), ("low", 10)):  # the peer comparison, both sides ran
+        pe = results["peers"][pair]
+        assert pe["tasks"] == tasks and pe["taskmaster_median_per_s"] > 0
+        assert pe["pgqueuer_median_per_s"] > 0 and pe["ratio"] > 0
+        assert set(pe["pgqueuer_cpu_us_per_task"]) == {"peer", "postgres"}
     assert {"coordinator", "scheduler", "worker"} <= set(results["memory_mb"])
     assert len(results["targets"]) == len(report.TARGETS)
 
     text = report.table(results)
     assert "throughput 1w x4" in text and "SSE fan-out, 2 clients" in text
     assert "PostgreSQL alone" in text and "steady load 20/s for 2 s" in text
+    assert "ratio TaskMaster / pgqueuer" in text
     path = report.write(results, tmp_path)
     assert json.loads(path.read_text()) == json.loads((tmp_path / "latest.json").read_text())
 

@@ -1,0 +1,137 @@
+"""Prefetch: a worker whose tasks are short is sent a few deliveries beyond its slots and
+starts the next one the moment a slot frees; one whose tasks are long never is; a drain
+gives the queued deliveries back, and nothing runs twice or is lost on the way.
+
+Real coordinator over gRPC, real PostgreSQL, workers in the test's event loop.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from taskmaster.config import Settings
+from taskmaster.coordinator.session import PREFETCH_AFTER_RUNS, Session
+from taskmaster.store import NewTask, Store
+from tests.helpers import fast_settings, run_workers, serve_coordinator, wait_for
+from tests.integration import sample_tasks
+from tests.integration.test_coordinator import wait_final
+
+
+async def _held_by(store: Store, worker_id: str) -> dict[str, int]:
+    rows = await store.pool.fetch(
+        "SELECT status, count(*) AS n FROM tasks WHERE worker_id = $1 GROUP BY status",
+        worker_id)
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def _status_of(store: Store, task_id: uuid.UUID) -> str:
+    return str(await store.pool.fetchval("SELECT status FROM tasks WHERE id = $1", task_id))
+
+
+async def test_short_tasks_are_prefetched_and_a_drain_gives_them_back(
+    database_url: str, store: Store
+) -> None:
+    settings = fast_settings(prefetch=3)
+    async with serve_coordinator(settings, database_url) as coordinator:
+        async with run_workers(settings, coordinator.port, 1) as pool:
+            [worker] = pool.workers
+            assert worker.prefetch == 3
+            # no-op tasks: once a few have run, its tasks are short
+            await wait_final(store, await store.create_batch(NewTask(command="noop"), 5))
+            blocker, _ = await store.create_task(NewTask(command="progress-steps"))
+            await wait_for(lambda: _is(store, blocker.id, "running"), message="the blocker runs")
+            queued = await store.create_batch(NewTask(command="noop"), 6)
+
+            # its one slot is busy: it holds its prefetch beyond it, and no more
+            await wait_for(lambda: len(worker.waiting) == 3, message="3 deliveries queued")
+            held = await _held_by(store, worker.worker_id)
+            assert held == {"running": 1, "assigned": 3, "completed": 5}, held
+            pending = await store.pool.fetchval(
+                "SELECT count(*) FROM tasks WHERE id = ANY($1) AND status = 'pending'", queued)
+            assert pending == 3
+
+            # a drain gives the queued deliveries back at once; the running task finishes
+            worker.drain()
+            await wait_for(lambda: _count(store, queued, "pending", 6),
+                           message="the queued deliveries back in the queue")
+            assert not worker.waiting
+            sample_tasks.gate(str(blocker.id)).set()
+            await wait_for(lambda: pool.runs[0].done(), message="the worker to leave")
+        assert await _status_of(store, blocker.id) == "completed"
+
+        # another worker runs them, each once
+        async with run_workers(settings, coordinator.port, 1, prefix="v"):
+            done = await wait_final(store, queued)
+        assert {t.status.value for t in done} == {"completed"}
+        moved = await store.pool.fetchval(
+            "SELECT count(*) FROM events WHERE task_id = ANY($1) AND event = 'task_reassigned'",
+            queued)
+        assert moved == 0
+
+
+async def _is(store: Store, task_id: uuid.UUID, status: str) -> bool:
+    return await _status_of(store, task_id) == status
+
+
+async def _count(store: Store, ids: list[uuid.UUID], status: str, n: int) -> bool:
+    got = await store.pool.fetchval(
+        "SELECT count(*) FROM tasks WHERE id = ANY($1) AND status = $2", ids, status)
+    return int(got) == n
+
+
+async def test_a_cancelled_queued_delivery_never_runs(database_url: str, store: Store) -> None:
+    settings = fast_settings(prefetch=2)
+    async with serve_coordinator(settings, database_url) as coordinator, \
+            run_workers(settings, coordinator.port, 1) as pool:
+        [worker] = pool.workers
+        await wait_final(store, await store.create_batch(NewTask(command="noop"), 5))
+        blocker, _ = await store.create_task(NewTask(command="progress-steps"))
+        await wait_for(lambda: _is(store, blocker.id, "running"), message="the blocker runs")
+        [queued] = await store.create_batch(NewTask(command="count_calls"), 1)
+        await wait_for(lambda: len(worker.waiting) == 1, message="the delivery queued")
+        assert (await store.cancel_task(queued)) is not None
+        await wait_for(lambda: _is(store, queued, "cancelled"), message="the cancel to land")
+        sample_tasks.gate(str(blocker.id)).set()
+        await wait_final(store, [blocker.id])
+        assert sample_tasks.CALLS[str(queued)] == 0
+
+
+async def test_long_tasks_are_never_prefetched(database_url: str, store: Store) -> None:
+    settings = fast_settings(prefetch=4, prefetch_below=0.02)
+    async with serve_coordinator(settings, database_url) as coordinator, \
+            run_workers(settings, coordinator.port, 1) as pool:
+        [worker] = pool.workers
+        ids = await store.create_batch(NewTask(command="sleep", payload={"seconds": 0.05}), 12)
+        most = 0
+        deadline = time.monotonic() + 30
+        while not await _count(store, ids, "completed", 12):
+            assert time.monotonic() < deadline, "12 sleep tasks did not finish in 30 s"
+            held = await _held_by(store, worker.worker_id)
+            most = max(most, held.get("assigned", 0) + held.get("running", 0))
+            assert not worker.waiting
+        assert most == 1
+
+
+def test_a_session_counts_prefetch_only_while_its_tasks_are_short() -> None:
+    import asyncio
+
+    s = Session(worker_id="w", name="w", host="h", pid=1, capacity=2, commands=(),
+                outbox=asyncio.Queue(), prefetch=3)
+    assert s.free == 2  # nothing known of its tasks yet
+    for _ in range(PREFETCH_AFTER_RUNS):
+        s.ran(0.001, short_below=0.02)
+    assert s.short_tasks and s.free == 5
+    for _ in range(10):  # they got long: the average follows within a few runs
+        s.ran(0.5, short_below=0.02)
+    assert not s.short_tasks and s.free == 2
+    s.held = {uuid.uuid4(): 1, uuid.uuid4(): 1}
+    assert s.free == 0
+
+
+@pytest.mark.parametrize("name", ["prefetch", "prefetch_below", "max_worker_prefetch"])
+def test_a_negative_prefetch_setting_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match=f"TASKMASTER_{name.upper()}"):
+        Settings(**{name: -1})
