@@ -283,9 +283,7 @@ class Coordinator:
                                     else self._offline([session.worker_id], reason))
         self._offlines.add(write)
         write.add_done_callback(self._offlines.discard)
-        if self.cut_off:
-            # the write waits for PostgreSQL; the stream must end now, so that the worker
-            # moves (its new coordinator takes over its lease: this write then does nothing)
+        if self.cut_off:  # the write waits for PostgreSQL; the stream must end now
             return
         await asyncio.shield(write)
 
@@ -565,8 +563,12 @@ class Coordinator:
                     log.error("coordinator %s: PostgreSQL has not answered for %.1fs (%s); "
                               "sending its %d workers to another coordinator", self.name,
                               silent, exc or type(exc).__name__, len(self.sessions))
+                    # dropped here, not put offline: they keep their tasks where they go (one
+                    # that goes nowhere has its lease lapse, and any coordinator puts them back)
                     for s in list(self.sessions.values()):
+                        s.closed = True
                         s.send(Close("this coordinator cannot reach PostgreSQL"))
+                    self.sessions.clear()
             await asyncio.sleep(interval)
 
     async def renew(self) -> None:
