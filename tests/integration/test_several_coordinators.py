@@ -21,8 +21,8 @@ from tests.integration.test_coordinator import task_of, wait_final
 
 
 def lease_settings(**changes: Any) -> Settings:
-    """Short leases (1 s), so lapses happen within a test."""
-    return fast_settings(heartbeat_interval=0.2, heartbeat_misses=5, **changes)
+    """Short leases (2 s), so lapses happen within a test."""
+    return fast_settings(heartbeat_interval=0.2, heartbeat_misses=10, **changes)
 
 
 async def start(settings: Settings, database_url: str) -> CoordinatorServer:
