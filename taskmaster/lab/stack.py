@@ -245,6 +245,9 @@ class Stack:
         """Every panel in one layout, started and connected to the event stream."""
         online = await self.online_workers()
         options.setdefault("workers", len(online))
+        if "coordinators" not in options and await _coordinators(self.client) > 1:
+            # several: a row of buttons each in the Worker Control panel
+            options["coordinators"] = list((await self.client.pool())["coordinators"])
         dash = Dashboard(self.client, **options)
         self._dashboards.append(dash)
         dash.start()
