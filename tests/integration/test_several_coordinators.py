@@ -228,3 +228,14 @@ async def test_a_coordinator_whose_lease_on_a_worker_was_taken_closes_its_stream
 
 async def _status(store: Store, task_id: uuid.UUID, status: TaskStatus) -> bool:
     return (await task_of(store, task_id)).status is status
+
+
+async def test_a_worker_dials_a_dns_name_with_grpc_round_robin(database_url: str,
+                                                                store: Store) -> None:
+    settings = lease_settings()
+    async with coordinators(settings, database_url, 1) as [a], \
+            workers(settings, f"dns:///localhost:{a.port}", ["by-name"]) as pool:
+        assert pool.workers[0].target == f"dns:///localhost:{a.port}"
+        ids = await store.create_batch(NewTask(command="noop"), 20)
+        tasks = await wait_final(store, ids)
+        assert {t.worker_id for t in tasks} == {pool.workers[0].worker_id}
