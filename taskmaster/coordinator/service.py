@@ -68,6 +68,8 @@ PRUNE_ROUNDS = 20
 # heartbeat intervals without an answer from PostgreSQL after which a coordinator sends its
 # workers elsewhere (cut off: it cannot write their reports, and their leases will lapse)
 CUT_OFF_AFTER = 1.5
+# seconds the row of a coordinator whose lease lapsed is kept (then housekeeping deletes it)
+COORDINATOR_ROWS_KEPT = 3600.0
 
 __all__ = ["Ack", "Acks", "Assign", "Cancel", "Close", "Coordinator", "CutOff", "IdentityRefused",
            "Joined",
@@ -483,6 +485,8 @@ class Coordinator:
                 await self.store.compact_counts(60.0)
                 await self.store.prune_events(self.settings.event_retention)
                 await self.prune()
+                # rows of coordinators that died long ago (a stopping one removes its own)
+                await self.store.drop_coordinator("", COORDINATOR_ROWS_KEPT)
 
     async def prune(self) -> int:
         """Delete finished tasks older than TASKMASTER_TASK_RETENTION (in batches, at most
