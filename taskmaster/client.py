@@ -19,6 +19,10 @@ import aiohttp
 
 from taskmaster import __version__
 from taskmaster.pool import validate_action
+from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
+
+# the paths that need the stack's pool token (the scheduler's /api/pool/* and /api/reset)
+POOL_PATHS = ("/api/pool", "/api/reset")
 
 log = logging.getLogger(__name__)
 
@@ -154,9 +158,13 @@ class Client:
         backoff_min: float = 0.1,
         backoff_max: float = 5.0,
         pool_timeout: float = 120.0,
+        pool_token: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        # None: the one the stack at base_url left for this user (looked up at each call,
+        # so a restarted stack's new token is found)
+        self.pool_token = pool_token
         self.timeout = timeout
         self.sse_idle_timeout = sse_idle_timeout
         # scaling down and graceful stops wait for workers to drain; the scheduler bounds
@@ -191,14 +199,20 @@ class Client:
 
     async def _call(
         self, method: str, path: str, *, body: Any = None, params: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None, pool: bool = False,
     ) -> tuple[Any, Mapping[str, str]]:
         query = {k: str(v) for k, v in (params or {}).items() if v is not None}
         session = self._open()
         # without a timeout of its own the request has the session's (self.timeout)
         limit = session.timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        headers = None
+        if pool or path.startswith(POOL_PATHS):
+            token = self.pool_token if self.pool_token is not None else find_pool_token(
+                self.base_url)
+            headers = {POOL_TOKEN_HEADER: token} if token else None
         async with session.request(
-            method, self.base_url + path, json=body, params=query or None, timeout=limit
+            method, self.base_url + path, json=body, params=query or None, timeout=limit,
+            headers=headers,
         ) as resp:
             data = _decode(await resp.read())
             if resp.status >= 400:
@@ -210,7 +224,7 @@ class Client:
 
     async def _pool_action(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         timeout = max(self.timeout, self.pool_timeout)
-        return (await self._call("POST", path, body=body, timeout=timeout))[0]
+        return (await self._call("POST", path, body=body, timeout=timeout, pool=True))[0]
 
     # tasks
     async def schedule(
@@ -287,7 +301,7 @@ class Client:
 
     async def pool(self) -> dict[str, Any]:
         """GET /api/pool: what the pool manager runs."""
-        return await self._json("GET", "/api/pool")
+        return (await self._call("GET", "/api/pool", pool=True))[0]
 
     async def scale(self, n: int) -> dict[str, Any]:
         """Ask the pool manager for `n` workers (waits while the ones that leave drain)."""
@@ -307,6 +321,14 @@ class Client:
         if name:
             body["name"] = name
         return await self._pool_action(f"/api/pool/coordinator/{action}", body)
+
+    async def autoscale(self) -> dict[str, Any]:
+        """GET /api/pool/autoscale: the autoscaler's settings, workers and last decisions."""
+        return await self._json("GET", "/api/pool/autoscale")
+
+    async def set_autoscale(self, **changes: Any) -> dict[str, Any]:
+        """PUT /api/pool/autoscale: e.g. enabled=True, min=1, max=6, target="wait=2"."""
+        return await self._json("PUT", "/api/pool/autoscale", changes)
 
     # health
     async def healthz(self) -> bool:

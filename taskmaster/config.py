@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -13,6 +14,12 @@ ENV_PREFIX = "TASKMASTER_"
 
 def _env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
+
+
+# secrets: each is read from TASKMASTER_X, or from the file TASKMASTER_X_FILE names (a
+# mounted secret), never shown in a repr, and given to a child process only if it needs it
+SECRETS = ("database_url", "api_token", "api_read_token", "cluster_token", "pool_token",
+           "control_token")
 
 
 # limits and batch sizes below 1 would refuse everything or never make progress
@@ -35,7 +42,7 @@ class Settings:
         metadata={"help": "state folder (embedded database, logs, stack file)"},
     )
     database_url: str = field(
-        default="",
+        default="", repr=False,
         metadata={"help": "PostgreSQL URL; empty starts an embedded PostgreSQL under home"},
     )
     url: str = field(
@@ -188,6 +195,29 @@ class Settings:
         metadata={"help": "queue depth at which a steady load pauses until the queue is "
                           "shorter"},
     )
+    autoscale: str = field(
+        default="",
+        metadata={"help": "MIN:MAX workers the local stack's autoscaler keeps the pool "
+                          "between (empty: off; `taskmaster up --autoscale 1:6`)"},
+    )
+    autoscale_target: str = field(
+        default="wait=2",
+        metadata={"help": "what the autoscaler aims at: wait=SECONDS of queue wait or "
+                          "backlog=TASKS waiting per slot"},
+    )
+    autoscale_cooldown_up: float = field(
+        default=3.0,
+        metadata={"help": "seconds demand must stay higher (and since the last resize) "
+                          "before the autoscaler adds workers"},
+    )
+    autoscale_cooldown_down: float = field(
+        default=15.0,
+        metadata={"help": "seconds demand must stay lower (and since the last resize) "
+                          "before the autoscaler drains workers"},
+    )
+    autoscale_interval: float = field(
+        default=1.0, metadata={"help": "seconds between two looks of the autoscaler"}
+    )
     rate_limit: float = field(
         default=0.0, metadata={"help": "requests per second per client, 0 = unlimited"}
     )
@@ -198,13 +228,45 @@ class Settings:
     )
     # security and operations
     api_token: str = field(
-        default="", metadata={"help": "bearer token required by mutating HTTP endpoints"}
+        default="", repr=False,
+        metadata={"help": "bearer token required by mutating HTTP endpoints"}
     )
     api_read_token: str = field(
-        default="", metadata={"help": "bearer token required by reading HTTP endpoints"}
+        default="", repr=False,
+        metadata={"help": "bearer token required by reading HTTP endpoints"}
+    )
+    allowed_hosts: str = field(
+        default="",
+        metadata={"help": "comma-separated host names the scheduler answers to besides IP "
+                          "addresses, one-label names (localhost, a service), names under "
+                          ".localhost/.local/.internal/.home.arpa and this machine's name "
+                          "(others get 421: DNS rebinding); * = any"},
+    )
+    allowed_origins: str = field(
+        default="",
+        metadata={"help": "comma-separated web page origins (http://host:port) allowed to call "
+                          "the API from a browser (others get 403); * = any"},
     )
     cluster_token: str = field(
-        default="", metadata={"help": "token a worker must present to join the coordinator"}
+        default="", repr=False,
+        metadata={"help": "token a worker must present to join the coordinator"}
+    )
+    pool_token: str = field(
+        default="", repr=False,
+        metadata={"help": "token the pool API (/api/pool/*, /api/reset) needs in the "
+                          "X-TaskMaster-Pool-Token header; `taskmaster up` and `taskmaster demo` "
+                          "generate one when none is set and leave it in an owner-only file "
+                          "(README, Security)"},
+    )
+    no_pool_token: bool = field(
+        default=False,
+        metadata={"help": "`taskmaster up`/`demo` generate no pool token: their pool API needs "
+                          "none (any program on this machine may scale, kill and reset)"},
+    )
+    control_token: str = field(
+        default="", repr=False,
+        metadata={"help": "secret the scheduler shows the supervisor's control API (`taskmaster "
+                          "up` generates it for the scheduler it starts)"},
     )
     tls_cert: str = field(
         default="",
@@ -255,6 +317,8 @@ class Settings:
         values: dict[str, Any] = {}
         for f in fields(cls):
             raw = env.get(_env_name(f.name))
+            if (raw is None or raw == "") and f.name in SECRETS:
+                raw = _read_secret_file(f.name, env.get(_env_name(f.name) + "_FILE"))
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.name, raw, type(f.default))
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -278,6 +342,27 @@ class Settings:
                 value = "1" if value else "0"
             out[_env_name(f.name)] = str(value)
         return out
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^:/@\s]*):[^/\s]*@", re.I)
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|sslpassword)=)[^&\s]*", re.I)
+
+
+def redact(text: str) -> str:
+    """Text with the password of every URL in it replaced by ***
+    (postgresql://app:secret@db/x -> postgresql://app:***@db/x)."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:***@", text)
+    return _QUERY_PASSWORD.sub(lambda m: f"{m['head']}***", text)
+
+
+def _read_secret_file(name: str, path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{_env_name(name)}_FILE={path!r} cannot be read: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
 
 
 def _parse(name: str, raw: str, kind: type) -> Any:

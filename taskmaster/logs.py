@@ -8,6 +8,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from taskmaster.config import redact
+
 # fields that library code passes in `extra` and that JSON lines carry
 FIELDS = ("task_id", "worker_id", "attempt", "request_id",
           "method", "path", "route", "status", "duration_ms", "remote")
@@ -39,14 +41,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's lines with every URL's password replaced by *** (a database
+    URL in an error message, a traceback or a third party's log line)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The inner formatter's line, redacted."""
+        return redact(self.inner.format(record))
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Set up the root logger for a CLI process."""
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(RedactingFormatter(JsonFormatter()))
     else:
-        handler.setFormatter(logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+        handler.setFormatter(RedactingFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -118,6 +118,8 @@ class EventType(enum.StrEnum):
     WORKER_OFFLINE = "worker_offline"
     # every task, event and counter was cleared (POST /api/reset); the first event after it
     STACK_RESET = "stack_reset"
+    # the autoscaler resized the worker pool (data: from, to, reason)
+    POOL_SCALED = "pool_scaled"
     # sent by the feed itself, never stored: a reconnecting client missed more than the
     # replay limit (TASKMASTER_SSE_REPLAY)
     REPLAY_TRUNCATED = "replay_truncated"

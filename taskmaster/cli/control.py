@@ -39,7 +39,8 @@ class Stack:
         self.settings = settings
         # a control API, or a scheduler, whose /api/pool has the same paths
         self.control = ControlClient(control_url,
-                                     token=settings.api_token or settings.api_read_token)
+                                     token=settings.api_token or settings.api_read_token,
+                                     pool_token=settings.pool_token or None)
         self.read_token = settings.api_read_token or settings.api_token
 
     async def online_workers(self, scheduler: str) -> set[str] | None:
@@ -131,7 +132,8 @@ async def _answering(settings: Settings, url: str, named_by: str) -> str:
     """url, once a scheduler (or control API) answers GET /api/pool there."""
     token = settings.api_token or settings.api_read_token
     try:
-        async with ControlClient(url, token=token, timeout=PROBE_TIMEOUT) as probe:
+        async with ControlClient(url, token=token, timeout=PROBE_TIMEOUT,
+                                 pool_token=settings.pool_token or None) as probe:
             await probe.pool()
     except ControlError:
         return url  # it answers (a refusal is reported by the command itself)
@@ -258,6 +260,48 @@ def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
     return command
 
 
+def cmd_autoscale(args: argparse.Namespace) -> int:
+    """Show the autoscaler of the running stack, or change it."""
+    from taskmaster.autoscale import parse_range
+    from taskmaster.errors import InvalidInput
+
+    changes: dict[str, Any] = {}
+    for name in ("target", "step_up", "step_down", "cooldown_up", "cooldown_down"):
+        if getattr(args, f"as_{name}") is not None:
+            changes[name] = getattr(args, f"as_{name}")
+    state = args.state
+    if state in ("on", "off"):
+        changes["enabled"] = state == "on"
+    elif state is not None:
+        try:
+            changes["min"], changes["max"] = parse_range(state, settings_from(args).max_workers)
+        except InvalidInput as exc:
+            print(f"error: {exc} (or on, off)", file=sys.stderr)
+            return 2
+        changes["enabled"] = True
+
+    async def body(stack: Stack) -> int:
+        status = await stack.control.autoscale(**changes)
+        _say(autoscale_line(status))
+        return 0
+
+    return _run_async(args, body)
+
+
+def autoscale_line(status: dict[str, Any]) -> str:
+    """The autoscaler's state in a few lines."""
+    head = (f"autoscale {'on' if status['enabled'] else 'off'}: {status['min']}..{status['max']}"
+            f" workers, target {status.get('target_text')}, cool-downs up "
+            f"{status['cooldown_up']:g}s down {status['cooldown_down']:g}s, steps up "
+            f"{status['step_up']} down {status['step_down']}; {status['workers']} running")
+    last = status.get("last_change")
+    if last:
+        head += f"\n  last resize: {last['from']} -> {last['to']} ({last['reason']})"
+    if status.get("last_decision"):
+        head += f"\n  last look: {status['last_decision']['reason']}"
+    return head
+
+
 async def _finish(stack: Stack, args: argparse.Namespace) -> int:
     pool = await stack.control.pool()
     ok = True
@@ -301,6 +345,22 @@ def add_commands(sub: Any, option: Callable[..., None]) -> None:
                    help="SIGTERM: the worker finishes its tasks, then leaves")
     common(p)
     p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("autoscale", help="show or change the autoscaler of the running stack")
+    p.add_argument("state", nargs="?", metavar="on|off|MIN:MAX",
+                   help="turn it on or off, or on between MIN and MAX workers (e.g. 1:6)")
+    p.add_argument("--target", dest="as_target", metavar="wait=SECONDS|backlog=TASKS",
+                   help="queue wait to aim at, or waiting tasks per slot")
+    p.add_argument("--step-up", dest="as_step_up", type=int, metavar="N",
+                   help="most workers added at once")
+    p.add_argument("--step-down", dest="as_step_down", type=int, metavar="N",
+                   help="most workers drained at once")
+    p.add_argument("--cooldown-up", dest="as_cooldown_up", type=float, metavar="SECONDS",
+                   help="seconds of higher demand (and since a resize) before it grows")
+    p.add_argument("--cooldown-down", dest="as_cooldown_down", type=float, metavar="SECONDS",
+                   help="seconds of lower demand (and since a resize) before it shrinks")
+    common(p, wait=False)
+    p.set_defaults(func=cmd_autoscale)
 
     p = sub.add_parser("coordinator-crash",
                        help="SIGKILL the coordinator; the supervisor restarts it")

@@ -68,6 +68,9 @@ def working_copies(source: Path, home: Path) -> tuple[Path, list[str]]:
         elif digest != manifest.get(nb.name):
             kept.append(nb.name)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    # the shipped recordings, which 13_replay opens (the Record button saves beside them)
+    if (source / "recordings").is_dir():
+        shutil.copytree(source / "recordings", target / "recordings", dirs_exist_ok=True)
     return target, kept
 
 

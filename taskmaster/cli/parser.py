@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from taskmaster.cli import components, control, health, presenter, stack
+from taskmaster.cli import components, control, health, presenter, record, stack
 from taskmaster.cli.options import common, option, settings_from
+from taskmaster.config import redact
 from taskmaster.logs import configure_logging
 
 
@@ -31,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address the coordinator binds; 0.0.0.0 lets workers on other hosts "
                    "join [default 127.0.0.1]")
     for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port",
-                 "api_token", "cluster_token"):
+                 "api_token", "cluster_token", "no_pool_token"):
         option(p, name)
+    option(p, "autoscale", metavar="MIN:MAX")
+    option(p, "autoscale_target", metavar="wait=SECONDS|backlog=TASKS")
     common(p)
     p.set_defaults(func=stack.cmd_up)
 
@@ -41,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebooks", default=None, help="notebooks folder [default ./notebooks]")
     p.add_argument("--lab-port", type=int, default=8888, help="JupyterLab port [default 8888]")
     p.add_argument("--no-browser", action="store_true", help="do not open a browser")
-    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port", "api_token"):
+    for name in ("database_url", "concurrency", "scheduler_port", "coordinator_port", "api_token",
+                 "no_pool_token"):
         option(p, name)
     common(p)
     p.set_defaults(func=stack.cmd_demo)
@@ -95,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     control.add_commands(sub, option)
     presenter.add_commands(sub, option)
     health.add_commands(sub, option)
+    record.add_commands(sub, option)
     return parser
 
 
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = settings_from(args)
     except ValueError as exc:
-        parser.error(str(exc))
+        parser.error(redact(str(exc)))
     configure_logging(settings.log_level, settings.log_format)
     try:
         return int(args.func(args) or 0)

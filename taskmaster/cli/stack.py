@@ -15,12 +15,22 @@ from typing import Any
 
 from taskmaster.cli.options import run, settings_from, until_signal
 from taskmaster.cli.tables import table
-from taskmaster.config import Settings
+from taskmaster.config import Settings, redact
+from taskmaster.tokens import token_path
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Run the whole stack in the foreground until Ctrl-C."""
     settings = settings_from(args)
+
+    from taskmaster.autoscale import from_settings
+    from taskmaster.errors import InvalidInput
+
+    try:
+        autoscale = from_settings(settings)
+    except InvalidInput as exc:
+        print(f"error: --{(exc.field or 'autoscale').replace('_', '-')}: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> int:
         from taskmaster.cluster.local import LocalCluster
@@ -28,7 +38,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency,
                                pool_api=not args.no_pool_api,
-                               coordinator_host=args.coordinator_host,
+                               coordinator_host=args.coordinator_host, autoscale=autoscale,
                                coordinators=args.coordinators, schedulers=args.schedulers)
         print(f"starting TaskMaster: database, {args.coordinators} coordinator(s), "
               f"{args.schedulers} scheduler(s), {args.workers} workers ...", flush=True)
@@ -41,12 +51,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         except BaseException:
             await cluster.stop(grace=2.0)
             raise
-        db = "embedded PostgreSQL" if not settings.database_url else settings.database_url
+        db = "embedded PostgreSQL" if not settings.database_url else redact(settings.database_url)
         print(f"TaskMaster is up: API {cluster.url}  coordinator {cluster.coordinator_address}  "
               f"database {db}", flush=True)
         print(table(cluster.status()), flush=True)
         print(f"control API {cluster.control_url} (taskmaster ps | scale N | kill WORKER | "
               "coordinator-crash)", flush=True)
+        if cluster.settings.pool_token:
+            print(f"pool token (scale, kill, reset) in {token_path(cluster.url)}, for this user "
+                  "only; the CLI and the notebooks find it", flush=True)
+        if autoscale.enabled:
+            print(f"autoscale {autoscale.min}:{autoscale.max} workers, target "
+                  f"{autoscale.target_text} (taskmaster autoscale ... changes it)", flush=True)
         print(f"try: curl {cluster.url}/api/stats    (Ctrl-C stops everything)", flush=True)
         try:
             await until_signal()

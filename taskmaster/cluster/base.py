@@ -75,6 +75,12 @@ class Supervisor(Cluster, Protocol):
     def describe(self) -> dict[str, Any]:
         """What GET /api/pool answers: manager, addresses, running workers, members."""
 
+    def autoscale_status(self) -> dict[str, Any]:
+        """What GET /api/pool/autoscale answers: the autoscaler's settings and decisions."""
+
+    async def configure_autoscale(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """PUT /api/pool/autoscale: change the autoscaler's settings; its status after."""
+
 
 def pid_alive(pid: int) -> bool:
     """True while a process with this pid exists (ours or not)."""

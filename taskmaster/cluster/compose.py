@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from taskmaster.autoscale import Policy
+from taskmaster.cluster.autoscaler import AutoscaleLoop, Record, Stats
 from taskmaster.cluster.base import ROLES, MemberInfo, UnknownWorker
 from taskmaster.pool import compose_argv, validate_action
 
@@ -80,6 +82,7 @@ class ComposeCluster:
         self.file = str(file) if file is not None else None
         self.project = project
         self.initial_workers = workers
+        self.workers_wanted = workers  # the N of the last `up --scale worker=N`
         self.env = env
         self.cwd = str(cwd) if cwd is not None else None
         self.timeout = timeout
@@ -153,7 +156,19 @@ class ComposeCluster:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise ValueError("workers must be an integer >= 0")
         await self.run(self.argv("scale", n))
+        self.workers_wanted = n
         return await self.members()
+
+    def autoscaler(self, policy: Policy, stats: Stats, *, concurrency: int = 1,
+                   max_workers: int = 32, record: Record | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> AutoscaleLoop:
+        """The local stack's autoscaler driving this project: the same policy, on the
+        figures `stats` reads (e.g. a Client's stats on the scheduler at :8081); each
+        resize is an `up --scale worker=N -d` (workers past N get SIGTERM and drain within
+        compose.yaml's stop_grace_period). Start it with .start(), stop it with .stop()."""
+        return AutoscaleLoop(policy, stats=stats, current=lambda: self.workers_wanted,
+                             scale=self.scale, record=record, concurrency=concurrency,
+                             max_workers=max_workers, clock=clock)
 
     async def kill_worker(self, name: str, graceful: bool = False) -> MemberInfo:
         """`docker kill <container>` (SIGKILL), or `docker stop` (SIGTERM, drain) if graceful.
@@ -250,6 +265,10 @@ def _ready(members: list[MemberInfo], workers: int) -> bool:
             and sum(m["role"] == "worker" for m in running) == workers)
 
 
+# one-shot services of compose.yaml that prepare the stack (its database passwords)
+SETUP_SERVICES = frozenset({"secrets"})
+
+
 def parse_inspect(text: str) -> list[MemberInfo]:
     """Members from `docker inspect` of a project's containers, in role order."""
     try:
@@ -260,6 +279,8 @@ def parse_inspect(text: str) -> list[MemberInfo]:
     for c in rows:
         labels = (c.get("Config") or {}).get("Labels") or {}
         service = str(labels.get("com.docker.compose.service", ""))
+        if service in SETUP_SERVICES:
+            continue  # it ran once, before the stack; not a member
         # coordinator-2, scheduler-2: more of the same role
         base = re.sub(r"-\d+$", "", service)
         role = base if base in ROLES else service

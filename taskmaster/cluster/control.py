@@ -23,7 +23,16 @@ from aiohttp import web
 from taskmaster.cluster.base import Supervisor, UnknownWorker, pid_alive
 from taskmaster.errors import InvalidInput
 from taskmaster.pool import member_name, validate_action, validate_flag, validate_workers
-from taskmaster.web import Handler, bearer_ok, error, read_object
+from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
+from taskmaster.web import (
+    BrowserPolicy,
+    Handler,
+    bearer_ok,
+    browser_guard,
+    error,
+    pool_token_refusal,
+    read_object,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +96,8 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
     if "Origin" in request.headers:
         # only programs call this API; a web page must not reach it through a browser
         return error(403, "requests from web pages are refused", "Origin")
-    token = request.app[CLUSTER].settings.api_token
-    if token and request.path != "/healthz" and not bearer_ok(request, token):
-        return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
-                     "Authorization")
+    if request.path != "/healthz" and (refused := _refusal(request)) is not None:
+        return refused
     try:
         return await handler(request)
     except InvalidInput as exc:
@@ -101,6 +108,20 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return error(exc.status, exc.reason)
+
+
+def _refusal(request: web.Request) -> web.Response | None:
+    """The scheduler shows the supervisor's secret; a program of the stack's user shows the
+    pool token; a stack without either (opted out) takes the API token when one is set."""
+    settings = request.app[CLUSTER].settings
+    if settings.control_token and bearer_ok(request, settings.control_token):
+        return None
+    if settings.pool_token:
+        return pool_token_refusal(request, settings.pool_token)
+    if settings.api_token and not bearer_ok(request, settings.api_token):
+        return error(401, "missing or wrong bearer token (Authorization: Bearer <token>)",
+                     "Authorization")
+    return None
 
 
 def _cluster(request: web.Request) -> Supervisor:
@@ -137,18 +158,31 @@ async def _coordinator(request: web.Request) -> web.Response:
     return web.json_response({"member": member, "members": cluster.status()})
 
 
+async def _autoscale(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    if request.method == "GET":
+        return web.json_response(cluster.autoscale_status())
+    return web.json_response(await cluster.configure_autoscale(await read_object(request)))
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 def make_control_app(cluster: Supervisor) -> web.Application:
     """The control API of one supervisor (a LocalCluster) (same paths as the scheduler's /api/pool)."""
-    app = web.Application(middlewares=[_middleware], client_max_size=64 * 1024)
+    # no setting widens it: only the programs of this machine call it
+    only_programs = "the control API answers programs on this machine only"
+    policy = BrowserPolicy(host_fix=only_programs, origin_fix=only_programs)
+    app = web.Application(middlewares=[browser_guard(policy), _middleware],
+                          client_max_size=64 * 1024)
     app[CLUSTER] = cluster
     app.router.add_get("/api/pool", _pool)
     app.router.add_post("/api/pool/scale", _scale)
     app.router.add_post("/api/pool/workers/{name}/kill", _kill)
     app.router.add_post("/api/pool/coordinator/{action}", _coordinator)
+    app.router.add_get("/api/pool/autoscale", _autoscale)
+    app.router.add_put("/api/pool/autoscale", _autoscale)
     app.router.add_get("/healthz", _healthz)
     return app
 
@@ -207,9 +241,12 @@ class ControlError(Exception):
 class ControlClient:
     """Client of a control API: pool(), scale(n), kill_worker(name), coordinator(action)."""
 
-    def __init__(self, url: str, token: str = "", timeout: float = 120.0) -> None:
+    def __init__(self, url: str, token: str = "", timeout: float = 120.0,
+                 pool_token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
+        # None: the one the stack at url left for this user (see taskmaster.tokens)
+        self.pool_token = find_pool_token(self.url) if pool_token is None else pool_token
         self.timeout = timeout
         self._session: aiohttp.ClientSession | None = None
 
@@ -228,6 +265,8 @@ class ControlClient:
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
         if self._session is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            if self.pool_token:
+                headers[POOL_TOKEN_HEADER] = self.pool_token
             self._session = aiohttp.ClientSession(
                 headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout))
         async with self._session.request(method, self.url + path, json=body) as resp:
@@ -262,3 +301,9 @@ class ControlClient:
             body["name"] = name
         return await self._call("POST", f"/api/pool/coordinator/{quote(action, safe='')}",
                                 body)
+
+    async def autoscale(self, **changes: Any) -> dict[str, Any]:
+        """The autoscaler's settings and last decisions; with changes, PUT them first."""
+        if changes:
+            return await self._call("PUT", "/api/pool/autoscale", changes)
+        return await self._call("GET", "/api/pool/autoscale")

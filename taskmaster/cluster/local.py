@@ -21,7 +21,9 @@ from typing import Any
 
 import aiohttp
 
+from taskmaster.autoscale import Policy, from_settings
 from taskmaster.client import ApiError, Client
+from taskmaster.cluster.autoscaler import AutoscaleLoop
 from taskmaster.cluster.base import MemberInfo, UnknownMember, UnknownWorker
 from taskmaster.cluster.control import (
     ControlServer,
@@ -30,16 +32,23 @@ from taskmaster.cluster.control import (
     write_stack_file,
 )
 from taskmaster.cluster.preflight import HomeLock, StackConflict, claim
-from taskmaster.config import Settings
+from taskmaster.config import ENV_PREFIX, SECRETS, Settings
 from taskmaster.errors import EXIT_CANNOT_LISTEN
 from taskmaster.pool import compose_command, validate_action, validate_workers
-from taskmaster.store import prepare
+from taskmaster.store import Store, prepare
 from taskmaster.store.embedded import resolve_database
+from taskmaster.tokens import new_token, remove_pool_token, write_pool_token
 
 log = logging.getLogger(__name__)
 
 # a core member that exits this many times in a row because its port is taken stays down
 LISTEN_TRIES = 3
+# the secrets each role is given (taskmaster.config.SECRETS; the others it never sees)
+ROLE_SECRETS: dict[str, tuple[str, ...]] = {
+    "coordinator": ("database_url", "cluster_token"),
+    "scheduler": ("database_url", "api_token", "api_read_token", "pool_token", "control_token"),
+    "worker": ("cluster_token",),
+}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -99,8 +108,14 @@ class LocalCluster:
                  coordinator_port: int | None = None, extra_env: dict[str, str] | None = None,
                  supervise: bool = True, control: bool = True, pool_api: bool = True,
                  stack_file: bool = True, coordinator_host: str | None = None,
-                 coordinators: int = 1, schedulers: int = 1) -> None:
-        self.settings = settings or Settings.from_env()
+                 autoscale: Policy | None = None, coordinators: int = 1,
+                 schedulers: int = 1) -> None:
+        settings = settings or Settings.from_env()
+        # the pool API can stop and kill processes: it needs a token, unless opted out; the
+        # scheduler reaches the control API with a secret of this run's own
+        if pool_api and control and not settings.pool_token and not settings.no_pool_token:
+            settings = settings.with_(pool_token=new_token())
+        self.settings = settings.with_(control_token=new_token()) if control else settings
         if coordinators < 1 or schedulers < 1:
             raise ValueError("a stack needs at least one coordinator and one scheduler "
                              "(--coordinators, --schedulers)")
@@ -132,6 +147,13 @@ class LocalCluster:
         # scale and kills one at a time; coordinator/scheduler (re)starts one at a time
         self._pool_lock = asyncio.Lock()
         self._core_lock = asyncio.Lock()
+        # the autoscaler (on with autoscale=Policy(enabled=True, ...) or TASKMASTER_AUTOSCALE)
+        self.autoscaler = AutoscaleLoop(
+            autoscale or from_settings(self.settings), stats=self._stats,
+            current=lambda: len(self.workers()), scale=self.scale, record=self._record_scaled,
+            concurrency=self.concurrency, max_workers=self.settings.max_workers)
+        self._api: Client | None = None
+        self._store: Store | None = None
 
     # ---- addresses ----
 
@@ -233,6 +255,7 @@ class LocalCluster:
         if self.control is not None:
             scheduler_env["TASKMASTER_POOL_URL"] = self.control_url
             scheduler_env["TASKMASTER_ENABLE_POOL_API"] = "1" if self.pool_api else "0"
+        self._leave_pool_token()  # before the schedulers: whoever finds it, finds the token
         for name, port in zip(self.scheduler_names(), self.scheduler_ports, strict=True):
             await self._spawn(Member(name, "scheduler", [
                 "scheduler", "--port", str(port)], env=scheduler_env))
@@ -243,6 +266,7 @@ class LocalCluster:
             self._watch = asyncio.create_task(self._supervise(), name="supervise")
         self._publish()
         await self.wait_workers(self.initial_workers)
+        self.autoscaler.start()
         return self
 
     async def wait_workers(self, n: int, timeout: float = 60.0) -> None:
@@ -294,8 +318,11 @@ class LocalCluster:
         grace = self.settings.drain_grace if grace is None else grace
         if self.stack_file is not None:
             remove_stack_file(self.stack_file)  # only if it is ours
+        for url in self._token_urls():
+            remove_pool_token(url, self.settings.pool_token)  # only if it is ours
         if self.control is not None:
             await self.control.stop()
+        await self._stop_autoscaler()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -310,6 +337,37 @@ class LocalCluster:
                 await asyncio.to_thread(self._db_handle.cleanup)
             self._db_handle = None
         self._lock.release()
+
+    # ---- the autoscaler (taskmaster.cluster.autoscaler) ----
+
+    def autoscale_status(self) -> dict[str, Any]:
+        """GET /api/pool/autoscale: its settings, the workers and its last decisions."""
+        return self.autoscaler.status()
+
+    async def configure_autoscale(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """PUT /api/pool/autoscale: change its settings (on/off, min/max, target, ...)."""
+        return self.autoscaler.configure(changes)
+
+    async def _stats(self) -> dict[str, Any]:
+        if self._api is None:
+            self._api = Client(self.url, token=self.settings.api_read_token
+                               or self.settings.api_token, timeout=5.0)
+        return await self._api.stats()
+
+    async def _record_scaled(self, decision: dict[str, Any]) -> None:
+        if self._store is None:
+            self._store = await Store.open(self.database_url, min_size=1, max_size=1)
+        await self._store.pool_scaled(decision)
+
+    async def _stop_autoscaler(self) -> None:
+        await self.autoscaler.stop()
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.close()
+            self._store = None
 
     def kill_now(self) -> None:
         """SIGKILL every live member at once, without waiting (e.g. at interpreter exit,
@@ -448,6 +506,25 @@ class LocalCluster:
         return compose_command(action, arg, graceful=graceful, restart=restart,
                                workers=self.initial_workers)
 
+    def _token_urls(self) -> list[str]:
+        if not self.settings.pool_token or not self.scheduler_port:
+            return []
+        return [self.url] + ([self.control_url] if self.control_url else [])
+
+    def _leave_pool_token(self) -> None:
+        """The pool token, in the owner-only file the CLI and the notebooks of this user find
+        by the scheduler's (or the control API's) address."""
+        try:
+            paths = [write_pool_token(url, self.settings.pool_token)
+                     for url in self._token_urls()]
+        except OSError as exc:  # the stack runs; its user passes the token another way
+            log.warning("cannot leave the pool token for the CLI and the notebooks (%s): set "
+                        "TASKMASTER_POOL_TOKEN for them, or XDG_CONFIG_HOME to a writable "
+                        "folder", exc)
+            return
+        if paths:
+            log.info("pool token in %s", ", ".join(map(str, paths)))
+
     def _publish(self) -> None:
         """Rewrite the stack file (the CLI finds the control API through it)."""
         if self.stack_file is None:
@@ -461,10 +538,19 @@ class LocalCluster:
     # ---- processes ----
 
     def _env(self, m: Member) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(self.settings.env())
+        """The member's environment: the stack's settings, and of the secrets only those its
+        role needs (a worker gets the cluster token, never the database URL or an API token);
+        secrets go in the environment, never on a command line (`ps` shows those)."""
+        secret_vars = {ENV_PREFIX + name.upper() + suffix for name in SECRETS
+                       for suffix in ("", "_FILE")}
+        env = {k: v for k, v in os.environ.items() if k not in secret_vars}
+        env.update({k: v for k, v in self.settings.env().items() if k not in secret_vars})
+        needs = ROLE_SECRETS.get(m.role, ())
+        env.update({ENV_PREFIX + name.upper(): str(getattr(self.settings, name))
+                    for name in needs if getattr(self.settings, name)})
+        if "database_url" in needs:
+            env["TASKMASTER_DATABASE_URL"] = self.database_url
         env.update({
-            "TASKMASTER_DATABASE_URL": self.database_url,
             "TASKMASTER_HOME": str(self.home),
             "TASKMASTER_COORDINATOR": self.coordinator_address,
             "PYTHONUNBUFFERED": "1",

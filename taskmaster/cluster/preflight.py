@@ -20,6 +20,7 @@ from typing import IO, Any
 import aiohttp
 
 from taskmaster.cluster.base import pid_alive
+from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
 
 try:  # POSIX; elsewhere the stack file's pid is the only guard
     import fcntl
@@ -107,7 +108,9 @@ async def who_listens(port: int, token: str = "") -> dict[str, Any] | None:
                 body = await resp.json(content_type=None)
                 if not isinstance(body, dict) or "status" not in body:
                     return None
-            async with http.get(url + "/api/pool") as resp:
+            pool_token = find_pool_token(url)  # the other stack's, when it is this user's
+            async with http.get(url + "/api/pool", headers={POOL_TOKEN_HEADER: pool_token}
+                                if pool_token else None) as resp:
                 pool = await resp.json(content_type=None) if resp.status == 200 else {}
     except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
         return None

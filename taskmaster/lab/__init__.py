@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from taskmaster.lab.measure import (
+        ClaimRace,
+        CpuMeter,
         Distribution,
         FencingStory,
         Phase,
         Trickle,
         WorkerSampler,
+        claim_race,
         fencing_walkthrough,
         measure_phase,
         new_key,
@@ -40,6 +43,9 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "Stack": "stack",
     "connect": "stack",
+    "claim_race": "measure",
+    "ClaimRace": "measure",
+    "CpuMeter": "measure",
     "Distribution": "measure",
     "FencingStory": "measure",
     "Phase": "measure",
@@ -55,12 +61,15 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "ClaimRace",
+    "CpuMeter",
     "Distribution",
     "FencingStory",
     "Phase",
     "Stack",
     "Trickle",
     "WorkerSampler",
+    "claim_race",
     "connect",
     "fencing_walkthrough",
     "measure_phase",

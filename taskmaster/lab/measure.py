@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 import pandas as pd
+import psutil
 
 from taskmaster.model import EventType, Report, ReportState, TaskStatus, WorkerStatus
 from taskmaster.notebook.analysis import (
@@ -220,6 +221,93 @@ def strategy_table(results: Sequence[Distribution]) -> pd.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
     return table
+
+
+# ---- the claim under contention ----
+
+@dataclass(frozen=True, slots=True)
+class ClaimRace:
+    """Several claimers emptying one queue at once with the coordinator's claim statement."""
+
+    tasks: int  # tasks in the queue
+    claimers: int
+    rounds: int  # claim statements run in all
+    claims: Counter[str]  # task id -> how many times it was claimed
+    per_claimer: Counter[str]  # claimer -> tasks it got
+    seconds: float
+
+    @property
+    def claimed_twice(self) -> list[str]:
+        """Task ids that more than one claim returned (none, if the claim is sound)."""
+        return [t for t, n in self.claims.items() if n > 1]
+
+
+async def claim_race(store: Store, *, tasks: int = 200, claimers: int = 4,
+                     slots: int = 5) -> ClaimRace:
+    """Fill a scratch Store's queue, then let `claimers` coordinators-to-be claim from it
+    concurrently (`Store.assign`, the `assign_tasks` statement), `slots` tasks per claim,
+    until the queue is empty. What each claim returned is counted per task."""
+    names = [f"claimer-{i + 1}" for i in range(claimers)]
+    for name in names:
+        await store.upsert_worker(worker_id=name, name=name, host="notebook", pid=0,
+                                  capacity=tasks, commands=["sleep"])
+    await store.create_batch(NewTask(command="sleep", payload={"seconds": 0}), tasks)
+    claims: Counter[str] = Counter()
+    per: Counter[str] = Counter()
+    rounds = 0
+
+    async def claimer(name: str) -> None:
+        nonlocal rounds
+        while True:
+            got = await store.assign([name] * slots)
+            rounds += 1
+            if not got:
+                return
+            for delivery in got:
+                claims[str(delivery.task_id)] += 1
+                per[name] += 1
+
+    start = time.perf_counter()
+    await asyncio.gather(*(claimer(n) for n in names))
+    return ClaimRace(tasks=tasks, claimers=claimers, rounds=rounds, claims=claims,
+                     per_claimer=per, seconds=time.perf_counter() - start)
+
+
+# ---- what a task costs ----
+
+class CpuMeter:
+    """CPU seconds each part of a stack used: its members by role, and the PostgreSQL
+    backends serving its database (found by their process title, as `ps` shows them)."""
+
+    def __init__(self, members: Mapping[str, tuple[str, int | None]], database: str) -> None:
+        self.members = dict(members)  # name -> (role, pid)
+        self.database = database
+        self._start: dict[int, tuple[str, float]] = {}
+
+    def _now(self) -> dict[int, tuple[str, float]]:
+        procs = [(role, pid) for role, pid in self.members.values() if pid]
+        for p in psutil.process_iter(["cmdline"]):
+            title = " ".join(p.info["cmdline"] or [])
+            if title.startswith("postgres:") and f" {self.database} " in title:
+                procs.append(("postgresql", p.pid))
+        out: dict[int, tuple[str, float]] = {}
+        for role, pid in procs:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(pid).cpu_times()
+                out[pid] = (role, t.user + t.system)
+        return out
+
+    def start(self) -> CpuMeter:
+        """Take the starting figures."""
+        self._start = self._now()
+        return self
+
+    def per_task(self, tasks: int) -> dict[str, float]:
+        """Microseconds of CPU per task, by role, since start()."""
+        used: dict[str, float] = {}
+        for pid, (role, cpu) in self._now().items():
+            used[role] = used.get(role, 0.0) + cpu - self._start.get(pid, (role, 0.0))[1]
+        return {role: round(seconds / tasks * 1e6, 1) for role, seconds in sorted(used.items())}
 
 
 # ---- fencing ----

@@ -32,16 +32,27 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 
 from taskmaster.client import ApiError, Client
 from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import ASSIGN_STRATEGIES, Settings
+from taskmaster.lab.measure import CpuMeter
 from taskmaster.model import EventType, WorkerStatus
 from taskmaster.notebook.dashboard import Dashboard
-from taskmaster.store import Store, drop_database, prepare, with_database
+from taskmaster.notebook.recording import Replay
+from taskmaster.store import (
+    Store,
+    database_name,
+    drop_database,
+    prepare,
+    start_embedded_again,
+    stop_embedded,
+    with_database,
+    write_activity,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +67,9 @@ async def connect(
     reset: bool = False,
     concurrency: int | None = None,
     timeout: float = 60.0,
+    recording: str | Path | None = None,
+    speed: float = 1.0,
+    embedded: bool = False,
     coordinators: int = 1,
     **settings: Any,
 ) -> Stack:
@@ -66,14 +80,21 @@ async def connect(
     starts or stops workers; no notebook needs to know their names.
     `reset=True` first clears the stack's tasks, events and counts (POST /api/reset), so
     the notebook starts from a known state; a new stack starts empty anyway.
+    `recording=PATH` starts nothing and connects to nothing: the panels replay that
+    recording (`taskmaster record`, or a dashboard's Record button) at `speed` times its pace.
     `own=True` always starts a new stack; so do Settings fields given as keywords
     (e.g. `assign_strategy="random"`, `heartbeat_interval=0.5`), which only a new stack
-    can honour. `coordinators=2`: a stack with at least that many coordinators (the demo's,
-    if it runs that many; else a new one).
+    can honour.
+    `embedded=True` starts a new stack on an embedded PostgreSQL of its own even when
+    TASKMASTER_DATABASE_URL names a server (a notebook that stops its database).
+    `coordinators=2`: a stack with at least that many coordinators (the demo's, if it runs
+    that many; else a new one).
     """
+    if recording is not None:  # no stack at all: the recorded run, replayed
+        return Stack(cast(Client, Replay(recording, speed=speed)))
     url = url or os.environ.get(URL_VARIABLE, "")
     if own is None:
-        own = bool(settings) or not url
+        own = bool(settings) or embedded or not url
     if not own:
         client = Client(url, token=os.environ.get("TASKMASTER_API_TOKEN") or None, timeout=10)
         if await client.readyz() and await _coordinators(client) >= coordinators:
@@ -86,7 +107,7 @@ async def connect(
         await client.close()
         log.info("no stack answers at %s; starting one in this kernel", url)
     return await Stack.start(workers or 0, concurrency=concurrency, timeout=timeout,
-                             coordinators=coordinators, **settings)
+                             embedded=embedded, coordinators=coordinators, **settings)
 
 
 async def _coordinators(client: Client) -> int:
@@ -116,12 +137,15 @@ class Stack:
 
     @classmethod
     async def start(cls, workers: int = 3, *, concurrency: int | None = None,
-                    timeout: float = 60.0, coordinators: int = 1, **overrides: Any) -> Stack:
-        """A new stack of local processes, in a temporary home, on free ports."""
+                    timeout: float = 60.0, embedded: bool = False, coordinators: int = 1,
+                    **overrides: Any) -> Stack:
+        """A new stack of local processes, in a temporary home, on free ports (on an
+        embedded PostgreSQL unless TASKMASTER_DATABASE_URL names a server and not
+        `embedded`)."""
         home = Path(tempfile.mkdtemp(prefix="taskmaster-notebook-")).resolve()
         # the embedded server's runtime files: not in home, which close() removes
         os.environ.setdefault("XDG_RUNTIME_DIR", str(_runtime_dir()))
-        server = os.environ.get("TASKMASTER_DATABASE_URL", "")
+        server = "" if embedded else os.environ.get("TASKMASTER_DATABASE_URL", "")
         database_url = ""
         if server:  # a database of our own on that server, dropped at close
             database_url = with_database(server, f"tm_nb_{os.getpid()}_{secrets.token_hex(4)}")
@@ -138,7 +162,8 @@ class Stack:
             # the port is known once started; a pool action may wait for workers to drain
             token = settings.api_token or settings.api_read_token or None
             stack.client = Client(cluster.url, token=token,
-                                  pool_timeout=settings.drain_grace + 60)
+                                  pool_timeout=settings.drain_grace + 60,
+                                  pool_token=cluster.settings.pool_token)
             stack.database_url = cluster.database_url
             atexit.register(cluster.kill_now)  # the watchdog does the rest
             await stack.wait_workers(workers, timeout)
@@ -310,6 +335,63 @@ class Stack:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
         return found
+
+    async def restart(self, *, graceful: bool = True, timeout: float = 60.0) -> dict[str, float]:
+        """Stop every process of the stack and start them again on the same database, with
+        the same ports and as many workers as were online; seconds {"stop", "start"}.
+
+        graceful: SIGTERM, and each worker finishes the tasks it holds (or hands back, never
+        started, what reached it while draining) within TASKMASTER_DRAIN_GRACE, then the
+        coordinator and the scheduler stop. Otherwise every process is SIGKILLed at once, as
+        a power cut would; what they held stays assigned in PostgreSQL until the new
+        coordinator finds its holders gone. Either way the database is stopped cleanly
+        (an embedded one) and started again.
+        """
+        old = self._own("restarting the stack")
+        n = len(await self.online_workers())
+        started = time.monotonic()
+        if not graceful:
+            for member in old.members.values():
+                member.wanted = False  # its supervisor must not bring them back meanwhile
+            old.kill_now()
+        await old.stop(grace=None if graceful else 0.0)
+        atexit.unregister(old.kill_now)
+        stopped = time.monotonic()
+        cluster = LocalCluster(old.settings, workers=n, concurrency=old.concurrency,
+                               scheduler_port=old.scheduler_port,
+                               coordinator_port=old.coordinator_port,
+                               extra_env=dict(old.extra_env))
+        self.cluster = cluster
+        await cluster.start()
+        atexit.register(cluster.kill_now)
+        self.database_url = cluster.database_url
+        await self.wait_workers(n, timeout)
+        return {"stop": stopped - started, "start": time.monotonic() - stopped}
+
+    def cpu_meter(self) -> CpuMeter:
+        """A CpuMeter over this stack's processes and its database's backends (started)."""
+        cluster = self._own("measuring CPU per process")
+        members = {m.name: (m.role, m.pid) for m in cluster.members.values()}
+        return CpuMeter(members, database_name(self.database_url)).start()
+
+    async def write_activity(self) -> dict[str, int]:
+        """The database's WAL position (bytes) and its rows of tasks and events."""
+        return await write_activity(self.database_url)
+
+    def _embedded_server(self) -> Any:
+        server = getattr(self._own("stopping the database"), "_db_handle", None)
+        if server is None:
+            raise RuntimeError("only an embedded PostgreSQL of a stack started here can be "
+                               "stopped: connect(own=True, embedded=True)")
+        return server
+
+    async def stop_database(self) -> None:
+        """Stop the stack's embedded PostgreSQL now (every connection cut), data kept."""
+        await asyncio.to_thread(stop_embedded, self._embedded_server())
+
+    async def start_database(self) -> None:
+        """Start the embedded PostgreSQL stopped by stop_database() again."""
+        await asyncio.to_thread(start_embedded_again, self._embedded_server())
 
     @contextlib.asynccontextmanager
     async def scratch_store(self) -> AsyncIterator[Store]:

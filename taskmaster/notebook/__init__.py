@@ -19,6 +19,7 @@ then `dash = await stack.dashboard()`.
 import logging
 
 from taskmaster.notebook.analysis import DEMO_GUIDE, Audit, EventRecord, GuideFigures, audit
+from taskmaster.notebook.autoscale import AutoscalePanel
 from taskmaster.notebook.chart import BarChart, ThroughputChart
 from taskmaster.notebook.controls import (
     DEFAULT_COMMANDS,
@@ -32,6 +33,8 @@ from taskmaster.notebook.dashboard import Dashboard
 from taskmaster.notebook.feed import Feed, live
 from taskmaster.notebook.load import SteadyLoadPanel
 from taskmaster.notebook.state import DashboardState, TaskRow
+from taskmaster.notebook.streamlayout import StreamLayout
+from taskmaster.notebook.taskstream import TaskStream
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
 # A notebook kernel configures no logging: without this, the stack's warnings (a member
@@ -43,6 +46,7 @@ __all__ = [
     "DEMO_GUIDE",
     "ActivityLog",
     "Audit",
+    "AutoscalePanel",
     "BarChart",
     "BulkTaskPanel",
     "Dashboard",
@@ -55,8 +59,10 @@ __all__ = [
     "ResetPanel",
     "StatsPanel",
     "SteadyLoadPanel",
+    "StreamLayout",
     "TaskMonitor",
     "TaskRow",
+    "TaskStream",
     "ThroughputChart",
     "WorkerControlPanel",
     "WorkersPanel",

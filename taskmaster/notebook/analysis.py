@@ -307,6 +307,31 @@ def span(events: Iterable[Event], task_ids: Iterable[str]) -> float:
     return max(when(e) for e in done) - min(when(e) for e in mine)
 
 
+def pickup_delays(events: Iterable[Event], task_ids: Iterable[str]) -> list[float]:
+    """Per task, seconds from the moment it could have been assigned to its assignment.
+
+    That moment is the later of its `task_scheduled` event and the last time, before the
+    assignment, that its worker let go of a task (a slot became free there). A burst of
+    50 tasks on 3 slots waits in the queue for seconds; this measures the part that is the
+    scheduler's own doing: a poll-based one adds up to a polling period to every value.
+    """
+    wanted = set(map(str, task_ids))
+    scheduled: dict[str, float] = {}
+    freed: dict[str, float] = {}  # worker id -> when it last let go of a task
+    out: dict[str, float] = {}
+    for e in events:
+        kind, task, worker = e.get("event"), str(e.get("task_id")), e.get("worker_id")
+        if kind == EventType.TASK_SCHEDULED and task not in scheduled:
+            scheduled[task] = when(e)
+        elif kind in _LEAVES and worker is not None:
+            freed[str(worker)] = when(e)
+        elif kind == EventType.TASK_ASSIGNED and task in wanted and task in scheduled \
+                and task not in out:
+            ready = max(scheduled[task], freed.get(str(worker), 0.0))
+            out[task] = max(0.0, when(e) - ready)
+    return list(out.values())
+
+
 @dataclass(frozen=True, slots=True)
 class Failover:
     """A coordinator crash seen from the events: how long until a worker that moved ran a

@@ -18,6 +18,7 @@ from typing import Any
 import ipywidgets as widgets
 import numpy as np
 
+from taskmaster.notebook.snapshot import Panel, Series, Snapshot
 from taskmaster.notebook.state import DashboardState
 
 with warnings.catch_warnings():
@@ -155,6 +156,25 @@ class ThroughputChart(widgets.VBox):
             if not np.array_equal(axis.tick_values, wanted):
                 axis.tick_values = wanted
         return True
+
+    def snapshot(self) -> Snapshot:
+        """The three charts as a still SVG picture (kept in a notebook file, shown by any
+        viewer), from the same series, over everything the state keeps."""
+        state, now = self.state, time.time()
+        samples = list(state.samples)
+        stamps = [t for t, _, _, _ in samples]
+        data = {
+            "completed": state.completed_series(now),
+            "created": state.created_series(now),
+            "queue_depth": (stamps, [q for _, q, _, _ in samples]),
+            "running": (stamps, [r for _, _, r, _ in samples]),
+            "workers": (stamps, [w for _, _, _, w in samples]),
+        }
+        return Snapshot([
+            Panel(title, [Series(label, color, *data[key], step=interpolation == "step-after")
+                          for key, label, color, c, _side, interpolation in SERIES
+                          if c == chart])
+            for chart, title in CHARTS])
 
     def __repr__(self) -> str:
         return "ThroughputChart()"

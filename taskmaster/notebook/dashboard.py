@@ -5,15 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import aiohttp
 import ipywidgets as widgets
 
+from taskmaster.client import ApiError
 from taskmaster.model import EventType
 from taskmaster.notebook.analysis import Audit, EventRecord, audit
+from taskmaster.notebook.autoscale import AutoscalePanel
 from taskmaster.notebook.chart import ThroughputChart
 from taskmaster.notebook.controls import BulkTaskPanel, PoolOps, ResetPanel, WorkerControlPanel
 from taskmaster.notebook.feed import Feed
 from taskmaster.notebook.load import SteadyLoadPanel
+from taskmaster.notebook.recordpanel import RecordButton
+from taskmaster.notebook.snapshot import Snapshot
 from taskmaster.notebook.state import DashboardState
+from taskmaster.notebook.taskstream import TaskStream
 from taskmaster.notebook.views import ActivityLog, StatsPanel, TaskMonitor, WorkersPanel
 
 _FINAL_EVENTS = frozenset({EventType.TASK_COMPLETED, EventType.TASK_FAILED,
@@ -49,12 +55,14 @@ class Dashboard(widgets.VBox):
         self.bulk = BulkTaskPanel(client, commands=commands)
         self.load = SteadyLoadPanel(client, commands=commands)
         self.reset = ResetPanel(client)
+        self.autoscale = AutoscalePanel(client)
         self.controls = WorkerControlPanel(
             pool if pool is not None else client, state=self.state, workers=workers,
             coordinators=coordinators,
         )
         self.stats = StatsPanel(self.state)
         self.chart = ThroughputChart(self.state)
+        self.taskstream = TaskStream(self.state, window=min(window, 60))
         self.monitor = TaskMonitor(self.state)
         self.workers_panel = WorkersPanel(self.state)
         self.activity = ActivityLog(self.state, lines=log_lines)
@@ -62,19 +70,24 @@ class Dashboard(widgets.VBox):
             client,
             self.state,
             views=[self.stats, self.chart, self.monitor, self.workers_panel, self.activity,
-                   self.controls],
+                   self.controls, self.taskstream],
             render_hz=render_hz,
             poll_interval=poll_interval,
         )
         self.events = EventRecord()  # every event, for measuring what the panels show
         self.feed.listeners.append(self.events)
+        self.feed.listeners.append(self.taskstream.on_event)
+        self.feed.listeners.append(self.autoscale.on_event)
+        self.record = RecordButton(self.feed)
         super().__init__(
             children=[
-                widgets.HBox([widgets.VBox([self.bulk, self.load, self.reset],
+                widgets.HBox([widgets.VBox([self.bulk, self.load, self.autoscale, self.reset,
+                                            self.record],
                                            layout=widgets.Layout(width="40%")),
                               _sized(self.controls, widgets.Layout(width="60%"))]),
                 self.stats,
                 self.chart,
+                self.taskstream,
                 widgets.HBox([
                     _sized(self.monitor, widgets.Layout(width="60%")),
                     widgets.VBox([self.workers_panel, self.activity],
@@ -93,14 +106,21 @@ class Dashboard(widgets.VBox):
         """Stop the steady load and the feed, and wait for them."""
         await self.load.stop_and_wait()
         await self.feed.stop()
+        self.record.stop()
 
     async def ready(self, timeout: float = 30.0) -> DashboardState:
         """Wait until the event stream is connected and stats and workers were polled."""
         if not self.feed.running:
             self.start()
-        return await self.feed.wait_for(
+        state = await self.feed.wait_for(
             lambda s: s.connection == "connected" and bool(s.stats), timeout
         )
+        try:
+            await self.autoscale.refresh()
+        except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # no pool manager (a compose stack) or the pool API refused: the panel says so
+            self.autoscale.show(f"Autoscale unavailable: {exc}", ok=False)
+        return state
 
     async def next_event(
         self, predicate: Callable[[dict[str, Any]], Any], timeout: float = 30.0,
@@ -158,6 +178,13 @@ class Dashboard(widgets.VBox):
         """Wait until predicate(state) holds, e.g.
         `lambda s: s.count(EventType.TASK_COMPLETED) >= 50`."""
         return await self.feed.wait_for(predicate, timeout)
+
+    def snapshot(self) -> Snapshot:
+        """The stats line and the three charts as they are now, as a still SVG picture:
+        what a reader of the notebook file sees without running it."""
+        picture = self.chart.snapshot()
+        picture.caption = self.summary()
+        return picture
 
     def summary(self) -> str:
         """One id-free line about the cluster (stable notebook output)."""

@@ -195,5 +195,6 @@ def live(client: Any, *views: Any, **options: Any) -> Feed:
     for view in views:
         view.state = state
     feed = Feed(client, state, views=views, **options)
+    feed.listeners.extend(v.on_event for v in views if hasattr(v, "on_event"))  # e.g. TaskStream
     feed.start()
     return feed

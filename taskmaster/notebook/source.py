@@ -1,4 +1,4 @@
-"""Show the real code: a named SQL query or a Python function, with a link to its lines.
+"""Show the real code: a named SQL query or a Python function, with the file and lines it comes from.
 
 Deep-dive notebooks answer "show me in the code" with the code that runs, read from the
 installed package at display time, never a copy that could drift.
@@ -31,12 +31,13 @@ class Listing:
 
     @property
     def link(self) -> str:
-        """A relative link to the lines (it works where the repository is browsed)."""
+        """A link to the lines relative to notebooks/, for a page that renders the
+        repository (a Lab rooted at notebooks/ cannot open it: the listing shows the path)."""
         return f"{LINK_BASE}{self.path}#L{self.first}-L{self.last}"
 
     def _repr_markdown_(self) -> str:
         return (
-            f"**{self.title}**: [{self.path}, lines {self.first}-{self.last}]({self.link})\n\n"
+            f"**{self.title}**: `{self.path}`, lines {self.first}-{self.last}\n\n"
             f"```{self.language}\n{self.code.rstrip()}\n```"
         )
 

@@ -39,6 +39,7 @@ STATUS_COLORS: dict[str, str] = {
     event_badge(EventType.TASK_RETRYING): "#d97706",
     event_badge(EventType.TASK_REJECTED): "#dc2626",
     event_badge(EventType.STACK_RESET): "#111827",
+    event_badge(EventType.POOL_SCALED): "#0891b2",
 }
 _TABLE = "border-collapse:collapse;width:100%;font-size:12px"
 _CELL = "padding:2px 6px;border-bottom:1px solid #e5e7eb;text-align:left"
@@ -256,6 +257,9 @@ def format_event(
     parts = [html.escape(stamp), badge(event_badge(str(event.get("event", ""))))]
     if event.get("task_id"):
         parts.append(short(event["task_id"]))
+    if event.get("event") == EventType.POOL_SCALED:
+        parts.append(f"workers {html.escape(str(event.get('from')))} &rarr; "
+                     f"{html.escape(str(event.get('to')))}")
     if event.get("name") or event.get("worker_id"):
         parts.append("@" + html.escape(str(event.get("name") or worker_name(event["worker_id"]))))
     for key in DETAILS:

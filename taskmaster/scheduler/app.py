@@ -31,7 +31,15 @@ from taskmaster.scheduler.pool import setup_pool
 from taskmaster.scheduler.reset import setup_reset
 from taskmaster.scheduler.sse import EventHub, encode_feed
 from taskmaster.store import UNAVAILABLE, BadCursor, DatabaseError, Store, prepare
-from taskmaster.web import Handler, bearer_ok, error, read_object, unauthorised
+from taskmaster.web import (
+    BrowserPolicy,
+    Handler,
+    bearer_ok,
+    browser_guard,
+    error,
+    read_object,
+    unauthorised,
+)
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +326,10 @@ def make_app(settings: Settings, database_url: str) -> web.Application:
     """The scheduler application; resources live in cleanup contexts."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
-        middlewares=[errors_middleware, auth_middleware],
+        middlewares=[errors_middleware,
+                     browser_guard(BrowserPolicy.parse(settings.allowed_hosts,
+                                                       settings.allowed_origins)),
+                     auth_middleware],
     )
     app[SETTINGS] = settings
     app[DATABASE_URL] = database_url

@@ -28,7 +28,7 @@ from taskmaster.pool import (
     validate_workers,
 )
 from taskmaster.scheduler.context import STORE
-from taskmaster.web import error, read_object
+from taskmaster.web import Handler, error, pool_token_refusal, read_object
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,10 @@ async def _forward(request: web.Request, method: str, path: str,
     """Send the (validated) request to the supervisor and pass its answer back."""
     settings = request.app[POOL_SETTINGS]
     url = settings.pool_url.rstrip("/") + path
-    headers = {"Authorization": f"Bearer {settings.api_token}"} if settings.api_token else {}
+    # the supervisor's own secret, never the caller's headers: a request the scheduler let
+    # through reaches the supervisor as the scheduler's, nothing of the caller's with it
+    headers = ({"Authorization": f"Bearer {settings.control_token}"} if settings.control_token
+               else {})
     try:
         async with request.app[POOL_HTTP].request(method, url, json=body,
                                                   headers=headers) as resp:
@@ -131,6 +134,22 @@ async def coordinator(request: web.Request) -> web.Response:
                           {"restart": restart, **({"name": name} if name else {})})
 
 
+async def autoscale(request: web.Request) -> web.Response:
+    """GET /api/pool/autoscale: the autoscaler's settings and last decisions; PUT changes
+    them (on/off, min/max, target, ...). The supervisor checks the fields."""
+    settings = request.app[POOL_SETTINGS]
+    if not settings.enable_pool_api:
+        return _refused()
+    body = None if request.method == "GET" else await read_object(request)
+    if not settings.pool_url:
+        return error(501, "no pool manager: this scheduler has no TASKMASTER_POOL_URL (it was "
+                     "not started by `taskmaster up`); the autoscaler runs in the supervisor of "
+                     "`taskmaster up --autoscale MIN:MAX`, or on Kubernetes "
+                     "(deploy/kubernetes/autoscaling)",
+                     command="taskmaster up --autoscale 1:6")
+    return await _forward(request, request.method, "/api/pool/autoscale", body)
+
+
 def _errors(handler: Any) -> Any:
     async def wrapped(request: web.Request) -> web.Response:
         try:
@@ -142,14 +161,33 @@ def _errors(handler: Any) -> Any:
     return wrapped
 
 
+# every path that can stop, start or kill processes, or clear the stack: the pool token
+# guards them all, today's routes and any added later under these prefixes
+POOL_PATHS = ("/api/pool", "/api/reset")
+
+
+@web.middleware
+async def pool_token_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """401 for a pool path without the stack's pool token (when it has one)."""
+    if request.path.startswith(POOL_PATHS):
+        refused = pool_token_refusal(request, request.app[POOL_SETTINGS].pool_token)
+        if refused is not None:
+            return refused
+    return await handler(request)
+
+
 def setup_pool(app: web.Application, settings: Settings) -> None:
-    """Add the /api/pool routes and the HTTP session that forwards them."""
+    """Add the /api/pool routes, the pool token's guard and the HTTP session that forwards
+    them."""
     app[POOL_SETTINGS] = settings
+    app.middlewares.append(pool_token_middleware)  # innermost: after the browser and API checks
     app.cleanup_ctx.append(_http_session)
     app.router.add_get("/api/pool", _errors(get_pool))
     app.router.add_post("/api/pool/scale", _errors(scale))
     app.router.add_post("/api/pool/workers/{name}/kill", _errors(kill_worker))
     app.router.add_post("/api/pool/coordinator/{action}", _errors(coordinator))
+    app.router.add_get("/api/pool/autoscale", _errors(autoscale))
+    app.router.add_put("/api/pool/autoscale", _errors(autoscale))
 
 
 async def _http_session(app: web.Application) -> AsyncIterator[None]:

@@ -5,7 +5,8 @@ every count go; offline worker rows go; live workers stay, their counters zeroed
 transaction, which creates, claims and reports wait for: nothing is half done. Event ids
 keep rising, so an SSE client's Last-Event-ID stays valid, and the feed announces the
 reset with a stack_reset event. Guarded like the pool API: refused (403) unless
-TASKMASTER_ENABLE_POOL_API, and it needs the API token when one is set.
+TASKMASTER_ENABLE_POOL_API, and it needs the pool token (scheduler/pool.py guards it) and
+the API token when they are set.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """PostgreSQL persistence: schema, migrations, named queries and the Store."""
 
+from taskmaster.store.activity import write_activity
 from taskmaster.store.db import (
     close_pool,
     create_pool,
@@ -10,6 +11,7 @@ from taskmaster.store.db import (
     prepare,
     with_database,
 )
+from taskmaster.store.embedded import start_embedded_again, stop_embedded
 from taskmaster.store.errors import RETRYABLE, ROW_ERRORS, UNAVAILABLE, DatabaseError
 from taskmaster.store.listen import Listener
 from taskmaster.store.store import (
@@ -44,5 +46,8 @@ __all__ = [
     "ensure_database",
     "migrate",
     "prepare",
+    "start_embedded_again",
+    "stop_embedded",
     "with_database",
+    "write_activity",
 ]

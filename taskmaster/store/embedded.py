@@ -36,3 +36,18 @@ def resolve_database(database_url: str, home: Path) -> tuple[str, Any]:
     if database_url:
         return database_url, None
     return start_embedded(home)
+
+
+def stop_embedded(server: Any) -> None:
+    """Stop an embedded server now, as an outage would ("fast": every connection is cut),
+    keeping its data; `start_embedded_again(server)` brings it back on the same socket."""
+    from pgserver._commands import pg_ctl  # type: ignore[attr-defined]  # made at import
+
+    log.warning("stopping the embedded PostgreSQL in %s", server.pgdata)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+
+
+def start_embedded_again(server: Any) -> None:
+    """Start an embedded server stopped by stop_embedded (same data, same socket)."""
+    log.info("starting the embedded PostgreSQL in %s again", server.pgdata)
+    server.ensure_postgres_running()

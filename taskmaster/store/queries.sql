@@ -139,6 +139,10 @@ SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2;
 SELECT id, event, ts, task_id::text AS task_id, worker_id, data::text AS data
 FROM events WHERE id > $1 ORDER BY id LIMIT $2;
 
+-- name: pool_scaled
+-- The autoscaler resized the worker pool: $1 the decision (from, to, reason) as JSON text.
+INSERT INTO events (event, data) VALUES ('pool_scaled', $1::text::jsonb) RETURNING id;
+
 -- name: event_ids_after
 SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT $2;
 

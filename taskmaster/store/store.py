@@ -23,6 +23,7 @@ from taskmaster.model import (
     Worker,
     WorkerStatus,
     merge_reports,
+    storable_json,
 )
 from taskmaster.store.db import close_pool, create_pool
 from taskmaster.store.listen import Callback, Listener
@@ -284,6 +285,10 @@ class Store:
     async def feed_after(self, last_id: int, limit: int) -> list[FeedEvent]:
         """Events with id > last_id, oldest first, as the SSE feed sends them."""
         return [FeedEvent(*r) for r in await self.pool.fetch(q("feed_after"), last_id, limit)]
+
+    async def pool_scaled(self, decision: Mapping[str, Any]) -> int:
+        """Record a `pool_scaled` event (the autoscaler's from, to and reason); its id."""
+        return int(await self.pool.fetchval(q("pool_scaled"), storable_json(dict(decision))))
 
     async def event_ids_after(self, last_id: int, limit: int) -> list[int]:
         """Only the ids of the events with id > last_id, oldest first."""

@@ -3,19 +3,23 @@ answered with the docker compose command where no supervisor exists."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from taskmaster.client import ApiError, Client
 from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import Settings
 from taskmaster.pool import CRASH_SNIPPET
 from taskmaster.store import Store
+from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token, token_path
 from tests.helpers import serve_scheduler, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,17 +27,26 @@ TOKEN = "pool-secret"
 
 
 async def call(method: str, url: str, body: Any = None, token: str | None = TOKEN,
-               raw: bytes | None = None) -> tuple[int, Any]:
-    """One HTTP request; (status, decoded JSON)."""
+               raw: bytes | None = None, pool_token: str | None = None) -> tuple[int, Any]:
+    """One HTTP request; (status, decoded JSON). The pool token is the one the stack left
+    for this user, unless given."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    pool_token = find_pool_token(url) if pool_token is None else pool_token
+    if pool_token:
+        headers[POOL_TOKEN_HEADER] = pool_token
+    if raw is not None:
+        headers["Content-Type"] = "application/json"
     async with aiohttp.ClientSession() as http, http.request(
             method, url, json=body if raw is None else None, data=raw, headers=headers) as resp:
         return resp.status, await resp.json()
 
 
 @pytest.fixture
-async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[LocalCluster]:
-    """A local stack with an API token; its scheduler's pool API is on (the default)."""
+async def cluster(database_url: str, tmp_path: Path,
+                  monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[LocalCluster]:
+    """A local stack with an API token; its scheduler's pool API is on (the default), with
+    a pool token it generated (left under the test's own XDG_CONFIG_HOME)."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     settings = Settings(database_url=database_url, home=tmp_path / "home", metrics_port=0,
                         api_token=TOKEN, drain_grace=10.0, heartbeat_interval=0.5)
     stack = LocalCluster(settings, workers=2, scheduler_port=0, coordinator_port=0, extra_env={
@@ -54,8 +67,8 @@ async def test_pool_endpoints_drive_the_local_stack(cluster: LocalCluster) -> No
     url = cluster.url
     status, body = await call("POST", url + "/api/pool/scale", {"workers": 3}, token=None)
     assert status == 401 and body["field"] == "Authorization"
-    # the supervisor's own control API honours the token too
-    status, _ = await call("GET", cluster.control_url + "/api/pool", token=None)
+    # the supervisor's own control API needs the pool token too
+    status, _ = await call("GET", cluster.control_url + "/api/pool", token=None, pool_token="")
     assert status == 401
     # and a web page cannot reach it through a browser, token or not
     async with aiohttp.ClientSession() as http, http.post(
@@ -175,3 +188,100 @@ async def test_an_unreachable_pool_manager_is_a_502(database_url: str) -> None:
         status, answer = await call("POST", url + "/api/pool/scale", {"workers": 1}, token=None)
         assert status == 502
         assert "127.0.0.1:9" in answer["error"]
+
+
+async def test_the_pool_api_needs_the_token_the_stack_left_for_its_user(
+        cluster: LocalCluster, tmp_path: Path) -> None:
+    url, control = cluster.url, cluster.control_url
+    token = cluster.settings.pool_token
+    assert len(token) >= 40
+    # an owner-only file, found by every name of this machine the stack answers on
+    for address in (url, url.replace("127.0.0.1", "localhost"), control):
+        path = token_path(address)
+        assert path.is_relative_to(tmp_path / "config")
+        assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+        assert find_pool_token(address) == token
+    # the API token alone (what a page could hold, or guess: none by default) is not enough
+    for path, body in (("/api/pool/scale", {"workers": 0}), ("/api/reset", {}),
+                       ("/api/pool/workers/worker-1/kill", {}),
+                       ("/api/pool/coordinator/kill", {})):
+        for wrong in ("", "x" * len(token), token[:-1]):
+            status, answer = await call("POST", url + path, body, pool_token=wrong)
+            assert (status, answer["field"]) == (401, POOL_TOKEN_HEADER), (path, wrong, status)
+        status, answer = await call("POST", control + path.replace("/api/reset", "/api/pool"),
+                                    body, pool_token="")
+        assert status in (401, 405), (path, status)
+    status, answer = await call("GET", url + "/api/pool", pool_token="")
+    assert status == 401 and "pool-tokens" in answer["error"]
+    # a page holding every token is still refused: it cannot hide its Origin
+    async with aiohttp.ClientSession() as http, http.post(
+            url + "/api/pool/scale", json={"workers": 0},
+            headers={"Origin": "http://evil.example", "Authorization": f"Bearer {TOKEN}",
+                     POOL_TOKEN_HEADER: token}) as resp:
+        assert resp.status == 403
+    assert len(cluster.workers()) == 2, "a refused request changed the pool"
+    # the scheduler forwards with the supervisor's secret, not the caller's headers
+    assert cluster.settings.control_token not in (token, TOKEN)
+    status, pool = await call("GET", url + "/api/pool")
+    assert status == 200 and pool["workers"] == 2
+    # the CLI, from another folder, finds the stack and its token by the scheduler's address
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TASKMASTER_URL": url,
+           "TASKMASTER_API_TOKEN": TOKEN, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "taskmaster", "ps", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0 and b"worker-2" in out, out.decode()
+    # the processes got only the secrets their role needs
+    for role, wanted, unwanted in (
+            ("worker", set(), {"TASKMASTER_DATABASE_URL", "TASKMASTER_API_TOKEN",
+                               "TASKMASTER_POOL_TOKEN", "TASKMASTER_CONTROL_TOKEN"}),
+            ("coordinator", {"TASKMASTER_DATABASE_URL"}, {"TASKMASTER_API_TOKEN",
+                                                          "TASKMASTER_POOL_TOKEN"}),
+            ("scheduler", {"TASKMASTER_DATABASE_URL", "TASKMASTER_API_TOKEN",
+                           "TASKMASTER_POOL_TOKEN", "TASKMASTER_CONTROL_TOKEN"}, set())):
+        member = next(m for m in cluster.members.values() if m.role == role)
+        assert member.pid is not None
+        names = {line.split(b"=", 1)[0].decode()
+                 for line in Path(f"/proc/{member.pid}/environ").read_bytes().split(b"\0") if line}
+        assert wanted <= names and not names & unwanted, (role, names & unwanted)
+        cmdline = Path(f"/proc/{member.pid}/cmdline").read_bytes()
+        assert token.encode() not in cmdline and TOKEN.encode() not in cmdline
+    await cluster.stop(grace=2.0)
+    assert not token_path(url).exists(), "the stack left its token behind"
+
+
+async def test_a_stack_may_opt_out_of_the_pool_token(database_url: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    settings = Settings(database_url=database_url, home=tmp_path, metrics_port=0,
+                        no_pool_token=True)
+    async with LocalCluster(settings, workers=0, scheduler_port=0, coordinator_port=0) as stack:
+        assert not token_path(stack.url).exists()
+        status, pool = await call("GET", stack.url + "/api/pool", token=None)
+        assert status == 200 and pool["workers"] == 0
+        # the control API is still reached by the scheduler with the supervisor's secret only
+        assert stack.settings.control_token
+
+
+async def test_every_pool_path_needs_the_pool_token_even_one_added_later(
+        database_url: str) -> None:
+    settings = Settings(enable_pool_api=True, metrics_port=0, pool_token="p" * 43)
+
+    def later(app: web.Application) -> None:  # a pool route added by another module
+        async def handler(_request: web.Request) -> web.Response:
+            return web.json_response({"done": True})
+        app.router.add_post("/api/pool/something-new", handler)
+
+    async with serve_scheduler(settings, database_url, routes=later) as (url, _app):
+        for path in ("/api/pool/something-new", "/api/pool/scale", "/api/reset", "/api/pool"):
+            status, answer = await call("POST" if path != "/api/pool" else "GET", url + path,
+                                        {"workers": 1} if path.endswith("scale") else {},
+                                        token=None, pool_token="")
+            assert (status, answer["field"]) == (401, POOL_TOKEN_HEADER), path
+        status, answer = await call("POST", url + "/api/pool/something-new", {}, token=None,
+                                    pool_token="p" * 43)
+        assert status == 200 and answer == {"done": True}
+        # and the client sends it for such a path by itself
+        async with Client(url, pool_token="p" * 43) as client:
+            assert await client._json("POST", "/api/pool/something-new", {}) == {"done": True}

@@ -27,6 +27,7 @@ from taskmaster.cluster import local
 from taskmaster.cluster.local import LocalCluster, free_port
 from taskmaster.cluster.preflight import StackConflict
 from taskmaster.errors import EXIT_CANNOT_LISTEN
+from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
 from tests.e2e.conftest import CHILD_ENV, stack_settings
 from tests.e2e.up import Stack, run_cli, stack_env
 from tests.helpers import wait_for
@@ -164,8 +165,10 @@ async def test_kill_by_the_id_the_api_shows(stack: Stack) -> None:
     assert answer["member"]["name"] == "worker-2"
     assert await stack.online() == {"worker-1"}
     # an unknown name or id is a 404 naming the field
+    token = {POOL_TOKEN_HEADER: find_pool_token(stack.url)}
     async with aiohttp.ClientSession() as http, \
-            http.post(stack.url + "/api/pool/workers/no-such-worker/kill", json={}) as resp:
+            http.post(stack.url + "/api/pool/workers/no-such-worker/kill", json={},
+                      headers=token) as resp:
         assert resp.status == 404
         assert (await resp.json())["field"] == "name"
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import aiohttp
 
+from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,8 +42,11 @@ class Stack:
             return await resp.json()
 
     async def post(self, path: str, body: Any) -> Any:
+        # a program of the stack's user: it finds the pool token `taskmaster up` left for it
+        token = find_pool_token(self.url)
+        headers = {POOL_TOKEN_HEADER: token} if token else {}
         async with aiohttp.ClientSession() as http, \
-                http.post(self.url + path, json=body) as resp:
+                http.post(self.url + path, json=body, headers=headers) as resp:
             assert resp.status in (200, 201), await resp.text()
             return await resp.json()
 

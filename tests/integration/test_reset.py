@@ -180,7 +180,8 @@ async def test_creates_during_a_reset_are_counted_whole(database_url: str) -> No
     (fast_settings(enable_pool_api=True, api_token="t"), None, {}, 401, "Authorization"),
     (fast_settings(enable_pool_api=True), [], {}, 400, "body"),
     (fast_settings(enable_pool_api=True), {"all": True}, {}, 422, "all"),
-    (fast_settings(enable_pool_api=True), b"{not json", {}, 400, "body"),
+    (fast_settings(enable_pool_api=True), b"{not json", {"Content-Type": "application/json"},
+     400, "body"),
 ], ids=["disabled", "no-token", "not-an-object", "unknown-field", "malformed"])
 async def test_a_refused_reset_changes_nothing(database_url: str, settings: Settings, body: Any,
                                                headers: dict[str, str], status: int,

@@ -334,7 +334,7 @@ async def test_a_token_of_raw_bytes_is_wrong_not_a_crash(database_url: str) -> N
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         body = b'{"command": "noop"}'
-        writer.write(b"POST /api/schedule HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        writer.write(b"POST /api/schedule HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
                      b"Authorization: Bearer \xff\xfe" + TOKEN.encode() + b"\r\n"
                      b"Content-Type: application/json\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body) + body)

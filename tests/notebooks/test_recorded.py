@@ -18,7 +18,11 @@ IGNORE = "nbval-ignore-output"
 
 def test_the_narrative_is_all_there() -> None:
     names = [p.stem.split("_")[0] for p in NOTEBOOKS]
-    assert names == ["00", "01", "02", "03", "04", "05", "06", "07"]
+    assert len(names) == len(set(names)), f"two notebooks share a number: {names}"
+    # the interview's parts, its deep dives, and its follow-ups (monitoring, restarts and
+    # outages, at 100x); other parts of the kit add theirs between and after
+    wanted = {"00", "01", "02", "03", "04", "05", "06", "07", "09", "10", "11", "12", "13"}
+    assert wanted <= set(names), sorted(wanted - set(names))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

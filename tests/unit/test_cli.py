@@ -31,7 +31,7 @@ PARSER = build_parser()
 COMMANDS = commands(PARSER)
 # the positional arguments a command needs before its flags can be parsed
 POSITIONALS = {("scale",): ["2"], ("kill",): ["worker-1"], ("healthcheck",): ["http", "http://x"],
-               ("load",): ["--rate", "1"]}
+               ("load",): ["--rate", "1"], ("record",): ["--seconds", "1", "out.jsonl"]}
 SETTING_FLAGS = [
     (path, action.option_strings[0], action.dest)
     for path, sub in COMMANDS.items()

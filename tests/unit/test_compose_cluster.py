@@ -242,7 +242,9 @@ def test_inspect_of_exited_and_restarted_containers() -> None:
                   health="unhealthy", restarts=2),
         container("p_worker_10", "worker", "f" * 12, number=10),
         container("p_worker_9", "worker", "e" * 12, number=9),
+        container("p-secrets-1", "secrets", "a" * 12, status="exited", exit_code=0),
     ]))
+    assert "secrets" not in {r["role"] for r in rows}  # the one-shot set-up is no member
     assert rows[0] == {"name": "p-coordinator-1", "role": "coordinator", "pid": None,
                        "host": "b" * 12, "state": "exited(137)", "restarts": 2}
     # v1 names (project_service_N) and numbers past 9 in order
@@ -362,3 +364,34 @@ def test_the_deploy_scripts_parse() -> None:
                               check=False, timeout=30)
         assert done.returncode == 0, (script.name, done.stderr)
         assert os.access(script, os.X_OK), f"{script.name} is not executable"
+
+
+async def test_the_autoscaler_drives_up_scale(docker: Path) -> None:
+    """The local stack's policy on a compose project: each resize is `up --scale worker=N`."""
+    from taskmaster.autoscale import Policy
+
+    figures: dict[str, Any] = {"queue_depth": 40, "running": 3}
+    now = [0.0]
+
+    async def stats() -> dict[str, Any]:
+        return dict(figures)
+
+    cluster = ComposeCluster(workers=3, timeout=10)
+    scaler = cluster.autoscaler(Policy(enabled=True, min=1, max=6, target_kind="backlog",
+                                       target=1.0, cooldown_down=10.0), stats,
+                                clock=lambda: now[0])
+    up = await scaler.step()
+    assert (up.current, up.to) == (3, 6)
+    figures.update(queue_depth=0, running=0)
+    for t in (1.0, 5.0, 9.0):  # the down window: nothing yet
+        now[0] = t
+        assert not (await scaler.step()).changed
+    now[0] = 11.0
+    down = await scaler.step()
+    assert (down.current, down.to) == (6, 4) and "demand below 6" in down.reason
+    assert workers(await cluster.members()) == [
+        (f"taskmaster-worker-{i}", "running") for i in (1, 2, 3, 4)]
+    assert calls(docker) == [
+        ["compose", "up", "--scale", "worker=6", "-d"],
+        ["compose", "up", "--scale", "worker=4", "-d"],
+    ]

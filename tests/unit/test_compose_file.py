@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from taskmaster.cli import build_parser
-from taskmaster.config import Settings
+from taskmaster.config import SECRETS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "compose.yaml"
@@ -90,8 +90,8 @@ def test_the_project_is_named_in_dot_env_not_in_the_file() -> None:
 
 
 def test_the_services(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"postgres", "coordinator", "coordinator-2", "scheduler",
-                                        "scheduler-2", "worker"}
+    assert set(compose["services"]) == {"secrets", "postgres", "coordinator", "coordinator-2",
+                                        "scheduler", "scheduler-2", "worker"}
 
 
 def test_two_coordinators_behind_one_name_and_two_schedulers(compose: dict[str, Any]) -> None:
@@ -184,21 +184,57 @@ def test_postgres_keeps_its_data_in_a_volume(compose: dict[str, Any]) -> None:
     assert "VOLUME /var/lib/postgresql/data" in debian
 
 
-def test_database_credentials_are_variables_shared_by_server_and_clients() -> None:
+def test_no_well_known_password_and_the_application_is_no_superuser() -> None:
     raw = yaml.safe_load(COMPOSE.read_text())
-    url = raw["x-taskmaster"]["environment"]["TASKMASTER_DATABASE_URL"]
-    assert url == ("postgresql://${POSTGRES_USER:-postgres}:${POSTGRES_PASSWORD:-taskmaster}"
-                   "@postgres:5432/${POSTGRES_DB:-taskmaster}")
-    postgres = raw["services"]["postgres"]
-    assert postgres["environment"] == {"POSTGRES_USER": "${POSTGRES_USER:-postgres}",
-                                       "POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-taskmaster}",
-                                       "POSTGRES_DB": "${POSTGRES_DB:-taskmaster}"}
+    text = COMPOSE.read_text()
+    assert "POSTGRES_PASSWORD:" not in text and ":-taskmaster}@" not in text
+    services = raw["services"]
+    # the passwords are made on first use, in a volume of their own
+    secrets = services["secrets"]
+    script = secrets["command"][0]
+    assert "/dev/urandom" in script and "chmod 0400" in script
+    assert secrets["volumes"] == ["secrets:/secrets"] and "secrets" in raw["volumes"]
+    postgres = services["postgres"]
+    assert postgres["depends_on"]["secrets"]["condition"] == "service_completed_successfully"
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/secrets/postgres-password"
+    assert "secrets:/secrets:ro" in postgres["volumes"]
+    assert "./deploy/postgres/initdb:/docker-entrypoint-initdb.d:ro" in postgres["volumes"]
     assert postgres["healthcheck"]["test"][2:] == [
-        "-U", "${POSTGRES_USER:-postgres}", "-d", "${POSTGRES_DB:-taskmaster}"]
-    # Debian's PostgreSQL image takes the public image's variables
+        "-h", "127.0.0.1", "-U", "${POSTGRES_USER:-postgres}", "-d", "${POSTGRES_DB:-taskmaster}"]
+    # the role the application uses: no superuser, owner of its database only
+    role = (ROOT / "deploy" / "postgres" / "initdb" / "10-taskmaster-role.sh").read_text()
+    assert "NOSUPERUSER NOCREATEDB NOCREATEROLE" in role
+    assert 'ALTER DATABASE "$db" OWNER TO "$role"' in role
+    assert "reject" in role  # the superuser is refused over TCP
+    # Debian's PostgreSQL image takes the public image's variables and runs the same script
     entrypoint = (ROOT / "deploy" / "postgres" / "entrypoint.sh").read_text()
-    for variable in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB", "PGDATA"):
+    for variable in ("POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_PASSWORD_FILE",
+                     "POSTGRES_DB", "PGDATA"):
         assert "${" + variable in entrypoint
+    assert "/docker-entrypoint-initdb.d/*.sh" in entrypoint
+
+
+def test_each_role_gets_only_the_secrets_it_needs() -> None:
+    services = yaml.safe_load(COMPOSE.read_text())["services"]
+    wanted = {
+        "coordinator": {"TASKMASTER_DATABASE_URL", "TASKMASTER_DATABASE_URL_FILE",
+                        "TASKMASTER_CLUSTER_TOKEN"},
+        "scheduler": {"TASKMASTER_DATABASE_URL", "TASKMASTER_DATABASE_URL_FILE",
+                      "TASKMASTER_API_TOKEN", "TASKMASTER_API_READ_TOKEN",
+                      "TASKMASTER_POOL_TOKEN"},
+        "worker": {"TASKMASTER_CLUSTER_TOKEN"},
+    }
+    secret_names = {f"TASKMASTER_{name.upper()}{suffix}" for name in SECRETS
+                    for suffix in ("", "_FILE")}
+    for name, expected in wanted.items():
+        env = services[name]["environment"]
+        assert set(env) & secret_names == expected, name
+        assert ("secrets:/secrets:ro" in services[name].get("volumes", [])) == (
+            "TASKMASTER_DATABASE_URL_FILE" in expected), name
+    assert services["scheduler"]["environment"]["TASKMASTER_API_TOKEN"] == (
+        "${TASKMASTER_API_TOKEN:-}")
+    assert services["coordinator"]["environment"]["TASKMASTER_DATABASE_URL_FILE"] == (
+        "/secrets/database-url")
 
 
 def test_workers_scale_and_stay_down_when_stopped(compose: dict[str, Any]) -> None:
@@ -227,18 +263,13 @@ def test_scheduler_publishes_8081_and_listens_on_all_interfaces(compose: dict[st
 
 def test_environment_names_real_settings(compose: dict[str, Any]) -> None:
     known = {f"TASKMASTER_{f.name.upper()}" for f in fields(Settings)}
+    known |= {f"TASKMASTER_{name.upper()}_FILE" for name in SECRETS}
     for name, service in compose["services"].items():
         for variable, value in (service.get("environment") or {}).items():
             if variable.startswith("TASKMASTER_"):
                 assert variable in known, f"{name}: {variable} is no setting"
-                Settings.from_env({variable: str(value)})  # parses
-
-
-def test_environment_defaults_come_from_variables() -> None:
-    raw = yaml.safe_load(COMPOSE.read_text())
-    env = raw["x-taskmaster"]["environment"]
-    assert env["TASKMASTER_API_TOKEN"] == "${TASKMASTER_API_TOKEN:-}"
-    assert "${POSTGRES_PASSWORD:-" in env["TASKMASTER_DATABASE_URL"]
+                if not variable.endswith("_FILE"):
+                    Settings.from_env({variable: str(value)})  # parses
 
 
 def test_the_dockerfile_builds_on_a_base_given_by_compose(compose: dict[str, Any]) -> None:

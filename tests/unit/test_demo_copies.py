@@ -48,3 +48,15 @@ def test_copies_are_made_refreshed_when_only_run_and_kept_when_edited(tmp_path: 
     (folder / "05_resilience.ipynb").unlink()
     working_copies(repo, home)
     assert (folder / "05_resilience.ipynb").read_bytes() == committed["05_resilience.ipynb"]
+
+
+def test_the_recordings_come_along(tmp_path: Path) -> None:
+    repo, home = tmp_path / "notebooks", tmp_path / "home"
+    (repo / "recordings").mkdir(parents=True)
+    notebook(repo / "13_replay.ipynb", "replay")
+    (repo / "recordings" / "tour.jsonl").write_text('{"kind": "header"}\n')
+    folder, _ = working_copies(repo, home)
+    (folder / "recordings" / "mine.jsonl").write_text("made with the Record button\n")
+    folder, _ = working_copies(repo, home)
+    assert (folder / "recordings" / "tour.jsonl").read_text() == '{"kind": "header"}\n'
+    assert (folder / "recordings" / "mine.jsonl").exists()  # a recording of one's own stays

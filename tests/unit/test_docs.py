@@ -6,7 +6,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
-from taskmaster.config import ENV_PREFIX, Settings
+from taskmaster.config import ENV_PREFIX, SECRETS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -28,6 +28,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 def test_documented_settings_exist() -> None:
     known = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+    known |= {ENV_PREFIX + name.upper() + "_FILE" for name in SECRETS}  # a secret from a file
     # read by the tests, by notebooks and by compose.yaml rather than by Settings
     extra = {"TASKMASTER_TEST_DATABASE_URL", "TASKMASTER_URL", "TASKMASTER_PUBLISH_ADDRESS",
              "TASKMASTER_UPDATE_SCREENSHOT", "TASKMASTER_MAX"}  # TASKMASTER_MAX_* as a family

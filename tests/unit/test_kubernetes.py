@@ -1,10 +1,10 @@
 """The Kubernetes manifests of deploy/kubernetes, validated offline.
 
 No cluster runs here. Each Kubernetes object is checked against the API's schemas
-(kubernetes-validate, strict: an unknown field fails); the KEDA objects against the fields
-of KEDA's ScaledObject and TriggerAuthentication (the subset written below, from KEDA's
-published CRDs: kubernetes-validate does not carry them); and the objects against each
-other: selectors, ports, probes, what each component may read.
+(kubernetes-validate, strict: an unknown field fails); the ScaledObject against KEDA's
+published CRD schema kept in tests/data (kubernetes-validate does not carry KEDA's), the
+TriggerAuthentication against the fields of its CRD written below; and the objects against
+each other: selectors, ports, probes, what each component may read.
 """
 
 from __future__ import annotations
@@ -63,74 +63,44 @@ def test_the_validator_refuses_an_unknown_field() -> None:
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
-# ---- KEDA (keda.sh/v1alpha1): the fields these manifests use, as KEDA's CRDs define them
+# ---- KEDA (keda.sh/v1alpha1): the ScaledObject against KEDA's CRD schema (kept in
+# tests/data), the TriggerAuthentication against the fields of KEDA's CRD it uses
 
-_INT = {"type": "integer", "format": "int32"}
-_POLICIES = {
-    "type": "object", "additionalProperties": False,
-    "properties": {
-        "stabilizationWindowSeconds": {**_INT, "minimum": 0, "maximum": 3600},
-        "selectPolicy": {"type": "string", "enum": ["Max", "Min", "Disabled"]},
-        "policies": {"type": "array", "minItems": 1, "items": {
-            "type": "object", "additionalProperties": False,
-            "required": ["type", "value", "periodSeconds"],
-            "properties": {"type": {"type": "string", "enum": ["Pods", "Percent"]},
-                           "value": {**_INT, "minimum": 1},
-                           "periodSeconds": {**_INT, "minimum": 1, "maximum": 1800}}}},
-    },
-}
+CRD = Path(__file__).resolve().parents[1] / "data" / "keda-scaledobject-crd.yaml"
 _METADATA = {"type": "object", "required": ["name"],
              "properties": {"name": {"type": "string"}}}
-SCALED_OBJECT = {
-    "type": "object", "additionalProperties": False,
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "properties": {
-        "apiVersion": {"const": "keda.sh/v1alpha1"}, "kind": {"const": "ScaledObject"},
-        "metadata": _METADATA,
-        "spec": {
-            "type": "object", "additionalProperties": False,
-            "required": ["scaleTargetRef", "triggers"],
-            "properties": {
-                "scaleTargetRef": {
-                    "type": "object", "additionalProperties": False, "required": ["name"],
-                    "properties": {"name": {"type": "string"}, "kind": {"type": "string"},
-                                   "apiVersion": {"type": "string"},
-                                   "envSourceContainerName": {"type": "string"}}},
-                "minReplicaCount": _INT, "maxReplicaCount": _INT, "idleReplicaCount": _INT,
-                "pollingInterval": _INT, "cooldownPeriod": _INT,
-                "initialCooldownPeriod": _INT,
-                "advanced": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {
-                        "restoreToOriginalReplicaCount": {"type": "boolean"},
-                        "horizontalPodAutoscalerConfig": {
-                            "type": "object", "additionalProperties": False,
-                            "properties": {
-                                "name": {"type": "string"},
-                                "behavior": {
-                                    "type": "object", "additionalProperties": False,
-                                    "properties": {"scaleUp": _POLICIES,
-                                                   "scaleDown": _POLICIES}}}}}},
-                "triggers": {"type": "array", "minItems": 1, "items": {
-                    "type": "object", "additionalProperties": False,
-                    "required": ["type", "metadata"],
-                    "properties": {
-                        "type": {"type": "string"}, "name": {"type": "string"},
-                        "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                        "useCachedMetrics": {"type": "boolean"},
-                        "metadata": {"type": "object",
-                                     "additionalProperties": {"type": "string"}},
-                        "authenticationRef": {
-                            "type": "object", "additionalProperties": False,
-                            "required": ["name"],
-                            "properties": {"name": {"type": "string"},
-                                           "kind": {"enum": ["TriggerAuthentication",
-                                                             "ClusterTriggerAuthentication"]}}},
-                    }}},
-            },
-        },
-    },
-}
+
+
+def strict(schema: Any) -> Any:
+    """A CRD's structural schema as JSON Schema that refuses unknown fields, as `kubectl
+    apply` does (strict field validation): every object with properties gets
+    additionalProperties: false unless it preserves unknown fields."""
+    if isinstance(schema, list):
+        return [strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()
+           if not k.startswith("x-kubernetes-") and k != "format"}
+    if ("properties" in schema and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_schema() -> dict[str, Any]:
+    """The ScaledObject's v1alpha1 schema from the kept CRD, as strict JSON Schema."""
+    crd = yaml.safe_load(CRD.read_text())
+    assert crd["spec"]["names"]["kind"] == "ScaledObject"
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    schema = strict(version["schema"]["openAPIV3Schema"])
+    schema["required"] = ["apiVersion", "kind", "metadata", "spec"]
+    schema["properties"]["apiVersion"] = {"const": "keda.sh/v1alpha1"}
+    schema["properties"]["kind"] = {"const": "ScaledObject"}
+    schema["properties"]["metadata"] = _METADATA
+    return dict(schema)
+
+
+SCALED_OBJECT = crd_schema()
 TRIGGER_AUTHENTICATION = {
     "type": "object", "additionalProperties": False,
     "required": ["apiVersion", "kind", "metadata", "spec"],
@@ -159,11 +129,35 @@ def test_valid_keda_objects(file: str, doc: dict[str, Any]) -> None:
 
 def test_the_keda_schema_refuses_what_keda_would() -> None:
     scaled = named("ScaledObject", "taskmaster-worker")
-    for broken in ({**scaled, "spec": {**scaled["spec"], "minReplicas": 1}},
-                   {**scaled, "spec": {"triggers": scaled["spec"]["triggers"]}},
-                   {**scaled, "spec": {**scaled["spec"], "pollingInterval": "5"}}):
+    spec = scaled["spec"]
+    trigger = spec["triggers"][0]
+    for broken in ({**scaled, "spec": {**spec, "minReplicas": 1}},
+                   {**scaled, "spec": {"triggers": spec["triggers"]}},
+                   {**scaled, "spec": {**spec, "pollingInterval": "5"}},
+                   {**scaled, "spec": {**spec, "triggers": [{**trigger, "metadata": {
+                       **trigger["metadata"], "targetQueryValue": 4}}]}},
+                   {**scaled, "spec": {**spec, "advanced": {"horizontalPodAutoscalerConfig": {
+                       "behavior": {"scaleDown": {"stabilizationWindow": 60}}}}}}):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, SCALED_OBJECT)
+
+
+def test_the_hpa_keda_makes_is_valid() -> None:
+    """KEDA copies the ScaledObject's bounds and behavior into the HPA it creates: that HPA
+    passes the Kubernetes API's own checks (the CRD only knows the types)."""
+    spec = named("ScaledObject", "taskmaster-worker")["spec"]
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+           "metadata": {"name": "keda-hpa-taskmaster-worker"},
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment",
+                                       "name": spec["scaleTargetRef"]["name"]},
+                    "minReplicas": spec["minReplicaCount"], "maxReplicas": spec["maxReplicaCount"],
+                    "metrics": [{"type": "External", "external": {
+                        "metric": {"name": "s0-postgresql"},
+                        "target": {"type": "AverageValue",
+                                   "averageValue": spec["triggers"][0]["metadata"][
+                                       "targetQueryValue"]}}}],
+                    "behavior": spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]}}
+    kubernetes_validate.validate(hpa, KUBERNETES_VERSION, strict=True)
 
 
 def test_the_scaled_object_scales_the_workers_on_the_queue() -> None:

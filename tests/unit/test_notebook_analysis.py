@@ -21,6 +21,7 @@ from taskmaster.notebook.analysis import (
     gaps,
     lifecycle,
     max_running,
+    pickup_delays,
     rate,
     reassigned_from,
     span,
@@ -31,6 +32,7 @@ from taskmaster.notebook.analysis import (
 )
 
 T0 = 1_800_000_000.0
+S, A, C = EventType.TASK_SCHEDULED, EventType.TASK_ASSIGNED, EventType.TASK_COMPLETED
 
 
 def ev(kind: str, task: str | None = None, at: float = 0.0, **extra: Any) -> dict[str, Any]:
@@ -142,11 +144,26 @@ def test_source_listings_come_from_the_package() -> None:
     assert claim.code.startswith("-- name: assign_tasks") and "-- name:" not in claim.code[5:]
     assert claim.link.endswith(f"#L{claim.first}-L{claim.last}") and claim.first < claim.last
     markdown = claim._repr_markdown_()
-    assert "```sql" in markdown and "(../taskmaster/store/queries.sql#L" in markdown
+    assert "```sql" in markdown and "`taskmaster/store/queries.sql`, lines " in markdown
+    assert "](../" not in markdown  # no link out of a Lab rooted at notebooks/
     listing = source.code(source.sql)
     assert listing.path == "taskmaster/notebook/source.py" and "def sql(" in listing
     with pytest.raises(KeyError, match="no query named"):
         source.sql("no_such_query")
+
+
+def test_pickup_delays_count_from_when_a_slot_was_free_not_from_creation() -> None:
+    events = [
+        ev(S, "a", 0.0), ev(S, "b", 0.0),
+        ev(A, "a", 0.01, worker_id="w1"),  # a free slot at once: 10 ms
+        ev(C, "a", 2.0, worker_id="w1"),
+        ev(A, "b", 2.03, worker_id="w1"),  # waited 2 s for the slot, 30 ms after it freed
+    ]
+    delays = sorted(pickup_delays(events, ["a", "b"]))
+    assert delays == pytest.approx([0.01, 0.03], abs=1e-3)
+    # a poll-based scheduler that looked only once a second would show here
+    polled = [*events[:4], ev(A, "b", 3.0, worker_id="w1")]
+    assert max(pickup_delays(polled, ["a", "b"])) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_failover_report_times_the_first_new_task_of_a_moved_worker() -> None:

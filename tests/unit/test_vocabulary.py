@@ -53,7 +53,7 @@ def test_the_status_columns_allow_exactly_the_enums() -> None:
 
 
 def test_every_event_the_sql_writes_is_an_event_type_and_every_stored_type_is_written() -> None:
-    named = {w for w in literals(ALL_SQL) if re.fullmatch(r"(task|worker|stack)_[a-z_]+", w)}
+    named = {w for w in literals(ALL_SQL) if re.fullmatch(r"(task|worker|stack|pool)_[a-z_]+", w)}
     named -= {"task_id", "worker_id"}  # columns
     stored = {e.value for e in EventType} - {EventType.REPLAY_TRUNCATED.value}
     assert named - stored == set(), "the SQL writes events the model does not know"
