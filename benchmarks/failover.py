@@ -1,7 +1,15 @@
 """Failover times: from a worker's SIGKILL, and from a network partition, to its tasks
-running again on another worker.
+running again on another worker; from a coordinator's SIGKILL to work running again on the
+workers it served (two coordinators on one database); and the drain of pre-created tasks
+with one coordinator against two.
 
-    python -m benchmarks.failover [--rounds 5] [--partition-rounds 3] [--database-url URL]
+    python -m benchmarks.failover [--rounds 5] [--partition-rounds 3]
+                                  [--coordinator-rounds 5] [--drain-tasks 20000]
+                                  [--database-url URL]
+
+A coordinator round keeps two workers busy with a backlog of short tasks, SIGKILLs the
+coordinator one of them is connected to, and times, on PostgreSQL's record, the first task
+that worker started after the kill (it can only have come through the other coordinator).
 
 Each round puts `slots` long tasks on one worker, starts a spare, breaks the holder and
 times, on PostgreSQL's record, when the tasks were put back (`task_reassigned`) and when
@@ -109,11 +117,13 @@ class Bench:
 
 @contextlib.asynccontextmanager
 async def bench(database_url: str, settings: Settings, slots: int,
-                coordinator_host: str | None = None) -> AsyncIterator[Bench]:
+                coordinator_host: str | None = None, coordinators: int = 1
+                ) -> AsyncIterator[Bench]:
     """A stack with no workers yet on database_url."""
     cluster = LocalCluster(settings.with_(database_url=database_url), workers=0,
                            concurrency=slots, scheduler_port=0, coordinator_port=0,
-                           coordinator_host=coordinator_host, control=False, stack_file=False)
+                           coordinator_host=coordinator_host, control=False, stack_file=False,
+                           coordinators=coordinators)
     await cluster.start()
     try:
         async with aiohttp.ClientSession() as http:
@@ -175,11 +185,64 @@ async def partition_round(b: Bench, ns: Any, settings: Settings, n: int) -> dict
         await proc.wait()
 
 
+async def coordinator_round(b: Bench) -> dict[str, float]:
+    """Two workers on two coordinators run a backlog of short tasks; SIGKILL the coordinator
+    of one of them: seconds until that worker starts a task again (through the other)."""
+    async with b.http.post(b.cluster.url + "/api/schedule/batch", json={
+            "command": "sleep", "count": 400, "payload": {"seconds": 0.02}}) as resp:
+        assert resp.status == 201, await resp.text()
+    await b.until("both workers busy", lambda: b._count(
+        "SELECT count(DISTINCT worker_id) FROM tasks WHERE status IN ('assigned', 'running')",
+        want=2))
+    row = await b.db.fetchrow(
+        "SELECT w.id, c.name FROM workers w JOIN coordinators c ON c.id = w.coordinator_id "
+        "WHERE w.status = 'online' ORDER BY w.name LIMIT 1")
+    worker, victim = row["id"], row["name"]
+    t0 = time.time()
+    await b.cluster.coordinator("kill", name=victim)  # its supervisor restarts it
+    await b.until("the worker to start a task again", lambda: b._count(
+        "SELECT count(*) FROM tasks WHERE worker_id = $1 AND started_at IS NOT NULL "
+        "AND assigned_at > to_timestamp($2)", worker, t0, want=1))
+    started = await b.db.fetchval(
+        "SELECT extract(epoch FROM min(started_at)) FROM tasks "
+        "WHERE worker_id = $1 AND assigned_at > to_timestamp($2)", worker, t0)
+    await b.until("the backlog to drain", lambda: _none_left(b))
+    await b.online(2)
+    return {"running_s": round(float(started) - t0, 3)}
+
+
+async def _none_left(b: Bench) -> bool:
+    return not await b.db.fetchval(
+        "SELECT count(*) FROM tasks WHERE status IN ('pending', 'assigned', 'running')")
+
+
+async def drain(url: str, settings: Settings, coordinators: int, tasks: int,
+                workers: int = 4, slots: int = 64) -> dict[str, Any]:
+    """Pre-created no-op tasks drained by `workers` workers spread over `coordinators`."""
+    async with bench(url, settings, slots, coordinators=coordinators) as b:
+        async with b.http.post(b.cluster.url + "/api/schedule/batch", json={
+                "command": "noop", "count": tasks}) as resp:
+            assert resp.status == 201, await resp.text()
+        t0 = time.monotonic()
+        await b.cluster.scale(workers)
+        await b.until(f"{tasks} tasks to drain", lambda: _none_left(b), timeout=600)
+        seconds = time.monotonic() - t0
+        spread = await b.db.fetch(
+            "SELECT c.name, count(*) AS n FROM workers w JOIN coordinators c "
+            "ON c.id = w.coordinator_id WHERE w.status = 'online' GROUP BY c.name")
+        await b.db.execute("DELETE FROM tasks")
+        return {"coordinators": coordinators, "tasks": tasks, "seconds": round(seconds, 3),
+                "tasks_per_s": round(tasks / seconds), "workers_per_coordinator":
+                {r["name"]: r["n"] for r in spread}}
+
+
 def _summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
     if not rounds:
         return {"skipped": "no rounds asked for"}
     out: dict[str, Any] = {"rounds": rounds}
     for key in ("reassigned_s", "running_s"):
+        if key not in rounds[0]:
+            continue
         values = [r[key] for r in rounds]
         out[key.replace("_s", "_median_s")] = round(statistics.median(values), 3)
         out[key.replace("_s", "_max_s")] = round(max(values), 3)
@@ -188,7 +251,8 @@ def _summary(rounds: list[dict[str, float]]) -> dict[str, Any]:
 
 async def run(database_url: str = "", rounds: int = 5, partition_rounds: int = 3,
               slots: int = 4, heartbeat_interval: float | None = None,
-              heartbeat_misses: int | None = None) -> dict[str, Any]:
+              heartbeat_misses: int | None = None, coordinator_rounds: int = 5,
+              drain_tasks: int = 0) -> dict[str, Any]:
     """Measure both failovers on a fresh database (of database_url's server, else embedded)."""
     home = Path(tempfile.mkdtemp(prefix="taskmaster-failover-"))
     settings = Settings.from_env(home=home, metrics_port=0, heartbeat_interval=heartbeat_interval,
@@ -204,6 +268,14 @@ async def run(database_url: str = "", rounds: int = 5, partition_rounds: int = 3
         async with bench(url, settings, slots) as b:
             result["sigkill"] = _summary([await sigkill_round(b) for _ in range(rounds)])
         result["partition"] = await _partitions(url, settings, slots, partition_rounds)
+        if coordinator_rounds > 0:
+            async with bench(url, settings, 1, coordinators=2) as b:
+                await b.cluster.scale(2)
+                await b.online(2)
+                result["coordinator"] = _summary(
+                    [await coordinator_round(b) for _ in range(coordinator_rounds)])
+        if drain_tasks > 0:
+            result["drain"] = [await drain(url, settings, n, drain_tasks) for n in (1, 2)]
     finally:
         await server.drop_database(url)
         await server.stop()
@@ -233,6 +305,8 @@ def report(result: dict[str, Any]) -> str:
              f"heartbeat {result['heartbeat']} = {result['heartbeat_timeout_s']:g} s timeout"]
     for key, what in (("sigkill", "worker SIGKILL"), ("partition", "network partition")):
         r = result.get(key, {})
+        if not r:
+            continue
         if "skipped" in r:
             lines.append(f"{what:<18} skipped: {r['skipped']}")
             continue
@@ -241,6 +315,15 @@ def report(result: dict[str, Any]) -> str:
             f"({r['reassigned_max_s']:.3f} max), running again after "
             f"{r['running_median_s']:.3f} s median ({r['running_max_s']:.3f} max), "
             f"{len(r['rounds'])} rounds")
+    c = result.get("coordinator")
+    if c:
+        lines.append(f"{'coordinator SIGKILL':<18} its workers run tasks again after "
+                     f"{c['running_median_s']:.3f} s median ({c['running_max_s']:.3f} max), "
+                     f"{len(c['rounds'])} rounds (2 coordinators)")
+    for d in result.get("drain", []):
+        lines.append(f"drain of {d['tasks']} no-op tasks, 4 workers, {d['coordinators']} "
+                     f"coordinator(s): {d['tasks_per_s']} tasks/s ({d['seconds']:.2f} s; "
+                     f"workers per coordinator {d['workers_per_coordinator']})")
     return "\n".join(lines)
 
 
@@ -258,10 +341,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds [default TASKMASTER_HEARTBEAT_INTERVAL or 2]")
     p.add_argument("--heartbeat-misses", type=int, default=None,
                    help="[default TASKMASTER_HEARTBEAT_MISSES or 3]")
+    p.add_argument("--coordinator-rounds", type=int, default=5,
+                   help="coordinator SIGKILL rounds, two coordinators [default 5]")
+    p.add_argument("--drain-tasks", type=int, default=0,
+                   help="no-op tasks drained with 1, then 2 coordinators [default 0: skip]")
     p.add_argument("--json", action="store_true", help="print the JSON result too")
     args = p.parse_args(argv)
     result = asyncio.run(run(args.database_url, args.rounds, args.partition_rounds, args.slots,
-                             args.heartbeat_interval, args.heartbeat_misses))
+                             args.heartbeat_interval, args.heartbeat_misses,
+                             args.coordinator_rounds, args.drain_tasks))
     print(report(result))
     if args.json:
         print(json.dumps(result, indent=2))

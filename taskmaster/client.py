@@ -312,10 +312,15 @@ class Client:
         path = f"/api/pool/workers/{quote(name, safe='')}/kill"
         return await self._pool_action(path, {"graceful": graceful})
 
-    async def coordinator(self, action: str, restart: bool = True) -> dict[str, Any]:
-        """Kill (restarted by the supervisor unless restart=False), stop, start or restart it."""
+    async def coordinator(self, action: str, restart: bool = True,
+                          name: str | None = None) -> dict[str, Any]:
+        """Kill (restarted by the supervisor unless restart=False), stop, start or restart it
+        (one of several coordinators, by name: coordinator-2)."""
         validate_action(action)  # a ValueError naming the actions, before any request
-        return await self._pool_action(f"/api/pool/coordinator/{action}", {"restart": restart})
+        body: dict[str, Any] = {"restart": restart}
+        if name:
+            body["name"] = name
+        return await self._pool_action(f"/api/pool/coordinator/{action}", body)
 
     async def autoscale(self) -> dict[str, Any]:
         """GET /api/pool/autoscale: the autoscaler's settings, workers and last decisions."""

@@ -58,7 +58,14 @@ class Settings:
     scheduler_port: int = field(default=8081, metadata={"help": "HTTP port of the scheduler"})
     coordinator_port: int = field(default=8080, metadata={"help": "gRPC port of the coordinator"})
     coordinator: str = field(
-        default="127.0.0.1:8080", metadata={"help": "host:port a worker dials"}
+        default="127.0.0.1:8080",
+        metadata={"help": "coordinators a worker dials: host:port, a comma-separated list "
+                          "(a:8080,b:8080), or dns:///name:port (every address the name "
+                          "resolves to, gRPC round-robin); a lost one is replaced at once"},
+    )
+    coordinator_name: str = field(
+        default="", metadata={"help": "coordinator display name (default coordinator-<port>; "
+                                      "in a container its hostname)"}
     )
     # workers
     concurrency: int = field(default=1, metadata={"help": "task slots per worker"})

@@ -245,6 +245,7 @@ class Worker:
     registered_at: datetime
     last_heartbeat: datetime
     current_task_ids: tuple[str, ...]
+    coordinator: str | None = None  # the name of the coordinator holding it, if live
 
     @classmethod
     def from_record(cls, r: Mapping[str, Any]) -> Worker:
@@ -261,6 +262,7 @@ class Worker:
             registered_at=r["registered_at"],
             last_heartbeat=r["last_heartbeat"],
             current_task_ids=tuple(str(t) for t in (r["current_task_ids"] or ())),
+            coordinator=r.get("coordinator"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -278,6 +280,7 @@ class Worker:
             "current_task_ids": list(self.current_task_ids),
             "registered_at": _iso(self.registered_at),
             "last_heartbeat": _iso(self.last_heartbeat),
+            "coordinator": self.coordinator,
         }
 
 

@@ -56,6 +56,17 @@ def validate_flag(body: dict[str, Any], name: str, default: bool) -> bool:
     return value
 
 
+def member_name(body: dict[str, Any]) -> str | None:
+    """The optional `name` of a JSON body (which coordinator): None, or a non-empty string."""
+    value = body.get("name")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise InvalidInput(422, "name must be a member's name, e.g. coordinator-2 "
+                           "(`taskmaster ps` lists them)", "name")
+    return value
+
+
 def compose_command(action: str, arg: str | int | None = None, *, graceful: bool = False,
                     restart: bool = True, compose: Sequence[str] = ("docker", "compose"),
                     workers: int = 3) -> str:

@@ -79,14 +79,16 @@ class Stack:
                 return False
             await asyncio.sleep(0.1)
 
-    async def wait_coordinator(self, old_pid: int | None, timeout: float) -> dict[str, Any]:
+    async def wait_coordinator(self, old_pid: int | None, timeout: float,
+                               name: str = "coordinator") -> dict[str, Any]:
         """Until the coordinator runs again (another pid) and answers its gRPC health check."""
         deadline = time.monotonic() + timeout
         while True:
             pool = await self.control.pool()
-            m = _member(pool, "coordinator")
+            m = _member(pool, name)
+            address = pool.get("coordinators", {}).get(name, pool["coordinator"])
             if m and m["state"] == "running" and m["pid"] != old_pid:
-                ok, _ = await asyncio.to_thread(grpc_health, pool["coordinator"], 1.0)
+                ok, _ = await asyncio.to_thread(grpc_health, address, 1.0)
                 if ok:
                     return pool
             if time.monotonic() > deadline:
@@ -228,23 +230,27 @@ def _coordinator_command(action: str) -> Callable[[argparse.Namespace], int]:
         restart = not getattr(args, "no_restart", False)
 
         async def body(stack: Stack) -> int:
-            old = _member(await stack.control.pool(), "coordinator")
+            pool = await stack.control.pool()
+            name = args.name or next(iter(pool.get("coordinators") or ["coordinator"]))
+            old = _member(pool, name)
             old_pid = old["pid"] if old else None
-            _say({"kill": "crashing the coordinator (SIGKILL) ...",
-                  "stop": "stopping the coordinator (SIGTERM) ...",
-                  "start": "starting the coordinator ...",
-                  "restart": "restarting the coordinator ..."}[action])
-            member = (await stack.control.coordinator(action, restart=restart))["member"]
-            _say(f"  coordinator: {member['state']}")
+            who = "the coordinator" if name == "coordinator" else name
+            _say({"kill": f"crashing {who} (SIGKILL) ...",
+                  "stop": f"stopping {who} (SIGTERM) ...",
+                  "start": f"starting {who} ...",
+                  "restart": f"restarting {who} ..."}[action])
+            member = (await stack.control.coordinator(action, restart=restart,
+                                                      name=args.name))["member"]
+            _say(f"  {member['name']}: {member['state']}")
             comes_back = action in ("start", "restart") or (action == "kill" and restart)
             if action == "kill":
                 _say("  the supervisor restarts it, like a compose restart policy ..." if restart
                      else "  it stays down: `taskmaster coordinator-start` brings it back")
             if comes_back and not args.no_wait:
                 pool = await stack.wait_coordinator(
-                    old_pid if action != "start" else None, args.timeout)
-                m = _member(pool, "coordinator")
-                _say(f"  coordinator back (pid {m['pid'] if m else '?'}), serving gRPC health; "
+                    old_pid if action != "start" else None, args.timeout, name)
+                m = _member(pool, name)
+                _say(f"  {name} back (pid {m['pid'] if m else '?'}), serving gRPC health; "
                      "workers reconnect on their own")
             return await _finish(stack, args)
 
@@ -360,11 +366,16 @@ def add_commands(sub: Any, option: Callable[..., None]) -> None:
                        help="SIGKILL the coordinator; the supervisor restarts it")
     p.add_argument("--no-restart", action="store_true",
                    help="leave it down (until `taskmaster coordinator-start`)")
+    p.add_argument("name", nargs="?", default=None, metavar="NAME",
+                   help="which coordinator (coordinator-1, ... as `taskmaster ps` shows) "
+                   "[default the first]")
     common(p)
     p.set_defaults(func=_coordinator_command("kill"))
     for action, text in (("stop", "stop the coordinator (SIGTERM); it stays down"),
                          ("start", "start a stopped coordinator"),
                          ("restart", "stop the coordinator and start it again")):
         p = sub.add_parser(f"coordinator-{action}", help=text)
+        p.add_argument("name", nargs="?", default=None, metavar="NAME",
+                       help="which coordinator [default the first]")
         common(p)
         p.set_defaults(func=_coordinator_command(action))

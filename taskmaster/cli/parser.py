@@ -21,6 +21,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
     p.add_argument("--no-pool-api", action="store_true",
                    help="refuse the scheduler's /api/pool endpoints (enabled by default here)")
+    p.add_argument("--coordinators", type=int, default=1, metavar="N",
+                   help="coordinators, all active on one database, on consecutive ports from "
+                   "--coordinator-port (their metrics ports likewise); workers dial them all "
+                   "[default 1]")
+    p.add_argument("--schedulers", type=int, default=1, metavar="M",
+                   help="schedulers serving the same API, on consecutive ports from "
+                   "--scheduler-port [default 1]")
     p.add_argument("--coordinator-host", default=None, metavar="ADDRESS",
                    help="address the coordinator binds; 0.0.0.0 lets workers on other hosts "
                    "join [default 127.0.0.1]")

@@ -40,9 +40,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         cluster = LocalCluster(settings, workers=args.workers, concurrency=settings.concurrency,
                                pool_api=not args.no_pool_api,
-                               coordinator_host=args.coordinator_host, autoscale=autoscale)
-        print(f"starting TaskMaster: database, coordinator, scheduler, {args.workers} workers ...",
-              flush=True)
+                               coordinator_host=args.coordinator_host, autoscale=autoscale,
+                               coordinators=args.coordinators, schedulers=args.schedulers)
+        print(f"starting TaskMaster: database, {args.coordinators} coordinator(s), "
+              f"{args.schedulers} scheduler(s), {args.workers} workers ...", flush=True)
         try:
             await cluster.start()
         except StackConflict as exc:

@@ -33,6 +33,10 @@ class UnknownWorker(KeyError):
         return str(self.args[0]) if self.args else "unknown worker"
 
 
+class UnknownMember(UnknownWorker):
+    """No coordinator (or other member) of that name in the stack."""
+
+
 @runtime_checkable
 class Cluster(Protocol):
     """A stack that can be started, scaled, hurt and inspected."""
@@ -49,8 +53,10 @@ class Cluster(Protocol):
     async def kill_worker(self, name: str, graceful: bool = False) -> MemberInfo:
         """SIGKILL one worker, or SIGTERM it (it drains and leaves) when graceful."""
 
-    async def coordinator(self, action: str, restart: bool = True) -> MemberInfo:
-        """kill (a crash: brought back unless restart=False), stop, start or restart."""
+    async def coordinator(self, action: str, restart: bool = True,
+                          name: str | None = None) -> MemberInfo:
+        """kill (a crash: brought back unless restart=False), stop, start or restart one
+        coordinator (by name; the first when None)."""
 
     def status(self) -> list[MemberInfo]:
         """Every member: name, role, pid, host, state, restarts."""

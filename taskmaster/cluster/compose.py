@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -183,18 +184,21 @@ class ComposeCluster:
         return next((m for m in await self.members() if m["name"] == found[0]["name"]),
                     found[0])
 
-    async def coordinator(self, action: str, restart: bool = True) -> MemberInfo:
+    async def coordinator(self, action: str, restart: bool = True,
+                          name: str | None = None) -> MemberInfo:
         """kill (a crash the restart policy undoes; `kill coordinator`, a manual stop, if
         restart=False), stop, start or restart the coordinator service; returns when docker
         shows the outcome (restarted and healthy, or exited)."""
         validate_action(action)
-        before = _coordinator(await self.members())
+        service = name or "coordinator"  # compose.yaml: coordinator, coordinator-2
+        before = _coordinator(await self.members(), service)
         crash = action == "kill" and restart
-        await self.run(self.argv("coordinator", action, restart=restart),
-                       ok=CRASH_EXIT_CODES if crash else (0,))
+        argv = [service if a == "coordinator" else a
+                for a in self.argv("coordinator", action, restart=restart)]
+        await self.run(argv, ok=CRASH_EXIT_CODES if crash else (0,))
 
         def outcome(members: list[MemberInfo]) -> MemberInfo | None:
-            m = _coordinator(members)
+            m = _coordinator(members, service)
             if m is None:
                 return None
             if action == "stop" or (action == "kill" and not restart):
@@ -246,8 +250,11 @@ class ComposeCluster:
             await asyncio.sleep(0.5)
 
 
-def _coordinator(members: list[MemberInfo]) -> MemberInfo | None:
-    return next((m for m in members if m["role"] == "coordinator"), None)
+def _coordinator(members: list[MemberInfo], service: str = "coordinator") -> MemberInfo | None:
+    """The container of this coordinator service (project_service_1 or project-service-1)."""
+    named = re.compile(rf"[_-]{re.escape(service)}[_-]\d+$")
+    return next((m for m in members if m["role"] == "coordinator" and named.search(m["name"])),
+                None)
 
 
 def _ready(members: list[MemberInfo], workers: int) -> bool:
@@ -268,12 +275,15 @@ def parse_inspect(text: str) -> list[MemberInfo]:
         rows: list[dict[str, Any]] = json.loads(text) if text.strip() else []
     except ValueError:
         return []
-    members: list[tuple[tuple[int, int], MemberInfo]] = []
+    members: list[tuple[tuple[int, int, int], MemberInfo]] = []
     for c in rows:
         labels = (c.get("Config") or {}).get("Labels") or {}
-        role = str(labels.get("com.docker.compose.service", ""))
-        if role in SETUP_SERVICES:
+        service = str(labels.get("com.docker.compose.service", ""))
+        if service in SETUP_SERVICES:
             continue  # it ran once, before the stack; not a member
+        # coordinator-2, scheduler-2: more of the same role
+        base = re.sub(r"-\d+$", "", service)
+        role = base if base in ROLES else service
         state = c.get("State") or {}
         status = str(state.get("Status", ""))
         if status == "exited":
@@ -281,7 +291,7 @@ def parse_inspect(text: str) -> list[MemberInfo]:
         # the health of a container that is not running is its last probe's: not news
         health = (state.get("Health") or {}).get("Status") if status == "running" else None
         number = str(labels.get("com.docker.compose.container-number", "0"))
-        order = (ROLES.index(role) if role in ROLES else len(ROLES),
+        order = (ROLES.index(role) if role in ROLES else len(ROLES), len(service),
                  int(number) if number.isdigit() else 0)
         members.append((order, {
             "name": str(c.get("Name", "")).lstrip("/"), "role": role,

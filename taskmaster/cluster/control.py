@@ -22,7 +22,7 @@ from aiohttp import web
 
 from taskmaster.cluster.base import Supervisor, UnknownWorker, pid_alive
 from taskmaster.errors import InvalidInput
-from taskmaster.pool import validate_action, validate_flag, validate_workers
+from taskmaster.pool import member_name, validate_action, validate_flag, validate_workers
 from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
 from taskmaster.web import (
     BrowserPolicy,
@@ -152,8 +152,9 @@ async def _kill(request: web.Request) -> web.Response:
 async def _coordinator(request: web.Request) -> web.Response:
     cluster = _cluster(request)
     action = validate_action(request.match_info["action"])
-    restart = validate_flag(await read_object(request, empty={}), "restart", True)
-    member = await cluster.coordinator(action, restart=restart)
+    body = await read_object(request, empty={})
+    restart = validate_flag(body, "restart", True)
+    member = await cluster.coordinator(action, restart=restart, name=member_name(body))
     return web.json_response({"member": member, "members": cluster.status()})
 
 
@@ -291,10 +292,15 @@ class ControlClient:
         return await self._call("POST", f"/api/pool/workers/{quote(name, safe='')}/kill",
                                 {"graceful": graceful})
 
-    async def coordinator(self, action: str, restart: bool = True) -> dict[str, Any]:
-        """kill (restarted unless restart=False), stop, start or restart the coordinator."""
+    async def coordinator(self, action: str, restart: bool = True,
+                          name: str | None = None) -> dict[str, Any]:
+        """kill (restarted unless restart=False), stop, start or restart a coordinator (by
+        name; the first when None)."""
+        body: dict[str, Any] = {"restart": restart}
+        if name:
+            body["name"] = name
         return await self._call("POST", f"/api/pool/coordinator/{quote(action, safe='')}",
-                                {"restart": restart})
+                                body)
 
     async def autoscale(self, **changes: Any) -> dict[str, Any]:
         """The autoscaler's settings and last decisions; with changes, PUT them first."""

@@ -1,4 +1,4 @@
-"""A whole stack as local processes: database, coordinator, scheduler and N workers.
+"""A whole stack as local processes: database, coordinators, schedulers and N workers.
 
 What `taskmaster up` runs and what notebooks start. It supervises its children like a
 compose restart policy: a crashed coordinator or scheduler comes back by itself, a killed
@@ -24,7 +24,7 @@ import aiohttp
 from taskmaster.autoscale import Policy, from_settings
 from taskmaster.client import ApiError, Client
 from taskmaster.cluster.autoscaler import AutoscaleLoop
-from taskmaster.cluster.base import MemberInfo, UnknownWorker
+from taskmaster.cluster.base import MemberInfo, UnknownMember, UnknownWorker
 from taskmaster.cluster.control import (
     ControlServer,
     remove_stack_file,
@@ -108,13 +108,22 @@ class LocalCluster:
                  coordinator_port: int | None = None, extra_env: dict[str, str] | None = None,
                  supervise: bool = True, control: bool = True, pool_api: bool = True,
                  stack_file: bool = True, coordinator_host: str | None = None,
-                 autoscale: Policy | None = None) -> None:
+                 autoscale: Policy | None = None, coordinators: int = 1,
+                 schedulers: int = 1) -> None:
         settings = settings or Settings.from_env()
         # the pool API can stop and kill processes: it needs a token, unless opted out; the
         # scheduler reaches the control API with a secret of this run's own
         if pool_api and control and not settings.pool_token and not settings.no_pool_token:
             settings = settings.with_(pool_token=new_token())
         self.settings = settings.with_(control_token=new_token()) if control else settings
+        if coordinators < 1 or schedulers < 1:
+            raise ValueError("a stack needs at least one coordinator and one scheduler "
+                             "(--coordinators, --schedulers)")
+        self.n_coordinators = coordinators
+        self.n_schedulers = schedulers
+        # consecutive ports from the first (0: free ones, chosen at start)
+        self.coordinator_ports: list[int] = []
+        self.scheduler_ports: list[int] = []
         self.initial_workers = workers
         self.concurrency = concurrency or self.settings.concurrency
         self.scheduler_port = self.settings.scheduler_port if scheduler_port is None else scheduler_port
@@ -150,16 +159,38 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        """The scheduler's base URL."""
+        """The (first) scheduler's base URL."""
         return f"http://127.0.0.1:{self.scheduler_port}"
 
     @property
+    def urls(self) -> list[str]:
+        """Every scheduler's base URL (they serve the same API)."""
+        return [f"http://127.0.0.1:{p}" for p in self._ports(self.scheduler_port,
+                                                              self.scheduler_ports,
+                                                              self.n_schedulers)]
+
+    @property
     def coordinator_address(self) -> str:
-        """host:port workers dial."""
+        """What workers dial: host:port, or every coordinator's, comma-separated."""
         host = self.coordinator_host
         if not host or host in ("0.0.0.0", "::"):
             host = "127.0.0.1"
-        return f"{host}:{self.coordinator_port}"
+        return ",".join(f"{host}:{p}" for p in self._ports(
+            self.coordinator_port, self.coordinator_ports, self.n_coordinators))
+
+    @staticmethod
+    def _ports(first: int, chosen: list[int], n: int) -> list[int]:
+        return chosen or [first + i if first else 0 for i in range(n)]
+
+    def coordinator_names(self) -> list[str]:
+        """coordinator, or coordinator-1 ... coordinator-N when there are several."""
+        return (["coordinator"] if self.n_coordinators == 1
+                else [f"coordinator-{i + 1}" for i in range(self.n_coordinators)])
+
+    def scheduler_names(self) -> list[str]:
+        """scheduler, or scheduler-1 ... scheduler-M when there are several."""
+        return (["scheduler"] if self.n_schedulers == 1
+                else [f"scheduler-{i + 1}" for i in range(self.n_schedulers)])
 
     @property
     def control_url(self) -> str:
@@ -175,10 +206,23 @@ class LocalCluster:
         started, nothing of the other stack touched) when another stack has them. A core
         member that dies during the start fails it with the reason from its log."""
         host = self.settings.host
-        await claim(self.home, self._lock, stack_path(self.home), {
-            "scheduler": (host, self.scheduler_port),
-            "coordinator": (self.coordinator_host or host, self.coordinator_port)},
-            self.settings.api_read_token or self.settings.api_token)
+        # the first of each keeps its role's name: the hint to start a second stack uses it
+        ports = {("scheduler" if i == 0 else name): (host, port) for i, (name, port) in
+                 enumerate(zip(self.scheduler_names(),
+                               self._ports(self.scheduler_port, [], self.n_schedulers),
+                               strict=True))}
+        ports.update({("coordinator" if i == 0 else name): (self.coordinator_host or host, port)
+                      for i, (name, port) in enumerate(zip(
+                          self.coordinator_names(),
+                          self._ports(self.coordinator_port, [], self.n_coordinators),
+                          strict=True))})
+        if self.settings.metrics_port:
+            ports.update({f"{name} metrics": (self.coordinator_host or host,
+                                              self.settings.metrics_port + i)
+                          for i, name in enumerate(self.coordinator_names())})
+        await claim(self.home, self._lock, stack_path(self.home),
+                    {k: v for k, v in ports.items() if v[1]},
+                    self.settings.api_read_token or self.settings.api_token)
         self._starting = True
         try:
             return await self._start()
@@ -190,23 +234,31 @@ class LocalCluster:
         self.database_url, self._db_handle = await asyncio.to_thread(
             resolve_database, self.settings.database_url, self.home)
         await prepare(self.database_url)
-        if self.scheduler_port == 0:
-            self.scheduler_port = free_port()
-        if self.coordinator_port == 0:
-            self.coordinator_port = free_port()
+        self.scheduler_ports = [p or free_port() for p in self._ports(
+            self.scheduler_port, [], self.n_schedulers)]
+        self.coordinator_ports = [p or free_port() for p in self._ports(
+            self.coordinator_port, [], self.n_coordinators)]
+        self.scheduler_port, self.coordinator_port = (self.scheduler_ports[0],
+                                                      self.coordinator_ports[0])
         if self.control is not None:
             await self.control.start()
-        coordinator_args = ["coordinator", "--port", str(self.coordinator_port)]
-        if self.coordinator_host:
-            coordinator_args += ["--host", self.coordinator_host]
-        await self._spawn(Member("coordinator", "coordinator", coordinator_args))
+        for i, (name, port) in enumerate(zip(self.coordinator_names(), self.coordinator_ports,
+                                             strict=True)):
+            coordinator_args = ["coordinator", "--port", str(port)]
+            if self.coordinator_host:
+                coordinator_args += ["--host", self.coordinator_host]
+            env = {"TASKMASTER_COORDINATOR_NAME": name}
+            if self.settings.metrics_port:  # one metrics port each, consecutive
+                env["TASKMASTER_METRICS_PORT"] = str(self.settings.metrics_port + i)
+            await self._spawn(Member(name, "coordinator", coordinator_args, env=env))
         scheduler_env = {}
         if self.control is not None:
             scheduler_env["TASKMASTER_POOL_URL"] = self.control_url
             scheduler_env["TASKMASTER_ENABLE_POOL_API"] = "1" if self.pool_api else "0"
-        self._leave_pool_token()  # before the scheduler: whoever finds it, finds the token
-        await self._spawn(Member("scheduler", "scheduler", [
-            "scheduler", "--port", str(self.scheduler_port)], env=scheduler_env))
+        self._leave_pool_token()  # before the schedulers: whoever finds it, finds the token
+        for name, port in zip(self.scheduler_names(), self.scheduler_ports, strict=True):
+            await self._spawn(Member(name, "scheduler", [
+                "scheduler", "--port", str(port)], env=scheduler_env))
         await self.wait_ready()
         async with self._pool_lock:
             await self._scale(self.initial_workers)
@@ -343,7 +395,7 @@ class LocalCluster:
                     async with http.get(self.url + "/readyz") as resp:
                         if resp.status == 200:
                             return
-                sched = self.members.get("scheduler")
+                sched = self.members.get(self.scheduler_names()[0])
                 if sched and sched.proc and sched.proc.returncode is not None and not self.supervise:
                     break
                 await asyncio.sleep(0.05)
@@ -406,11 +458,16 @@ class LocalCluster:
             return None
         return next((str(w["name"]) for w in workers if w.get("id") == worker_id), None)
 
-    async def coordinator(self, action: str, restart: bool = True) -> MemberInfo:
+    async def coordinator(self, action: str, restart: bool = True,
+                          name: str | None = None) -> MemberInfo:
         """kill (SIGKILL: a crash, restarted by supervision unless restart=False), stop,
-        start or restart the coordinator."""
+        start or restart one coordinator, by name (the first when None)."""
         validate_action(action)
-        m = self.members["coordinator"]
+        names = self.coordinator_names()
+        m = self.members.get(name or names[0])
+        if m is None or m.role != "coordinator":
+            raise UnknownMember(f"no coordinator named {name!r}; coordinators: "
+                                f"{', '.join(names)}")
         async with self._core_lock:
             if action == "kill":
                 if not restart:
@@ -435,7 +492,10 @@ class LocalCluster:
 
     def describe(self) -> dict[str, Any]:
         """What GET /api/pool answers: manager, addresses, running workers, members."""
-        return {"manager": "local", "scheduler": self.url, "coordinator": self.coordinator_address,
+        return {"manager": "local", "scheduler": self.url, "schedulers": self.urls,
+                "coordinator": self.coordinator_address,
+                "coordinators": dict(zip(self.coordinator_names(),
+                                         self.coordinator_address.split(","), strict=True)),
                 "home": str(self.home), "pid": os.getpid(),
                 "workers": len(self.workers()), "max_workers": self.settings.max_workers,
                 "members": self.status()}

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from taskmaster.coordinator.service import (
     Cancel,
     Close,
     Coordinator,
+    CutOff,
     IdentityRefused,
     OutItem,
     RegistrationRefused,
@@ -90,6 +93,8 @@ class CoordinatorServicer(pb_grpc.CoordinatorServicer):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED, str(exc))
         except TooManyWorkers as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except CutOff as exc:  # the worker dials another coordinator
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         except (RegistrationRefused, ValueError) as exc:  # ValueError: a ref's task id
             log.warning("refused a worker registration from %s: %s", context.peer(), exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -238,6 +243,12 @@ class CoordinatorServer:
             await self.store.close()
             raise CannotListen("coordinator", bind, "the address is in use or not available "
                                f"({exc})") from None
+        self.coordinator.address = f"{host or self.settings.host}:{self.port}"
+        if not self.settings.coordinator_name:
+            # in a container (compose, Kubernetes) its hostname tells the replicas apart
+            in_container = os.getpid() == 1 or os.path.exists("/.dockerenv")
+            self.coordinator.name = (socket.gethostname() if in_container
+                                     else f"coordinator-{self.port}")
         await self.coordinator.start()
         await self.server.start()
         await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)

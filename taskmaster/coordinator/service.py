@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -51,6 +52,8 @@ log = logging.getLogger(__name__)
 # the database is away, or a statement lost a lock race and rolled back whole: wait, and
 # run it again
 DB_ERRORS = RETRYABLE
+# a lease renewal that failed, or that PostgreSQL did not answer in time (cut off)
+RENEW_ERRORS: tuple[type[BaseException], ...] = (*RETRYABLE, TimeoutError)
 
 # A live worker redials at least every 1.5 s (worker/runtime.py: backoff capped at 1 s,
 # jitter up to x1.5); a restarted coordinator waits this much beyond a heartbeat timeout
@@ -62,8 +65,14 @@ STOP_TIMEOUT = 5.0
 # most statements per housekeeping round (the rest wait for the next round)
 PRUNE_BATCH = 10_000
 PRUNE_ROUNDS = 20
+# heartbeat intervals without an answer from PostgreSQL after which a coordinator sends its
+# workers elsewhere (cut off: it cannot write their reports, and their leases will lapse)
+CUT_OFF_AFTER = 1.5
+# seconds the row of a coordinator whose lease lapsed is kept (then housekeeping deletes it)
+COORDINATOR_ROWS_KEPT = 3600.0
 
-__all__ = ["Ack", "Acks", "Assign", "Cancel", "Close", "Coordinator", "IdentityRefused", "Joined",
+__all__ = ["Ack", "Acks", "Assign", "Cancel", "Close", "Coordinator", "CutOff", "IdentityRefused",
+           "Joined",
            "OutItem", "RegistrationRefused", "Session", "TooManyWorkers", "WriteFailed"]
 
 
@@ -80,12 +89,31 @@ class Observer:
         """Held tasks were taken back from workers (requeued, or failed for good)."""
 
 
-class Coordinator:
-    """Worker registry, assignment and status writes over a Store."""
+class CutOff(RegistrationRefused):
+    """This coordinator cannot reach PostgreSQL: a worker should dial another one."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+
+class Coordinator:
+    """Worker registry, assignment and status writes over a Store.
+
+    Any number of coordinators may run on one database, all active. Each holds a lease row
+    of its own and the leases of the workers connected to it, renewed in one statement
+    every heartbeat interval; a worker whose lease lapsed while its holder's did too is put
+    back by whichever coordinator sees it first.
+    """
+
+    def __init__(self, store: Store, settings: Settings, *, name: str = "",
+                 address: str = "") -> None:
         self.store = store
         self.settings = settings
+        # a new id per process: a restarted coordinator holds nothing of its former self
+        self.coordinator_id = str(uuid.uuid4())
+        self.name = name or settings.coordinator_name or f"coordinator-{os.getpid()}"
+        self.address = address
+        # PostgreSQL has not answered a lease renewal for a while: the workers were told to
+        # go to another coordinator, and none may join until it answers again
+        self.cut_off = False
+        self._renewed = time.monotonic()
         self.sessions: dict[str, Session] = {}
         self.strategy = STRATEGIES[settings.assign_strategy]
         self._cursor = 0
@@ -115,7 +143,8 @@ class Coordinator:
         self.wake()
 
     async def stop(self) -> None:
-        """Stop the loops; workers are not marked offline (they will reconnect)."""
+        """Stop the loops; workers are not marked offline (they move to another coordinator,
+        or come back to the next one started here, and keep their tasks)."""
         self.stopping = True
         tasks = [*self._tasks, *self._offlines]
         for t in tasks:
@@ -127,6 +156,9 @@ class Coordinator:
                           STOP_TIMEOUT)
         for s in self.sessions.values():
             s.send(Close("coordinator stopping"))
+        with contextlib.suppress(*DB_ERRORS, TimeoutError):
+            async with asyncio.timeout(1.0):
+                await self.store.drop_coordinator(self.coordinator_id)
 
     async def _forever(self, loop: Callable[[], Awaitable[None]]) -> None:
         """Run a loop; on a database outage wait and run it again."""
@@ -161,6 +193,8 @@ class Coordinator:
         TooManyWorkers) says why not; a refused worker changes nothing."""
         given, offered = check_registration(self.settings, name=name, host=host,
                                             capacity=capacity, commands=list(commands))
+        if self.cut_off:
+            raise CutOff(f"coordinator {self.name} cannot reach PostgreSQL; dial another")
         if given < capacity:
             log.warning("worker %s offers %d slots; it is given %d "
                         "(TASKMASTER_MAX_WORKER_CAPACITY)", name or worker_id, capacity, given)
@@ -177,7 +211,8 @@ class Coordinator:
                 secret = issued
             admitted = bool(secret) and await self.store.join_worker(
                 worker_id=worker_id, secret_hash=secret_hash(secret), new=bool(issued),
-                name=name or worker_id, host=host, pid=pid, capacity=capacity, commands=offered)
+                name=name or worker_id, host=host, pid=pid, capacity=capacity, commands=offered,
+                holder=self.coordinator_id, lease=self.settings.heartbeat_timeout)
             if not admitted:
                 self.counters["joins_refused"] += 1
                 log.warning("refused a worker claiming id %s from %s: unknown id, or a wrong or "
@@ -250,6 +285,8 @@ class Coordinator:
                                     else self._offline([session.worker_id], reason))
         self._offlines.add(write)
         write.add_done_callback(self._offlines.discard)
+        if self.cut_off:  # the write waits for PostgreSQL; the stream must end now
+            return
         await asyncio.shield(write)
 
     async def _left(self, session: Session, reason: str) -> None:
@@ -275,7 +312,8 @@ class Coordinator:
     async def _offline(self, worker_ids: list[str], reason: str) -> None:
         for attempt in range(50):
             try:
-                moved = await self.store.workers_offline(worker_ids, reason)
+                moved = await self.store.workers_offline(worker_ids, reason,
+                                                         holder=self.coordinator_id)
                 break
             except DB_ERRORS:
                 await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
@@ -377,7 +415,7 @@ class Coordinator:
                       for s in self.sessions.values()]
         start = self._cursor
         slots, self._cursor = self.strategy(candidates, start, self.settings.assign_batch)
-        deliveries = await self.store.assign(slots)
+        deliveries = await self.store.assign(slots, holder=self.coordinator_id)
         if len(deliveries) < len(slots):
             # fewer tasks than slots: the turn moves past the last worker served, not past
             # every slot offered (else the first worker would get every trickling task)
@@ -447,6 +485,8 @@ class Coordinator:
                 await self.store.compact_counts(60.0)
                 await self.store.prune_events(self.settings.event_retention)
                 await self.prune()
+                # rows of coordinators that died long ago (a stopping one removes its own)
+                await self.store.drop_coordinator("", COORDINATOR_ROWS_KEPT)
 
     async def prune(self) -> int:
         """Delete finished tasks older than TASKMASTER_TASK_RETENTION (in batches, at most
@@ -483,7 +523,8 @@ class Coordinator:
         # after a restart, give every live worker one timeout (and the longest pause between
         # two of its dials) to come back first
         if now - self._started > timeout + REDIAL_GRACE:
-            stale = await self.store.stale_workers(timeout, list(self.sessions))
+            stale = await self.store.stale_workers(timeout, list(self.sessions),
+                                                   self.coordinator_id)
             orphans = [w for w in await self.store.orphan_holders() if w not in self.sessions]
             gone = sorted(set(stale) | set(orphans))
             if gone:
@@ -507,13 +548,56 @@ class Coordinator:
             self.wake()
 
     async def _heartbeat_loop(self) -> None:
+        """Renew this coordinator's lease and those of its workers, every heartbeat interval.
+
+        A worker whose lease was not renewed is no longer ours (it joined another
+        coordinator, or was declared gone): its stream is closed, so it registers again. When
+        PostgreSQL has not answered for CUT_OFF_AFTER intervals, every stream is closed, so
+        that the workers move to a coordinator that can still write their reports.
+        """
+        interval = self.settings.heartbeat_interval
         while True:
-            await asyncio.sleep(self.settings.heartbeat_interval)
-            beats = {s.worker_id: WorkerStatus.DRAINING if s.draining else WorkerStatus.ONLINE
-                     for s in self.sessions.values() if s.beat}
-            for s in self.sessions.values():
-                s.beat = False
-            await self.store.heartbeat(beats)
+            try:
+                async with asyncio.timeout(interval):
+                    await self.renew()
+            except RENEW_ERRORS as exc:
+                silent = time.monotonic() - self._renewed
+                if silent > CUT_OFF_AFTER * interval and not self.cut_off:
+                    self.cut_off = True
+                    log.error("coordinator %s: PostgreSQL has not answered for %.1fs (%s); "
+                              "sending its %d workers to another coordinator", self.name,
+                              silent, exc or type(exc).__name__, len(self.sessions))
+                    # dropped here, not put offline: they keep their tasks where they go (one
+                    # that goes nowhere has its lease lapse, and any coordinator puts them back)
+                    for s in list(self.sessions.values()):
+                        s.closed = True
+                        s.send(Close("this coordinator cannot reach PostgreSQL"))
+                    self.sessions.clear()
+            await asyncio.sleep(interval)
+
+    async def renew(self) -> None:
+        """One lease renewal: this coordinator's, then its workers' in one statement."""
+        lease = self.settings.heartbeat_timeout
+        await self.store.renew_coordinator(self.coordinator_id, name=self.name,
+                                           address=self.address, lease=lease)
+        sessions = {s.worker_id: s for s in self.sessions.values() if not s.closed}
+        beats = {w: WorkerStatus.DRAINING if s.draining else WorkerStatus.ONLINE
+                 for w, s in sessions.items()}
+        for s in sessions.values():
+            s.beat = False
+        renewed = await self.store.heartbeat(beats, holder=self.coordinator_id, lease=lease)
+        self._renewed = time.monotonic()
+        if self.cut_off:
+            self.cut_off = False
+            log.warning("coordinator %s reaches PostgreSQL again; workers may join", self.name)
+        for worker_id in set(beats) - renewed:
+            s = sessions[worker_id]
+            if self.sessions.get(worker_id) is s:
+                log.warning("worker %s is no longer held by this coordinator; closing its "
+                            "stream", s.name, extra={"worker_id": worker_id})
+                del self.sessions[worker_id]  # its tasks are not ours to put back
+                s.closed = True
+                s.send(Close("the worker's lease is held elsewhere"))
 
     async def _listen_loop(self) -> None:
         """LISTEN for new tasks and cancellations; reconnect when the connection drops."""

@@ -70,6 +70,7 @@ async def connect(
     recording: str | Path | None = None,
     speed: float = 1.0,
     embedded: bool = False,
+    coordinators: int = 1,
     **settings: Any,
 ) -> Stack:
     """The stack at TASKMASTER_URL (or `url`) if it answers, else a new one in this kernel.
@@ -86,6 +87,8 @@ async def connect(
     can honour.
     `embedded=True` starts a new stack on an embedded PostgreSQL of its own even when
     TASKMASTER_DATABASE_URL names a server (a notebook that stops its database).
+    `coordinators=2`: a stack with at least that many coordinators (the demo's, if it runs
+    that many; else a new one).
     """
     if recording is not None:  # no stack at all: the recorded run, replayed
         return Stack(cast(Client, Replay(recording, speed=speed)))
@@ -94,7 +97,7 @@ async def connect(
         own = bool(settings) or embedded or not url
     if not own:
         client = Client(url, token=os.environ.get("TASKMASTER_API_TOKEN") or None, timeout=10)
-        if await client.readyz():
+        if await client.readyz() and await _coordinators(client) >= coordinators:
             stack = Stack(client)
             if reset:
                 await stack.reset()
@@ -104,7 +107,15 @@ async def connect(
         await client.close()
         log.info("no stack answers at %s; starting one in this kernel", url)
     return await Stack.start(workers or 0, concurrency=concurrency, timeout=timeout,
-                             embedded=embedded, **settings)
+                             embedded=embedded, coordinators=coordinators, **settings)
+
+
+async def _coordinators(client: Client) -> int:
+    """How many coordinators the stack runs, as its pool manager says (1 when it cannot)."""
+    try:
+        return max(1, len((await client.pool()).get("coordinators") or {}))
+    except (ApiError, OSError, ValueError):
+        return 1
 
 
 class Stack:
@@ -126,7 +137,8 @@ class Stack:
 
     @classmethod
     async def start(cls, workers: int = 3, *, concurrency: int | None = None,
-                    timeout: float = 60.0, embedded: bool = False, **overrides: Any) -> Stack:
+                    timeout: float = 60.0, embedded: bool = False, coordinators: int = 1,
+                    **overrides: Any) -> Stack:
         """A new stack of local processes, in a temporary home, on free ports (on an
         embedded PostgreSQL unless TASKMASTER_DATABASE_URL names a server and not
         `embedded`)."""
@@ -142,7 +154,7 @@ class Stack:
         watchdog = _start_watchdog(home, database_url)
         # its scheduler's /api/pool is on and forwards to the cluster (LocalCluster's default)
         cluster = LocalCluster(settings, workers=workers, concurrency=concurrency,
-                               scheduler_port=0, coordinator_port=0)
+                               scheduler_port=0, coordinator_port=0, coordinators=coordinators)
         stack = cls(Client(cluster.url), cluster, home=home, database_url=database_url,
                     own_database=bool(server), watchdog=watchdog)
         try:
@@ -263,6 +275,9 @@ class Stack:
         """Every panel in one layout, started and connected to the event stream."""
         online = await self.online_workers()
         options.setdefault("workers", len(online))
+        if "coordinators" not in options and await _coordinators(self.client) > 1:
+            # several: a row of buttons each in the Worker Control panel
+            options["coordinators"] = list((await self.client.pool())["coordinators"])
         dash = Dashboard(self.client, **options)
         self._dashboards.append(dash)
         dash.start()

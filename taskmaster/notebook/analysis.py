@@ -330,3 +330,42 @@ def pickup_delays(events: Iterable[Event], task_ids: Iterable[str]) -> list[floa
             ready = max(scheduled[task], freed.get(str(worker), 0.0))
             out[task] = max(0.0, when(e) - ready)
     return list(out.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """A coordinator crash seen from the events: how long until a worker that moved ran a
+    new task, the completions per second around it, and the moved workers' tasks that had
+    to start again."""
+
+    seconds: float  # from the crash to the first task a moved worker started anew
+    per_second: tuple[int, ...]  # completions in each whole second around the crash
+    restarted: int  # tasks taken back from the moved workers (task_reassigned naming them)
+
+    @property
+    def quiet_seconds(self) -> int:
+        """Seconds around the crash in which nothing completed (a gap in the chart)."""
+        return sum(1 for n in self.per_second if n == 0)
+
+
+def failover_report(events: Sequence[Event], moved: Iterable[str], crashed_at: float, *,
+                    before: int = 2, after: int = 3) -> Failover | None:
+    """What a coordinator crash at `crashed_at` (epoch seconds) did to the workers it held
+    (`moved`, their ids); None until one of them has started a task assigned after it.
+
+    `per_second` covers `before` whole seconds before the crash and `after` after it."""
+    workers = set(moved)
+    fresh = {str(e.get("task_id")) for e in events
+             if e.get("event") == EventType.TASK_ASSIGNED and e.get("worker_id") in workers
+             and when(e) > crashed_at}
+    starts = [when(e) for e in events if e.get("event") == EventType.TASK_RUNNING
+              and str(e.get("task_id")) in fresh and e.get("worker_id") in workers]
+    if not starts:
+        return None
+    done = [when(e) for e in events if e.get("event") == EventType.TASK_COMPLETED]
+    buckets = [sum(1 for t in done if crashed_at + i <= t < crashed_at + i + 1)
+               for i in range(-before, after)]
+    restarted = sum(1 for e in events if e.get("event") == EventType.TASK_REASSIGNED
+                    and e.get("worker_id") in workers and when(e) > crashed_at)
+    return Failover(seconds=max(0.0, min(starts) - crashed_at), per_second=tuple(buckets),
+                    restarted=restarted)

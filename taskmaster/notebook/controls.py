@@ -59,7 +59,7 @@ class PoolOps(Protocol):
         """Stop one worker: SIGKILL, or SIGTERM (drain) when graceful."""
 
     def coordinator(self, action: str) -> Any:
-        """"kill", "start" or "restart" the coordinator."""
+        """"kill", "start" or "restart" the coordinator (a named one: a `name=` keyword)."""
 
 
 def error_text(exc: BaseException, instead: str | None = None) -> str:
@@ -297,10 +297,15 @@ class WorkerControlPanel(ActionPanel):
         workers: int = 3,
         max_workers: int = 20,
         docker: DockerCommands | None = None,
+        coordinators: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.pool = pool
+        # several coordinators: a row of buttons each, and the workers it holds
+        self.coordinators = list(coordinators) if len(coordinators) > 1 else []
+        self.named_buttons: dict[str, dict[str, widgets.Button]] = {}
+        self.holds: dict[str, widgets.HTML] = {}
         self.state = state if state is not None else DashboardState()
         self.docker = docker or DockerCommands()
         self.slider = widgets.IntSlider(
@@ -319,12 +324,28 @@ class WorkerControlPanel(ActionPanel):
             ("start", "Start coordinator", "success"),
             ("restart", "Restart coordinator", "warning"),
         ):
+            if self.coordinators:
+                break
             button = widgets.Button(description=label, button_style=style)
             button.on_click(self.handler(lambda _b, a=action: self.coordinator(a)))
             self.coordinator_buttons[action] = button
             command = widgets.HTML(_code(self.docker.coordinator(action)))
             button.layout = widgets.Layout(width="170px")
             rows.append(widgets.HBox([button, command], layout=_middle()))
+        for name in self.coordinators:
+            buttons = {}
+            for action, label, style in (("kill", "Crash", "danger"), ("start", "Start", "success"),
+                                         ("restart", "Restart", "warning")):
+                button = widgets.Button(description=label, button_style=style,
+                                        layout=widgets.Layout(width="80px"))
+                button.on_click(self.handler(lambda _b, a=action, n=name: self.coordinator(a, n)))
+                buttons[action] = button
+            self.named_buttons[name] = buttons
+            self.holds[name] = widgets.HTML()
+            rows.append(widgets.HBox([widgets.Label(name, layout=widgets.Layout(width="110px")),
+                                      *buttons.values(), self.holds[name]], layout=_middle()))
+        if self.coordinators:  # the first one's, as with a single coordinator
+            self.coordinator_buttons = dict(self.named_buttons[self.coordinators[0]])
         self.worker_buttons: dict[str, dict[str, widgets.Button]] = {}
         self._containers: dict[str, str] = {}
         self.worker_rows = widgets.VBox()
@@ -397,8 +418,11 @@ class WorkerControlPanel(ActionPanel):
         self.submit(lambda: self.pool.kill_worker(name, graceful), lambda _r: done,
                     self.docker.kill_worker(container, graceful), busy=busy)
 
-    def coordinator(self, action: str) -> None:
-        """Kill, start or restart the coordinator."""
+    def coordinator(self, action: str, name: str | None = None) -> None:
+        """Kill, start or restart the coordinator (one of several, by name)."""
+        if name is not None:
+            self._named_coordinator(action, name)
+            return
         busy = {"kill": "Crashing the coordinator (SIGKILL) ...",
                 "start": "Starting the coordinator ...", "stop": "Stopping the coordinator ...",
                 "restart": "Restarting the coordinator ..."}.get(action, f"{action} ...")
@@ -413,10 +437,32 @@ class WorkerControlPanel(ActionPanel):
             busy=busy,
         )
 
+    def _named_coordinator(self, action: str, name: str) -> None:
+        verb = {"kill": "Crashing", "start": "Starting", "stop": "Stopping",
+                "restart": "Restarting"}.get(action, action)
+        said = {"kill": f"{name} crashed (SIGKILL); its workers moved to the other "
+                        "coordinators, and its supervisor restarts it",
+                "start": f"{name} started", "stop": f"{name} stopped",
+                "restart": f"{name} restarted; its workers moved to the others"}
+        self.submit(lambda: self.pool.coordinator(action, name=name),  # type: ignore[call-arg]
+                    lambda _r: said.get(action, f"{name}: {action} done"),
+                    self.docker.coordinator(action), busy=f"{verb} {name} ...")
+
     # worker rows
     def render(self, state: DashboardState | None = None, force: bool = False) -> bool:
-        """Rebuild the per-worker rows when the set of live workers changed."""
+        """Rebuild the per-worker rows when the set of live workers changed; show which
+        workers each coordinator holds."""
         state = state if state is not None else self.state
+        if self.coordinators:
+            held: dict[str, list[str]] = {n: [] for n in self.coordinators}
+            for w in state.workers.values():
+                where = w.get("coordinator")
+                if where in held and w.get("status") != WorkerStatus.OFFLINE:
+                    held[where].append(str(w.get("name")))
+            for name, html in self.holds.items():
+                text = ", ".join(sorted(held[name])) or "no workers"
+                if html.value != text:
+                    html.value = text
         return self.set_workers(state.workers.values(), force=force)
 
     def set_workers(self, workers: Any, force: bool = False) -> bool:

@@ -47,6 +47,7 @@ class Dashboard(widgets.VBox):
         workers: int = 3,
         render_hz: float = 2.0,
         poll_interval: float = 1.0,
+        coordinators: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         self.client = client
@@ -56,7 +57,8 @@ class Dashboard(widgets.VBox):
         self.reset = ResetPanel(client)
         self.autoscale = AutoscalePanel(client)
         self.controls = WorkerControlPanel(
-            pool if pool is not None else client, state=self.state, workers=workers
+            pool if pool is not None else client, state=self.state, workers=workers,
+            coordinators=coordinators,
         )
         self.stats = StatsPanel(self.state)
         self.chart = ThroughputChart(self.state)

@@ -20,7 +20,13 @@ from aiohttp import web
 
 from taskmaster.config import Settings
 from taskmaster.errors import InvalidInput
-from taskmaster.pool import compose_command, validate_action, validate_flag, validate_workers
+from taskmaster.pool import (
+    compose_command,
+    member_name,
+    validate_action,
+    validate_flag,
+    validate_workers,
+)
 from taskmaster.scheduler.context import STORE
 from taskmaster.web import Handler, error, pool_token_refusal, read_object
 
@@ -119,11 +125,13 @@ async def coordinator(request: web.Request) -> web.Response:
     if not settings.enable_pool_api:
         return _refused()
     action = validate_action(request.match_info["action"])
-    restart = validate_flag(await read_object(request, empty={}), "restart", True)
+    body = await read_object(request, empty={})
+    restart = validate_flag(body, "restart", True)
+    name = member_name(body)
     if not settings.pool_url:
         return _no_manager(compose_command("coordinator", action, restart=restart))
     return await _forward(request, "POST", f"/api/pool/coordinator/{action}",
-                          {"restart": restart})
+                          {"restart": restart, **({"name": name} if name else {})})
 
 
 async def autoscale(request: web.Request) -> web.Response:

@@ -48,7 +48,9 @@ LIMIT $4;
 SELECT w.*,
        ARRAY(SELECT t.id FROM tasks t
              WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
-             ORDER BY t.status DESC, t.assigned_at) AS current_task_ids
+             ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
+       (SELECT c.name FROM coordinators c
+        WHERE c.id = w.coordinator_id AND w.status <> 'offline') AS coordinator
 FROM workers w
 WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
 ORDER BY w.registered_at, w.id;
@@ -61,7 +63,9 @@ SELECT * FROM (
     SELECT DISTINCT ON (w.name) w.*,
            ARRAY(SELECT t.id FROM tasks t
                  WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
-                 ORDER BY t.status DESC, t.assigned_at) AS current_task_ids
+                 ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
+           (SELECT c.name FROM coordinators c
+            WHERE c.id = w.coordinator_id AND w.status <> 'offline') AS coordinator
     FROM workers w
     WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
     ORDER BY w.name, (w.status <> 'offline') DESC, w.registered_at DESC, w.id
@@ -217,11 +221,14 @@ SELECT * FROM w;
 
 -- name: insert_worker
 -- A new worker, under the id and the secret's hash the coordinator has just issued.
--- $1 id, $2 secret hash, $3 name, $4 host, $5 pid, $6 capacity, $7 commands
+-- $1 id, $2 secret hash, $3 name, $4 host, $5 pid, $6 capacity, $7 commands,
+-- $8 the coordinator holding it ('' for none), $9 its lease in seconds
 WITH w AS (
     INSERT INTO workers (id, secret_hash, name, host, pid, capacity, commands, status,
-                         registered_at, last_heartbeat, offline_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, 'online', now(), now(), NULL)
+                         registered_at, last_heartbeat, offline_at, coordinator_id,
+                         lease_expires_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'online', now(), now(), NULL, nullif($8::text, ''),
+            now() + make_interval(secs => $9::float8))
     ON CONFLICT (id) DO NOTHING
     RETURNING *
 ), cmds AS (
@@ -234,13 +241,16 @@ WITH w AS (
 SELECT id FROM w;
 
 -- name: rejoin_worker
--- A worker back with its id and secret (after a break, or to a restarted coordinator):
--- nothing changes, and no row comes back, unless the secret's hash is the one on record.
--- $1 id, $2 secret hash, $3 name, $4 host, $5 pid, $6 capacity, $7 commands
+-- A worker back with its id and secret (after a break, or to a restarted coordinator, or
+-- to another coordinator of the pool, which takes over its lease): nothing changes, and no
+-- row comes back, unless the secret's hash is the one on record.
+-- $1 id, $2 secret hash, $3 name, $4 host, $5 pid, $6 capacity, $7 commands,
+-- $8 the coordinator holding it now ('' for none), $9 its lease in seconds
 WITH w AS (
     UPDATE workers SET
         name = $3, host = $4, pid = $5, capacity = $6, commands = $7, status = 'online',
-        last_heartbeat = now(), offline_at = NULL
+        last_heartbeat = now(), offline_at = NULL, coordinator_id = nullif($8::text, ''),
+        lease_expires_at = now() + make_interval(secs => $9::float8)
     WHERE id = $1 AND secret_hash = $2
     RETURNING *
 ), cmds AS (
@@ -258,29 +268,67 @@ SELECT id, attempt, status FROM tasks
 WHERE worker_id = $1 AND status IN ('assigned', 'running');
 
 -- name: heartbeat_workers
--- $1 worker ids, $2 statuses (online or draining)
+-- Renew the leases of the workers a coordinator holds, in one statement. $1 worker ids,
+-- $2 statuses (online or draining), $3 the coordinator renewing (NULL: any), $4 the lease
+-- in seconds. Only a lease this coordinator still holds is renewed: the ids that come back;
+-- a worker missing from them was taken over by another coordinator, or declared gone.
 WITH hb AS (
     SELECT * FROM unnest($1::text[], $2::text[]) AS h(id, status)
 ), upd AS (
-    UPDATE workers w SET last_heartbeat = now(), status = hb.status
+    UPDATE workers w SET last_heartbeat = now(), status = hb.status,
+                         lease_expires_at = now() + make_interval(secs => $4::float8)
     FROM hb WHERE w.id = hb.id AND w.status <> 'offline'
+              AND ($3::text IS NULL OR w.coordinator_id = $3)
     RETURNING w.id, w.name, w.status,
               (SELECT status FROM workers o WHERE o.id = w.id) AS old_status
+), ev AS (
+    INSERT INTO events (event, worker_id, data)
+    SELECT 'worker_draining', id, jsonb_build_object('name', name)
+    FROM upd WHERE status = 'draining' AND old_status = 'online'
 )
-INSERT INTO events (event, worker_id, data)
-SELECT 'worker_draining', id, jsonb_build_object('name', name)
-FROM upd WHERE status = 'draining' AND old_status = 'online';
+SELECT id FROM upd;
+
+-- name: renew_coordinator
+-- A coordinator's own lease: $1 id, $2 name, $3 address, $4 lease in seconds.
+INSERT INTO coordinators (id, name, address, lease_expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4::float8))
+ON CONFLICT (id) DO UPDATE SET lease_expires_at = EXCLUDED.lease_expires_at;
+
+-- name: drop_coordinator
+-- A coordinator stopping (its workers' leases lapse, or they move first), and rows of
+-- coordinators whose lease lapsed more than $2 seconds ago.
+DELETE FROM coordinators
+WHERE id = $1 OR lease_expires_at < now() - make_interval(secs => $2::float8);
+
+-- name: list_coordinators
+-- Coordinators whose lease is current, with how many workers each holds.
+SELECT c.id, c.name, c.address, c.started_at, c.lease_expires_at,
+       (SELECT count(*) FROM workers w
+        WHERE w.coordinator_id = c.id AND w.status <> 'offline') AS workers
+FROM coordinators c
+WHERE c.lease_expires_at > now()
+ORDER BY c.name, c.started_at;
 
 -- name: worker_offline
 -- Workers gone: mark them offline and put their tasks back (attempt + 1), or fail
 -- the tasks that have used up their attempts, or finish the cancellation of those whose
 -- cancel was requested. $2 is the reason recorded.
+-- $3 fences it: NULL, any of them; else only workers this coordinator ($3) holds, or whose
+-- lease lapsed (checked again on the locked row: a worker that has just moved to another
+-- coordinator keeps its tasks), and tasks held by workers already offline or unknown.
 -- Lock order, as in apply_updates: task rows (by id) before worker rows, or the two deadlock.
 WITH held AS (
-    SELECT id FROM tasks
+    SELECT id, worker_id FROM tasks
     WHERE worker_id = ANY($1::text[]) AND status IN ('assigned', 'running')
     ORDER BY id
     FOR UPDATE
+), gone AS (
+    UPDATE workers SET status = 'offline', offline_at = now(), lease_expires_at = NULL
+    WHERE id = ANY($1::text[]) AND status <> 'offline'
+      AND ($3::text IS NULL OR coordinator_id IS NULL OR coordinator_id = $3
+           OR lease_expires_at IS NULL OR lease_expires_at < now())
+      AND (SELECT count(*) FROM held) >= 0  -- takes the task locks first
+    RETURNING id, name
 ), upd AS (
     UPDATE tasks t SET
         status = CASE WHEN t.cancel_requested THEN 'cancelled'
@@ -298,13 +346,11 @@ WITH held AS (
         scheduled_at = CASE WHEN NOT t.cancel_requested AND t.attempt < t.max_attempts
                             THEN now() ELSE t.scheduled_at END
     FROM held WHERE t.id = held.id
+      AND (held.worker_id IN (SELECT id FROM gone)
+           OR NOT EXISTS (SELECT 1 FROM workers w
+                          WHERE w.id = held.worker_id AND w.status <> 'offline'))
     RETURNING t.id, t.status, t.attempt, t.history -> -1 ->> 'worker_id' AS old_worker,
               t.command
-), gone AS (
-    UPDATE workers SET status = 'offline', offline_at = now()
-    WHERE id = ANY($1::text[]) AND status <> 'offline'
-      AND (SELECT count(*) FROM upd) >= 0  -- runs upd (the task locks) first
-    RETURNING id, name
 ), ev AS (
     INSERT INTO events (event, task_id, worker_id, data)
     SELECT CASE WHEN status = 'pending' THEN 'task_reassigned'
@@ -356,11 +402,16 @@ WITH held AS (
 SELECT status, command FROM upd;
 
 -- name: stale_workers
--- Workers PostgreSQL thinks alive, silent for $1 seconds, not connected here ($2).
-SELECT id FROM workers
-WHERE status <> 'offline'
-  AND last_heartbeat < now() - make_interval(secs => $1)
-  AND id <> ALL($2::text[]);
+-- Workers PostgreSQL thinks alive whose lease lapsed (without one: silent for $1 seconds),
+-- not connected here ($2), and not held by another live coordinator: held by none, by
+-- this one ($3), or by one whose own lease lapsed too.
+SELECT w.id FROM workers w
+WHERE w.status <> 'offline'
+  AND coalesce(w.lease_expires_at, w.last_heartbeat + make_interval(secs => $1)) < now()
+  AND w.id <> ALL($2::text[])
+  AND (w.coordinator_id IS NULL OR w.coordinator_id = $3
+       OR NOT EXISTS (SELECT 1 FROM coordinators c
+                      WHERE c.id = w.coordinator_id AND c.lease_expires_at > now()));
 
 -- name: orphaned_tasks
 -- Held tasks whose worker is offline or unknown (a crash between two statements).
@@ -369,17 +420,27 @@ LEFT JOIN workers w ON w.id = t.worker_id
 WHERE t.status IN ('assigned', 'running') AND (w.id IS NULL OR w.status = 'offline');
 
 -- name: assign_tasks
--- Claim one due pending task per slot; $1 lists worker ids in round-robin slot order.
-WITH picked AS (
+-- Claim one due pending task per slot; $1 lists worker ids in round-robin slot order. $2,
+-- the claiming coordinator, keeps only the slots of workers it still holds (NULL: all): the
+-- worker rows are locked, so a worker moving to another coordinator meanwhile either moves
+-- after this commits (and its new coordinator finds the delivery) or gets nothing here.
+WITH mine AS (
+    SELECT w.id FROM workers w
+    WHERE $2::text IS NOT NULL AND w.id = ANY($1::text[]) AND w.coordinator_id = $2
+      AND w.status <> 'offline'
+    FOR SHARE
+), slots AS (
+    SELECT worker_id, row_number() OVER (ORDER BY s.slot) AS slot
+    FROM unnest($1::text[]) WITH ORDINALITY AS s(worker_id, slot)
+    WHERE $2::text IS NULL OR s.worker_id IN (SELECT id FROM mine)
+), picked AS (
     SELECT id, priority, scheduled_at FROM tasks
     WHERE status = 'pending' AND scheduled_at <= now()
     ORDER BY priority DESC, scheduled_at, id
-    LIMIT cardinality($1::text[])
+    LIMIT (SELECT count(*) FROM slots)
     FOR UPDATE SKIP LOCKED
 ), numbered AS (
     SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, id) AS slot FROM picked
-), slots AS (
-    SELECT worker_id, slot FROM unnest($1::text[]) WITH ORDINALITY AS s(worker_id, slot)
 ), assigned AS (
     UPDATE tasks t SET status = 'assigned', worker_id = s.worker_id,
                        assigned_at = clock_timestamp(), progress = 0, error = NULL

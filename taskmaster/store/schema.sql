@@ -52,7 +52,19 @@ CREATE TABLE workers (
     last_heartbeat  timestamptz NOT NULL DEFAULT now(),
     offline_at      timestamptz,
     -- SHA-256 of the secret the coordinator issued to the worker: its proof of identity
-    secret_hash     bytea
+    secret_hash     bytea,
+    -- the coordinator whose stream holds the worker, and until when (renewed by it)
+    coordinator_id  text,
+    lease_expires_at timestamptz
+);
+
+-- every coordinator running on the database, with its own lease (renewed while it runs)
+CREATE TABLE coordinators (
+    id               text PRIMARY KEY,
+    name             text NOT NULL,
+    address          text NOT NULL DEFAULT '',
+    started_at       timestamptz NOT NULL DEFAULT now(),
+    lease_expires_at timestamptz NOT NULL
 );
 
 -- commands a worker has offered; the scheduler refuses any other

@@ -381,13 +381,16 @@ class Store:
         pid: int,
         capacity: int,
         commands: Sequence[str],
+        holder: str = "",
+        lease: float = 60.0,
     ) -> bool:
-        """Record a worker as online: a new one under the id and secret hash just issued, or
-        one coming back, only if secret_hash is the one on record. False: refused (an id
+        """Record a worker as online, its lease (`lease` seconds) held by the coordinator
+        `holder`: a new one under the id and secret hash just issued, or one coming back (to
+        any coordinator), only if secret_hash is the one on record. False: refused (an id
         already taken, or unknown, or a wrong secret), and nothing changed."""
         row = await self.pool.fetchrow(
             q("insert_worker" if new else "rejoin_worker"), worker_id, secret_hash, name, host,
-            pid, capacity, list(commands))
+            pid, capacity, list(commands), holder, lease)
         return row is not None
 
     async def held_tasks(self, worker_id: str) -> dict[uuid.UUID, int]:
@@ -395,19 +398,38 @@ class Store:
         rows = await self.pool.fetch(q("worker_held_tasks"), worker_id)
         return {r["id"]: r["attempt"] for r in rows}
 
-    async def heartbeat(self, beats: Mapping[str, WorkerStatus]) -> None:
-        """Record heartbeats: {worker id: online or draining}."""
-        if beats:
-            await self.pool.execute(q("heartbeat_workers"), list(beats),
-                                    [status.value for status in beats.values()])
+    async def heartbeat(self, beats: Mapping[str, WorkerStatus], *, holder: str | None = None,
+                        lease: float = 60.0) -> set[str]:
+        """Renew the leases ({worker id: online or draining}) for `lease` seconds, only of
+        workers `holder` still holds (None: any); the ids renewed."""
+        if not beats:
+            return set()
+        rows = await self.pool.fetch(q("heartbeat_workers"), list(beats),
+                                     [status.value for status in beats.values()], holder, lease)
+        return {r["id"] for r in rows}
 
-    async def workers_offline(self, worker_ids: Iterable[str], reason: str) -> Moved:
+    async def renew_coordinator(self, coordinator_id: str, *, name: str, address: str,
+                                lease: float) -> None:
+        """Renew a coordinator's own lease for `lease` seconds (creating its row)."""
+        await self.pool.execute(q("renew_coordinator"), coordinator_id, name, address, lease)
+
+    async def drop_coordinator(self, coordinator_id: str, forget_after: float = 3600.0) -> None:
+        """Remove a stopping coordinator's row, and rows lapsed for forget_after seconds."""
+        await self.pool.execute(q("drop_coordinator"), coordinator_id, forget_after)
+
+    async def coordinators(self) -> list[dict[str, Any]]:
+        """The coordinators whose lease is current, with the number of workers each holds."""
+        return [dict(r) for r in await self.pool.fetch(q("list_coordinators"))]
+
+    async def workers_offline(self, worker_ids: Iterable[str], reason: str, *,
+                              holder: str | None = None) -> Moved:
         """Mark workers offline and put their tasks back (or fail them, out of attempts);
-        what became of the tasks, by command."""
+        what became of the tasks, by command. With a holder, only workers that coordinator
+        holds or whose lease lapsed (a worker that moved on keeps its tasks)."""
         ids = list(worker_ids)
         if not ids:
             return Moved()
-        row = await self.pool.fetchrow(q("worker_offline"), ids, reason)
+        row = await self.pool.fetchrow(q("worker_offline"), ids, reason, holder)
         assert row is not None
         return Moved(workers=row["workers"], tasks={
             (command, TaskStatus(status)): n for command, status, n in row["moved"]})
@@ -425,20 +447,24 @@ class Store:
             tasks[key] = tasks.get(key, 0) + 1
         return Moved(tasks=tasks)
 
-    async def stale_workers(self, timeout: float, connected: Iterable[str]) -> list[str]:
-        """Workers marked alive, silent for timeout seconds and not connected here."""
-        rows = await self.pool.fetch(q("stale_workers"), timeout, list(connected))
+    async def stale_workers(self, timeout: float, connected: Iterable[str],
+                            holder: str = "") -> list[str]:
+        """Workers marked alive whose lease lapsed (silent for timeout seconds, without one),
+        not connected here, and not held by another coordinator that is alive."""
+        rows = await self.pool.fetch(q("stale_workers"), timeout, list(connected), holder)
         return [r["id"] for r in rows]
 
     async def orphan_holders(self) -> list[str]:
         """Worker ids that hold tasks but are offline or unknown."""
         return [r["worker_id"] for r in await self.pool.fetch(q("orphaned_tasks"))]
 
-    async def assign(self, slots: Sequence[str]) -> list[Delivery]:
-        """Claim one due task per slot (slots = worker ids in round-robin order)."""
+    async def assign(self, slots: Sequence[str], *, holder: str | None = None
+                     ) -> list[Delivery]:
+        """Claim one due task per slot (slots = worker ids in round-robin order); with a
+        holder, only for the workers that coordinator still holds."""
         if not slots:
             return []
-        rows = await self._pool_for(len(slots)).fetch(q("assign_tasks"), list(slots))
+        rows = await self._pool_for(len(slots)).fetch(q("assign_tasks"), list(slots), holder)
         return [
             Delivery(
                 task_id=r["id"],

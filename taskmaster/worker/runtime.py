@@ -99,7 +99,11 @@ class Worker:
         # given back for another worker to take
         self.prefetch_hold = max(0.05, PREFETCH_HOLD_FACTOR * settings.prefetch_below)
         self._expiry: asyncio.TimerHandle | None = None
-        self.target = coordinator or settings.coordinator
+        # where to dial: one address, several (tried in turn, from a random one, so that
+        # workers spread over them), or a dns:/// name that gRPC balances over
+        self.targets = parse_targets(coordinator or settings.coordinator)
+        self._turn = random.randrange(len(self.targets))
+        self.target = self.targets[self._turn]
         self.host = socket.gethostname()
         self.running: dict[uuid.UUID, Running] = {}
         self.seen: OrderedDict[TaskRef, None] = OrderedDict()
@@ -154,6 +158,7 @@ class Worker:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.drain)
         backoff = 0.05
+        failures = 0  # dials in a row that did not get us registered
         while not self._stop.is_set():
             try:
                 await self._session_until_stopped()
@@ -163,18 +168,25 @@ class Worker:
                 return 2
             except (grpc.aio.AioRpcError, OSError) as exc:
                 if self.connected.is_set():
-                    log.warning("lost the coordinator at %s (%s); reconnecting", self.target,
-                                _rpc_detail(exc))
+                    log.warning("lost the coordinator at %s (%s); dialling %s", self.target,
+                                _rpc_detail(exc), self._next_target())
                 else:
                     log.info("coordinator at %s not reachable (%s); retrying", self.target,
                              _rpc_detail(exc))
+            was_connected = self.connected.is_set()
             self.connected.clear()
             if self._stop.is_set():
                 break
             if self.draining and not self.running and not self._unacked and not self._pending:
                 break
-            await wait_event(self._stop, backoff * (0.5 + random.random()))
-            backoff = min(backoff * 2, 1.0)  # the coordinator's REDIAL_GRACE relies on it
+            failures = 0 if was_connected else failures + 1
+            self._turn = (self._turn + 1) % len(self.targets)
+            self.target = self.targets[self._turn]
+            # a session that ended after we registered: the next coordinator at once (a
+            # failover); a dial that failed: the next one at once too, until each was tried
+            if failures >= len(self.targets):
+                await wait_event(self._stop, backoff * (0.5 + random.random()))
+                backoff = min(backoff * 2, 1.0)  # the coordinator's REDIAL_GRACE relies on it
         await self._cancel_all()
         log.info("worker %s stopped (%d tasks completed)", self.name, self.completed)
         return 0
@@ -199,13 +211,18 @@ class Worker:
             session.result()  # the session's error, if any
 
     async def _session(self) -> None:
-        options = [("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
-                   ("grpc.keepalive_permit_without_calls", 1),
-                   ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-                   ("grpc.initial_reconnect_backoff_ms", 100),
-                   ("grpc.max_reconnect_backoff_ms", 1000)]
+        options: list[tuple[str, int | str]] = [
+            ("grpc.keepalive_time_ms", 10_000), ("grpc.keepalive_timeout_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 1000)]
         metadata = (("x-taskmaster-token", self.settings.cluster_token),) \
             if self.settings.cluster_token else ()
+        if self.target.startswith("dns:"):
+            # every address the name resolves to; each new stream goes to the next ready one
+            options.append(("grpc.service_config",
+                            json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})))
         credentials = channel_credentials(self.settings)
         channel = (grpc.aio.insecure_channel(self.target, options=options) if credentials is None
                    else grpc.aio.secure_channel(self.target, credentials, options=options))
@@ -232,6 +249,9 @@ class Worker:
                 for h in helpers:
                     with contextlib.suppress(asyncio.CancelledError):
                         await h
+
+    def _next_target(self) -> str:
+        return self.targets[(self._turn + 1) % len(self.targets)]
 
     def _refused(self, exc: grpc.aio.AioRpcError) -> None:
         """Raise Unauthorised when the coordinator's refusal is final; forget an identity
@@ -523,6 +543,16 @@ class Worker:
 
 def _status(reports: Any) -> pb.WorkerMessage:
     return pb.WorkerMessage(status=pb.StatusBatch(updates=[report_to_pb(r) for r in reports]))
+
+
+def parse_targets(value: str) -> list[str]:
+    """The coordinators to dial, from `host:port`, `a:8080,b:8080` or `dns:///name:port`;
+    ValueError naming TASKMASTER_COORDINATOR when there is none."""
+    targets = [t.strip() for t in value.split(",") if t.strip()]
+    if not targets:
+        raise ValueError(f"no coordinator address in {value!r}: give host:port, a comma-"
+                         "separated list of them, or dns:///name:port (TASKMASTER_COORDINATOR)")
+    return targets
 
 
 def default_name() -> str:

@@ -53,8 +53,11 @@ class Feed:
     ids going backwards, a truncated replay.
     """
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, *others: str) -> None:
         self.base_url = base_url
+        # scheduler replicas: each reconnect goes to the next one (with Last-Event-ID)
+        self.urls = [base_url, *others]
+        self.used: list[str] = []  # the URL of each connect, in order
         self.events: list[dict[str, Any]] = []
         self.ids: list[int] = []
         self.last_id = 0
@@ -76,15 +79,19 @@ class Feed:
     async def _run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=20)
         async with aiohttp.ClientSession(timeout=timeout) as http:
+            turn = 0
             while True:
+                url = self.urls[turn % len(self.urls)]
                 with contextlib.suppress(aiohttp.ClientError, OSError, asyncio.TimeoutError):
                     async with http.get(
-                        self.base_url + "/api/logs/stream",
+                        url + "/api/logs/stream",
                         headers={"Last-Event-ID": str(self.last_id)},
                     ) as resp:
                         if resp.status == 200:
                             self.connects += 1
+                            self.used.append(url)
                             await self._read(resp)
+                turn += 1
                 await asyncio.sleep(0.1)
 
     async def _read(self, resp: aiohttp.ClientResponse) -> None:
@@ -218,12 +225,14 @@ def fast_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
 
 async def start_stack(tmp_path: Path, database_url: str, *, workers: int = 3,
                       concurrency: int = 4, coordinator_host: str | None = None,
+                      coordinators: int = 1, schedulers: int = 1,
                       **overrides: Any) -> Stack:
     """A running stack with its workers registered (stop it with Stack.close)."""
     extra = {"coordinator_host": coordinator_host} if coordinator_host else {}
     cluster = LocalCluster(fast_settings(tmp_path, database_url, **overrides), workers=workers,
                            concurrency=concurrency, scheduler_port=0, coordinator_port=0,
-                           extra_env=CHILD_ENV, **extra)
+                           extra_env=CHILD_ENV, coordinators=coordinators,
+                           schedulers=schedulers, **extra)
     s = Stack(cluster, database_url)
     try:
         await cluster.start()
@@ -309,6 +318,7 @@ class Postgres:
         self.port = port
         self.bin = postgres_bin()
         self.url = f"postgresql://postgres@127.0.0.1:{port}/taskmaster"
+        self.listen = "127.0.0.1"  # more addresses, comma-separated: see allow()
 
     def _as_postgres(self, *args: str) -> None:
         # the server refuses to run as root: run its tools as the postgres user
@@ -324,11 +334,18 @@ class Postgres:
         self._as_postgres(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust",
                           "-U", "postgres", "--no-sync")
 
+    def allow(self, address: str, client: str) -> None:
+        """Listen on this address too, and trust clients from `client` (before start)."""
+        self.listen += f",{address}"
+        with (self.data / "pg_hba.conf").open("a") as hba:
+            hba.write(f"host all all {client}/32 trust\n")
+
     def start(self) -> None:
-        """pg_ctl start, listening on 127.0.0.1:port only (socket in its own folder)."""
+        """pg_ctl start, listening on 127.0.0.1:port only, unless allow() added more
+        (socket in its own folder)."""
         self._as_postgres(str(self.bin / "pg_ctl"), "-D", str(self.data), "-w", "-t", "30",
                           "-l", str(self.folder / "server.log"),
-                          "-o", f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off",
+                          "-o", f"-h {self.listen} -p {self.port} -k {self.folder} -c fsync=off",
                           "start")
 
     def stop(self, mode: str = "fast") -> None:

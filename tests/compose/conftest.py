@@ -170,6 +170,8 @@ def stack_env(project: str, image: str, images: dict[str, str]) -> dict[str, str
         "TASKMASTER_IMAGE": image,
         "TASKMASTER_PUBLISH_API_PORT": str(free_port()),
         "TASKMASTER_PUBLISH_GRPC_PORT": str(free_port()),
+        "TASKMASTER_PUBLISH_API_PORT_2": str(free_port()),
+        "TASKMASTER_PUBLISH_GRPC_PORT_2": str(free_port()),
         # the classic builder: no buildx needed (docker-compose v1 builds with the CLI)
         "DOCKER_BUILDKIT": "0",
     })

@@ -89,9 +89,29 @@ def test_the_project_is_named_in_dot_env_not_in_the_file() -> None:
     assert set(env) <= {"TASKMASTER_BASE_IMAGE", "POSTGRES_IMAGE"}
 
 
-def test_the_services_of_the_demo_guide_and_the_secrets(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"secrets", "postgres", "coordinator", "scheduler",
-                                        "worker"}
+def test_the_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"secrets", "postgres", "coordinator", "coordinator-2",
+                                        "scheduler", "scheduler-2", "worker"}
+
+
+def test_two_coordinators_behind_one_name_and_two_schedulers(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    first, second = services["coordinator"], services["coordinator-2"]
+    # the same coordinator twice, told apart by name; `coordinator` resolves to both
+    assert first["command"] == second["command"] and first["healthcheck"] == second["healthcheck"]
+    assert first["environment"]["TASKMASTER_COORDINATOR_NAME"] == "coordinator"
+    assert second["environment"]["TASKMASTER_COORDINATOR_NAME"] == "coordinator-2"
+    assert second["networks"]["default"]["aliases"] == ["coordinator"]
+    assert second["restart"] == "unless-stopped" and second["init"] is True
+    # the schedulers: the same API on 8081 and 8082
+    assert services["scheduler"]["command"] == services["scheduler-2"]["command"]
+    assert any(str(p).endswith(":8082:8081") for p in services["scheduler-2"]["ports"])
+    assert services["scheduler-2"]["healthcheck"] == services["scheduler"]["healthcheck"]
+    # the workers wait for both coordinators and dial the name with gRPC's round robin
+    assert set(services["worker"]["depends_on"]) == {"coordinator", "coordinator-2"}
+    published = [str(p).rsplit(":", 2)[-2] for name in ("coordinator", "coordinator-2")
+                 for p in services[name]["ports"]]
+    assert len(set(published)) == 2, published  # nothing clashes on the host
 
 
 def test_each_taskmaster_command_is_a_real_subcommand_with_real_options(
@@ -221,7 +241,7 @@ def test_workers_scale_and_stay_down_when_stopped(compose: dict[str, Any]) -> No
     worker = compose["services"]["worker"]
     assert "container_name" not in worker and "ports" not in worker and "hostname" not in worker
     assert worker["restart"] == "no"
-    assert argv(worker["command"])[2:4] == ["--coordinator", "coordinator:8080"]
+    assert argv(worker["command"])[2:4] == ["--coordinator", "dns:///coordinator:8080"]
     # `docker stop` must give a draining worker its grace period
     grace = int(worker["environment"]["TASKMASTER_DRAIN_GRACE"])
     assert int(worker["stop_grace_period"].rstrip("s")) > grace

@@ -30,7 +30,7 @@ TASK_KEYS = {
 }
 WORKER_KEYS = {
     "id", "name", "host", "pid", "status", "capacity", "tasks_completed", "tasks_failed",
-    "current_task_id", "current_task_ids", "registered_at", "last_heartbeat",
+    "current_task_id", "current_task_ids", "registered_at", "last_heartbeat", "coordinator",
 }
 
 

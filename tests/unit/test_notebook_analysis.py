@@ -164,3 +164,29 @@ def test_pickup_delays_count_from_when_a_slot_was_free_not_from_creation() -> No
     # a poll-based scheduler that looked only once a second would show here
     polled = [*events[:4], ev(A, "b", 3.0, worker_id="w1")]
     assert max(pickup_delays(polled, ["a", "b"])) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_failover_report_times_the_first_new_task_of_a_moved_worker() -> None:
+    from taskmaster.notebook.analysis import failover_report
+
+    def ev(kind: str, task: str, worker: str, at: float) -> dict[str, object]:
+        stamp = datetime.fromtimestamp(at, UTC).isoformat()
+        return {"event": kind, "task_id": task, "worker_id": worker, "timestamp": stamp}
+
+    crash = 1_000.0
+    events = [ev("task_assigned", "t1", "w1", crash - 0.5), ev("task_running", "t1", "w1", crash - 0.4),
+              ev("task_completed", "t1", "w1", crash - 1.5), ev("task_completed", "t0", "w2", crash - 0.5)]
+    # t1 started on the moved worker before the crash: not a failover yet
+    assert failover_report(events, {"w1"}, crash) is None
+    events += [ev("task_completed", "t1", "w1", crash + 0.3),  # reported through the other
+               ev("task_assigned", "t2", "w1", crash + 0.10), ev("task_running", "t2", "w1", crash + 0.12),
+               ev("task_completed", "t2", "w1", crash + 1.2), ev("task_completed", "t3", "w2", crash + 2.5)]
+    report = failover_report(events, {"w1"}, crash)
+    assert report is not None
+    assert round(report.seconds, 3) == 0.12
+    assert report.per_second == (1, 1, 1, 1, 1) and report.quiet_seconds == 0
+    assert report.restarted == 0
+    # a second with no completion is a gap; a task put back from a moved worker is counted
+    events += [ev("task_reassigned", "t4", "w1", crash + 0.2)]
+    later = failover_report(events, {"w1"}, crash, after=5)
+    assert later is not None and later.quiet_seconds == 2 and later.restarted == 1

@@ -570,3 +570,45 @@ def test_axes_end_at_round_numbers() -> None:
 
     assert [nice(v) for v in (0.3, 2.2, 9.9, 55, 2200, 1, 12, 0)] == [
         0.3, 2.5, 10, 60, 2500, 1, 12, 1]
+
+
+class NamedCoordinators:
+    """Pool operations of a stack with several coordinators."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def scale(self, n: int) -> None:
+        self.calls.append(("scale", n))
+
+    async def kill_worker(self, name: str, graceful: bool = False) -> None:
+        self.calls.append(("kill_worker", name, graceful))
+
+    async def coordinator(self, action: str, name: str | None = None) -> None:
+        self.calls.append(("coordinator", action, name))
+
+
+async def test_worker_controls_show_each_coordinator_with_its_buttons_and_its_workers() -> None:
+    pool = NamedCoordinators()
+    state = DashboardState()
+    rows = workers("worker-1", "worker-2", "worker-3")
+    for row, where in zip(rows, ["coordinator-1", "coordinator-2", "coordinator-1"], strict=True):
+        row["coordinator"] = where
+    state.set_workers(rows)
+    panel = WorkerControlPanel(pool, state=state, coordinators=["coordinator-1", "coordinator-2"])
+    assert sorted(panel.named_buttons) == ["coordinator-1", "coordinator-2"]
+    assert panel.holds["coordinator-1"].value == "worker-1, worker-3"
+    assert panel.holds["coordinator-2"].value == "worker-2"
+
+    panel.named_buttons["coordinator-2"]["kill"].click()
+    await panel.wait()
+    assert pool.calls == [("coordinator", "kill", "coordinator-2")]
+    assert panel.toast_text.startswith("coordinator-2 crashed (SIGKILL)")
+
+    # the workers moved: the rows follow what the feed shows
+    for row in rows:
+        row["coordinator"] = "coordinator-1"
+    state.set_workers(rows)
+    panel.render()
+    assert panel.holds["coordinator-1"].value == "worker-1, worker-2, worker-3"
+    assert panel.holds["coordinator-2"].value == "no workers"
