@@ -163,7 +163,8 @@ async def test_the_demo_survives_going_off_script(demo: Demo) -> None:
                                  f"(see {SHOTS / 'failed.png'})") from None
 
     async def slider_to(page: Page, n: int) -> None:
-        workers = page.locator(".tm-dashboard .widget-slider", has_text="Workers").filter(has_not_text="Min-max")
+        workers = page.locator(".tm-dashboard .widget-slider",
+                               has_text="Workers").filter(has_not_text="Min-max")
         readout = workers.locator(".widget-readout")
         await readout.click()
         await page.keyboard.press("Control+A")
