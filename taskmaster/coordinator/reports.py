@@ -91,6 +91,7 @@ class ReportWriter:
                                        "worker_id": item.session.worker_id})
                     if item.session.held.get(r.task_id) == r.attempt:
                         del item.session.held[r.task_id]
+                        freed = True  # its slot is free: tasks may wait for it
                 if status is not None and (status.final or status is TaskStatus.PENDING):
                     item.session.held.pop(r.task_id, None)
                     freed = True
