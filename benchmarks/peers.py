@@ -25,8 +25,9 @@ from typing import Any
 import asyncpg
 import psutil
 
-from benchmarks.scenarios import summary_ms
+from benchmarks.figures import summary_ms
 from benchmarks.stack import MemorySampler, Server, stack
+from taskmaster.config import Settings
 from taskmaster.store.db import with_database
 
 
@@ -161,7 +162,8 @@ async def peers(server: Server, rounds: int, scale: float, batch: int,
                 sampler: MemorySampler) -> dict[str, Any]:
     """Interleaved rounds of every pair; the medians and the ratio of the medians."""
     require_pgqueuer()
-    out: dict[str, Any] = {"peer": "pgqueuer", "rounds": rounds}
+    prefetch = Settings.from_env().prefetch  # TASKMASTER_PREFETCH reaches the workers too
+    out: dict[str, Any] = {"peer": "pgqueuer", "rounds": rounds, "prefetch": prefetch}
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {
         p.name: {"taskmaster": [], "pgqueuer": []} for p in PAIRS}
     for r in range(rounds):
@@ -182,7 +184,8 @@ async def peers(server: Server, rounds: int, scale: float, batch: int,
         ratios = [a / b for a, b in zip(tm, pq, strict=True)]
         out[pair.name] = {
             "tasks": max(10, int(pair.tasks * scale)),
-            "taskmaster": f"{pair.workers} workers x {pair.slots} slots",
+            "taskmaster": f"{pair.workers} workers x {pair.slots} slots"
+                          + (f", prefetch {prefetch}" if prefetch else ""),
             "pgqueuer": f"1 process, batch_size={pair.pgq_batch_size}, max_concurrent_tasks="
                         f"{pair.pgq_max_concurrent or 'unbounded'}",
             "taskmaster_per_s": tm, "pgqueuer_per_s": pq,

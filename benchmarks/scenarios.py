@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from benchmarks.figures import summary_ms
 from benchmarks.stack import MemorySampler, Server, Stack, stack
 from taskmaster.store.queries import q
 
@@ -41,25 +42,6 @@ class Options:
     load_seconds: float = 20.0
     peer_rounds: int = 3
     peer_scale: float = 1.0  # of the peer comparison's task counts (20,000 and 5,000)
-
-
-def percentile(values: list[float], p: float) -> float:
-    """The p-th percentile (0-100) by linear interpolation; nan when empty."""
-    if not values:
-        return float("nan")
-    s = sorted(values)
-    k = (len(s) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def summary_ms(seconds: list[float]) -> dict[str, float]:
-    """p50/p95/p99/max of durations given in seconds, in milliseconds."""
-    ms = [s * 1000 for s in seconds]
-    return {"p50": round(percentile(ms, 50), 2), "p95": round(percentile(ms, 95), 2),
-            "p99": round(percentile(ms, 99), 2), "max": round(max(ms), 2) if ms else float("nan"),
-            "n": len(ms)}
 
 
 async def _last_completion(st: Stack) -> float:

@@ -127,15 +127,7 @@ class ThroughputChart(widgets.VBox):
                             min(state.completed_buckets, default=None),
                             min(state.created_buckets, default=None)) if t is not None]
         first = max(now - self.window, min([now - MIN_SPAN, *seen]))
-        samples = [s for s in state.samples if s[0] >= first]
-        stamps = [t for t, _, _, _ in samples]
-        data = {
-            "completed": state.completed_series(now),
-            "created": state.created_series(now),
-            "queue_depth": (stamps, [q for _, q, _, _ in samples]),
-            "running": (stamps, [r for _, _, r, _ in samples]),
-            "workers": (stamps, [w for _, _, _, w in samples]),
-        }
+        data = _series(state, now, [s for s in state.samples if s[0] >= first])
         for name, (xs, ys) in data.items():
             keep = [i for i, t in enumerate(xs) if t >= first]
             line = self.lines[name]
@@ -161,15 +153,7 @@ class ThroughputChart(widgets.VBox):
         """The three charts as a still SVG picture (kept in a notebook file, shown by any
         viewer), from the same series, over everything the state keeps."""
         state, now = self.state, time.time()
-        samples = list(state.samples)
-        stamps = [t for t, _, _, _ in samples]
-        data = {
-            "completed": state.completed_series(now),
-            "created": state.created_series(now),
-            "queue_depth": (stamps, [q for _, q, _, _ in samples]),
-            "running": (stamps, [r for _, _, r, _ in samples]),
-            "workers": (stamps, [w for _, _, _, w in samples]),
-        }
+        data = _series(state, now, list(state.samples))
         return Snapshot([
             Panel(title, [Series(label, color, *data[key], step=interpolation == "step-after")
                           for key, label, color, c, _side, interpolation in SERIES
@@ -221,3 +205,17 @@ class BarChart(widgets.VBox):
 
     def __repr__(self) -> str:
         return f"BarChart({len(self.series)} series x {len(self.categories)} categories)"
+
+
+def _series(state: DashboardState, now: float, samples: list[Any]
+            ) -> dict[str, tuple[list[float], list[Any]]]:
+    """Every series the charts draw, by name: the rates from the state, the rest from these
+    polled samples (time, queue depth, running, workers)."""
+    stamps = [t for t, _, _, _ in samples]
+    return {
+        "completed": state.completed_series(now),
+        "created": state.created_series(now),
+        "queue_depth": (stamps, [q for _, q, _, _ in samples]),
+        "running": (stamps, [r for _, _, r, _ in samples]),
+        "workers": (stamps, [w for _, _, _, w in samples]),
+    }

@@ -67,18 +67,17 @@ async def stack() -> AsyncIterator[Stack]:
         await running.close()
 
 
-@pytest.fixture
-def lab(tmp_path: Path, stack: Stack) -> Iterator[str]:
-    """JupyterLab on a copy of the dashboard notebook; yields the notebook's URL."""
-    root, config = tmp_path / "notebooks", tmp_path / "config"
-    root.mkdir()
-    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
-    # no "news" pop-up over the dashboard: the announcements plugin is off
+@contextlib.contextmanager
+def jupyterlab(root: Path, tmp_path: Path, stack_url: str, notebook: str) -> Iterator[str]:
+    """JupyterLab on the folder root, its kernels finding the stack through TASKMASTER_URL,
+    its settings under tmp_path; yields the notebook's URL and stops JupyterLab after."""
+    # no "news" pop-up over the page: the announcements plugin is off
+    config = tmp_path / "config"
     (config / "labconfig").mkdir(parents=True)
     (config / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
     port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "TASKMASTER_URL": stack.url, "JUPYTER_CONFIG_DIR": str(config),
+    env = {**os.environ, "TASKMASTER_URL": stack_url, "JUPYTER_CONFIG_DIR": str(config),
            "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
            "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
@@ -89,7 +88,7 @@ def lab(tmp_path: Path, stack: Stack) -> Iterator[str]:
          f"--ServerApp.root_dir={root}"],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}&reset"
+        yield f"http://127.0.0.1:{port}/lab/tree/{notebook}?token={token}&reset"
     finally:
         proc.terminate()  # JupyterLab shuts its kernels down
         try:
@@ -98,6 +97,16 @@ def lab(tmp_path: Path, stack: Stack) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def lab(tmp_path: Path, stack: Stack) -> Iterator[str]:
+    """JupyterLab on a copy of the dashboard notebook; yields the notebook's URL."""
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    shutil.copy(ROOT / "notebooks" / NOTEBOOK, root / NOTEBOOK)
+    with jupyterlab(root, tmp_path, stack.url, NOTEBOOK) as url:
+        yield url
 
 
 async def wait_for(predicate: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:

@@ -9,13 +9,9 @@ which the README shows.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import secrets
 import struct
-import subprocess
-import sys
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -24,7 +20,6 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from taskmaster.cluster.local import free_port
 from taskmaster.lab import Stack
 from taskmaster.notebook.taskstream import COLORS
 from tests.notebooks.test_browser import (
@@ -32,6 +27,7 @@ from tests.notebooks.test_browser import (
     KERNEL_IDLE,
     ROOT,
     executable,  # noqa: F401  (a fixture)
+    jupyterlab,
     lab_ready,
     stack,  # noqa: F401  (a fixture)
     wait_for,
@@ -58,37 +54,15 @@ BARS_DRAWN = """() => [...document.querySelectorAll('.tm-taskstream .bqplot path
 @pytest.fixture
 def lab(tmp_path: Path, stack: Stack) -> Iterator[str]:  # noqa: F811
     """JupyterLab on a notebook that shows only the task stream; yields its URL."""
-    root, config = tmp_path / "notebooks", tmp_path / "config"
+    root = tmp_path / "notebooks"
     root.mkdir()
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(src) for src in CELLS]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
     nbformat.write(nb, root / NOTEBOOK)
-    (config / "labconfig").mkdir(parents=True)
-    (config / "labconfig" / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    port, token = free_port(), secrets.token_hex(16)
-    env = {**os.environ, "TASKMASTER_URL": stack.url, "JUPYTER_CONFIG_DIR": str(config),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
-           "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "workspaces"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime")}
-    log = (tmp_path / "jupyterlab.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-         f"--port={port}", f"--ServerApp.token={token}", "--LabApp.expose_app_in_browser=True",
-         f"--ServerApp.root_dir={root}"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield f"http://127.0.0.1:{port}/lab/tree/{NOTEBOOK}?token={token}&reset"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with jupyterlab(root, tmp_path, stack.url, NOTEBOOK) as url:
+        yield url
 
 
 def _rgb(color: str) -> str:

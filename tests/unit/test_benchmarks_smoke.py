@@ -14,7 +14,8 @@ import pytest
 
 from benchmarks import report
 from benchmarks.cli import build_parser, options_from, run
-from benchmarks.scenarios import Options, percentile, summary_ms
+from benchmarks.figures import percentile, summary_ms
+from benchmarks.scenarios import Options
 from taskmaster import cli
 from taskmaster.cli import stack as cli_stack
 
