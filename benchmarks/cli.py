@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -86,6 +88,12 @@ def options_from(args: argparse.Namespace) -> Options:
 async def run(opts: Options, only: Sequence[str] = (), database_url: str = "") -> dict[str, Any]:
     """Run the chosen scenarios (all by default); the results as one dict."""
     names = [n for n in SCENARIOS if not only or n in only]
+    # SIGTERM stops the run the way Ctrl-C does: the scenario's stack is stopped and its
+    # database dropped, no process is left behind
+    main = asyncio.current_task()
+    if main is not None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     server = Server(database_url)
     await server.start()
     results: dict[str, Any] = {"machine": {**report.machine(), "postgres": server.version,
@@ -123,11 +131,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         only.append("peers")
     coro = run(opts, only, args.database_url)
     try:
-        import uvloop
+        try:
+            import uvloop
 
-        results = uvloop.run(coro)
-    except ImportError:
-        results = asyncio.run(coro)
+            results = uvloop.run(coro)
+        except ImportError:
+            results = asyncio.run(coro)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("stopped: the stack of the scenario that ran was stopped, its database dropped",
+              file=sys.stderr)
+        return 130
     print(report.table(results))
     if args.json:
         print(json.dumps(results, indent=2, default=str))

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import sys
+import tempfile
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import urlsplit
@@ -28,6 +29,12 @@ from taskmaster.store.db import with_database
 ADMIN_URL = os.environ.get(
     "TASKMASTER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
+
+# The pool-token files of the stacks the tests start (and kill) go to a folder of this run,
+# not the user's ~/.config (taskmaster.tokens reads XDG_CONFIG_HOME); every process the
+# tests start, kernels included, inherits it.
+if "TASKMASTER_TEST_KEEP_CONFIG_HOME" not in os.environ:
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="taskmaster-test-config-")
 
 # tm_<kind>_<pid>_<hex>, as made by unique_name()
 LEFTOVER = re.compile(r"^tm_(?:tpl|test|empty)_(\d+)_[0-9a-f]{8}$")
