@@ -29,6 +29,25 @@ RUN_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 18
 _OUTCOMES = frozenset({ReportState.COMPLETED, ReportState.FAILED, ReportState.CANCELLED})
 
 
+# the counters the coordinator keeps itself: (metric, key in Coordinator.counters, help)
+_COUNTERS = [
+    ("taskmaster_reports", "reports", "Status reports received from workers."),
+    ("taskmaster_reports_refused", "refused",
+     "Reports refused by fencing: their delivery had been given to someone else."),
+    ("taskmaster_workers_refused", "joins_refused",
+     "Worker connections refused: a missing or wrong cluster token, or a worker id without "
+     "its secret."),
+    ("taskmaster_reports_unstorable", "unstorable",
+     "Reports that could not be stored (malformed, a result over the size limit, or refused "
+     "by PostgreSQL); their attempts failed instead."),
+    ("taskmaster_reports_throttled", "throttled",
+     "Status messages a worker had to wait to send (over its rate, or too many being "
+     "written)."),
+    ("taskmaster_tasks_pruned", "tasks_pruned",
+     "Finished tasks deleted after TASKMASTER_TASK_RETENTION."),
+]
+
+
 class _SessionCollector(Collector):
     """Figures read from the coordinator's live sessions at scrape time."""
 
@@ -52,33 +71,11 @@ class _SessionCollector(Collector):
         for s in sessions:
             slots.add_metric([s.name], s.capacity)
             held.add_metric([s.name], len(s.held))
-        reports = CounterMetricFamily("taskmaster_reports", "Status reports received from workers.")
-        reports.add_metric([], c.counters["reports"])
-        refused = CounterMetricFamily(
-            "taskmaster_reports_refused",
-            "Reports refused by fencing: their delivery had been given to someone else.")
-        refused.add_metric([], c.counters["refused"])
-        joins = CounterMetricFamily(
-            "taskmaster_workers_refused",
-            "Worker connections refused: a missing or wrong cluster token, or a worker id "
-            "without its secret.")
-        joins.add_metric([], c.counters["joins_refused"])
-        unstorable = CounterMetricFamily(
-            "taskmaster_reports_unstorable",
-            "Reports that could not be stored (malformed, a result over the size limit, or "
-            "refused by PostgreSQL); their attempts failed instead.")
-        unstorable.add_metric([], c.counters["unstorable"])
-        throttled = CounterMetricFamily(
-            "taskmaster_reports_throttled",
-            "Status messages a worker had to wait to send (over its rate, or too many "
-            "being written).")
-        throttled.add_metric([], c.counters["throttled"])
-        pruned = CounterMetricFamily(
-            "taskmaster_tasks_pruned",
-            "Finished tasks deleted after TASKMASTER_TASK_RETENTION.")
-        pruned.add_metric([], c.counters["tasks_pruned"])
-        yield from (online, draining, slots, held, reports, refused, joins, unstorable,
-                    throttled, pruned)
+        yield from (online, draining, slots, held)
+        for name, key, text in _COUNTERS:
+            counter = CounterMetricFamily(name, text)
+            counter.add_metric([], c.counters[key])
+            yield counter
 
 
 class CoordinatorMetrics(Observer):
