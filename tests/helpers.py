@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import inspect
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,19 @@ async def wait_for(predicate: Predicate, timeout: float = 10.0, *, interval: flo
             raise AssertionError(f"timed out after {timeout:g}s waiting for "
                                  f"{message or getattr(predicate, '__name__', 'a condition')}")
         await asyncio.sleep(interval)
+
+
+async def interrupt(proc: asyncio.subprocess.Process, timeout: float = 30.0) -> None:
+    """Ctrl-C a process we started (a `taskmaster up` or `demo`); SIGKILL it if it has not
+    ended within timeout."""
+    if proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def fast_settings(**changes: Any) -> Settings:

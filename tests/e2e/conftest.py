@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from taskmaster.cluster.local import LocalCluster
 from taskmaster.config import Settings
 from tests.e2e.up import Stack, _len_is, stack_env
-from tests.helpers import wait_for
+from tests.helpers import interrupt, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 # the workers import the tests' task module from this checkout, wherever pytest runs
@@ -83,12 +82,6 @@ async def stack(database_url: str, tmp_path: Path) -> AsyncIterator[Stack]:
         await wait_for(lambda: _len_is(s.online(), 3), 20, message="3 workers online")
         yield s
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await interrupt(proc)
         log.close()
     assert not stack_file.exists(), "`taskmaster up` left its stack file behind"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ import pytest
 
 from taskmaster.tokens import POOL_TOKEN_HEADER, find_pool_token
 from tests.e2e.up import run_cli, stack_env
-from tests.helpers import wait_for
+from tests.helpers import interrupt, wait_for
 
 pytestmark = pytest.mark.slow
 TOKEN = "autoscale-secret"
@@ -119,13 +118,7 @@ async def test_the_pool_follows_the_load_and_drains_back(database_url: str,
 
         await _the_api_is_guarded_and_checked(url, env)
     finally:
-        if up.returncode is None:
-            up.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(up.wait(), 30)
-            except TimeoutError:
-                up.kill()
-                await up.wait()
+        await interrupt(up)
         log.close()
 
 

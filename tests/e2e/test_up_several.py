@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import aiohttp
 
 from tests.e2e.up import run_cli, stack_env
-from tests.helpers import wait_for
+from tests.helpers import interrupt, wait_for
 
 
 def free_run(n: int) -> int:
@@ -91,11 +90,5 @@ async def test_up_with_two_coordinators_and_two_schedulers(database_url: str,
         _, out = await run_cli(env, "coordinator-crash", "coordinator-9", check=False)
         assert "no coordinator named 'coordinator-9'" in out, out
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await interrupt(proc)
         log.close()

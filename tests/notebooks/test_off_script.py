@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import time
@@ -29,6 +28,7 @@ import pytest
 
 from taskmaster.client import Client
 from taskmaster.cluster.local import free_port
+from tests.helpers import interrupt
 from tests.notebooks.test_browser import CHROMIUM_ARGS, KERNEL_IDLE, chromium, lab_ready
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
@@ -88,13 +88,7 @@ async def demo(database_url: str, tmp_path: Path) -> AsyncIterator[Demo]:
         yield Demo(lab, token, client.base_url, home, client)
     finally:
         await client.close()
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                await asyncio.wait_for(proc.wait(), 60)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await interrupt(proc, 60)
         log.close()
 
 
