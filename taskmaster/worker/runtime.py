@@ -18,7 +18,7 @@ import signal
 import socket
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -93,8 +93,8 @@ class Worker:
         # deliveries queued beyond the slots, started the moment a slot frees (the
         # coordinator sends them only while our tasks are short; see Session.free)
         self.prefetch = max(0, settings.prefetch)
-        self.waiting: deque[Delivery] = deque()
-        self._queued_at: dict[TaskRef, float] = {}  # loop time each waiting one was queued
+        # in arrival order, each with the loop time it was queued at
+        self.waiting: OrderedDict[TaskRef, tuple[Delivery, float]] = OrderedDict()
         # a delivery queued this long (a slot stayed busy: a long task after short ones) is
         # given back for another worker to take
         self.prefetch_hold = max(0.05, PREFETCH_HOLD_FACTOR * settings.prefetch_below)
@@ -130,7 +130,7 @@ class Worker:
     def _in_flight(self) -> list[TaskRef]:
         """Deliveries we still answer for: running, or finished with the report unacked."""
         refs = {r.ref for r in self.running.values()}
-        refs |= {d.ref for d in self.waiting}
+        refs |= set(self.waiting)
         refs |= {r.ref for r in self._unacked.values() if r.final}
         refs |= {r.ref for r in self._pending.values() if r.final}
         return sorted(refs)
@@ -342,14 +342,11 @@ class Worker:
             self.seen.popitem(last=False)
         if self.draining or (len(self.running) >= self.capacity
                              and len(self.waiting) >= self.prefetch):
-            self._queue_report(Report(
-                task_id=d.task_id, attempt=d.attempt, state=ReportState.REJECTED,
-                error="worker draining" if self.draining else "worker full", finished_at=_now()))
+            self._give_back(d, "worker draining" if self.draining else "worker full")
             return
         if len(self.running) >= self.capacity:
-            self.waiting.append(d)
             loop = asyncio.get_running_loop()
-            self._queued_at[ref] = loop.time()
+            self.waiting[ref] = (d, loop.time())
             if self._expiry is None:
                 self._expiry = loop.call_later(self.prefetch_hold, self._expire_waiting)
             return
@@ -413,36 +410,32 @@ class Worker:
 
     def _fill_slots(self) -> None:
         while self.waiting and not self.draining and len(self.running) < self.capacity:
-            d = self.waiting.popleft()
-            self._queued_at.pop(d.ref, None)
+            _, (d, _) = self.waiting.popitem(last=False)
             self._start(d)
 
     def _expire_waiting(self) -> None:
         """Give back the deliveries queued for prefetch_hold or longer; look again when the
         next one is due."""
         self._expiry = None
-        now = asyncio.get_running_loop().time()
-        while self.waiting and now - self._queued_at.get(self.waiting[0].ref, now) \
-                >= self.prefetch_hold:
-            d = self.waiting.popleft()
-            self._queued_at.pop(d.ref, None)
-            self._queue_report(Report(
-                task_id=d.task_id, attempt=d.attempt, state=ReportState.REJECTED,
-                error=f"queued behind busy slots for {self.prefetch_hold:g}s: given back",
-                finished_at=_now()))
-        if self.waiting:
-            due = self._queued_at.get(self.waiting[0].ref, now) + self.prefetch_hold - now
-            self._expiry = asyncio.get_running_loop().call_later(
-                max(0.0, due), self._expire_waiting)
+        loop = asyncio.get_running_loop()
+        while self.waiting:
+            d, queued_at = next(iter(self.waiting.values()))
+            if loop.time() - queued_at < self.prefetch_hold:
+                self._expiry = loop.call_later(queued_at + self.prefetch_hold - loop.time(),
+                                               self._expire_waiting)
+                return
+            del self.waiting[d.ref]
+            self._give_back(d, f"queued behind busy slots for {self.prefetch_hold:g}s")
+
+    def _give_back(self, d: Delivery, why: str) -> None:
+        """A delivery we will not run goes back to the queue, without using up an attempt."""
+        self._queue_report(Report(task_id=d.task_id, attempt=d.attempt,
+                                  state=ReportState.REJECTED, error=why, finished_at=_now()))
 
     def _give_back_waiting(self) -> None:
-        """Queued deliveries go back to the queue without using an attempt."""
-        self._queued_at.clear()
         while self.waiting:
-            d = self.waiting.popleft()
-            self._queue_report(Report(task_id=d.task_id, attempt=d.attempt,
-                                      state=ReportState.REJECTED, error="worker draining",
-                                      finished_at=_now()))
+            _, (d, _) = self.waiting.popitem(last=False)
+            self._give_back(d, "worker draining")
 
     def _result_json(self, result: Any) -> str:
         """A handler's result as JSON text PostgreSQL stores, within TASKMASTER_MAX_RESULT_BYTES;
@@ -460,14 +453,11 @@ class Worker:
         return text
 
     def _cancel(self, ref: TaskRef) -> None:
-        for d in self.waiting:
-            if d.ref == ref:
-                self.waiting.remove(d)
-                self._queued_at.pop(ref, None)
-                self._queue_report(Report(task_id=d.task_id, attempt=d.attempt,
-                                          state=ReportState.CANCELLED, error="cancelled",
-                                          finished_at=_now()))
-                return
+        if self.waiting.pop(ref, None) is not None:  # queued: it never runs
+            self._queue_report(Report(task_id=ref.task_id, attempt=ref.attempt,
+                                      state=ReportState.CANCELLED, error="cancelled",
+                                      finished_at=_now()))
+            return
         rt = self.running.get(ref.task_id)
         if rt is None or rt.ref != ref:
             return
@@ -487,8 +477,7 @@ class Worker:
         if rt is not None and rt.ref == ref and rt.task is not None:
             rt.cancel_requested = True
             rt.task.cancel()
-        self.waiting = deque(d for d in self.waiting if d.ref != ref)
-        self._queued_at.pop(ref, None)
+        self.waiting.pop(ref, None)
         self._pending.pop(ref, None)
         for seq in [s for s, r in self._unacked.items() if r.ref == ref]:
             del self._unacked[seq]
