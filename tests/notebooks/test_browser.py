@@ -137,6 +137,18 @@ KERNEL_IDLE = """() => {
     const session = window.jupyterapp.shell.currentWidget?.sessionContext?.session;
     return session?.kernel?.status === 'idle';
 }"""
+async def run_all_cells(page: Any, url: str, collapse: bool = True) -> None:
+    """Open a notebook's URL in a playwright page and run all its cells once the kernel is
+    idle (cells sent before are dropped); collapse the left bar for room."""
+    await page.goto(url, timeout=60_000)
+    await page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
+    await page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    await page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+    if collapse:
+        await page.evaluate("window.jupyterapp.shell.collapseLeft()")
+    await page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
 LINES_WITH_DATA = """() => [...document.querySelectorAll('.bqplot path.line')]
     .map(p => p.getAttribute('d') || '').filter(d => d.length > 20 && d.includes('L')).length"""
 
@@ -150,20 +162,15 @@ async def test_dashboard_in_chromium(executable: str, lab: str, stack: Stack) ->
                                            args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 1800})
-            await page.goto(lab, timeout=60_000)
-            await page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
-            await page.wait_for_selector(".jp-Notebook", timeout=60_000)
-            # cells sent before the kernel is idle are dropped: wait for it
-            await page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            await page.evaluate("window.jupyterapp.shell.collapseLeft()")  # room for the panels
-            await page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            await run_all_cells(page, lab)
 
             create = page.get_by_role("button", name="Create Tasks")
             await create.wait_for(state="visible", timeout=120_000)
             before = await stack.client.stats()
             await create.click()  # the real button, clicked in the page
 
-            await page.get_by_text("Created 50 tasks").wait_for(timeout=30_000)
+            await page.locator(".tm-toast-done", has_text="Created 50 tasks").wait_for(
+                timeout=30_000)  # the toast, not the run-of-show that quotes it
             after = await stack.client.wait_until(
                 lambda s: s["total"] - before["total"] == 50
                 and s["completed"] - before["completed"] == 50, timeout=90)

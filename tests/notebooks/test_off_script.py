@@ -29,7 +29,13 @@ import pytest
 from taskmaster.client import Client
 from taskmaster.cluster.local import free_port
 from tests.helpers import interrupt
-from tests.notebooks.test_browser import CHROMIUM_ARGS, KERNEL_IDLE, chromium, lab_ready
+from tests.notebooks.test_browser import (
+    CHROMIUM_ARGS,
+    KERNEL_IDLE,
+    chromium,
+    lab_ready,
+    run_all_cells,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -170,12 +176,7 @@ async def test_the_demo_survives_going_off_script(demo: Demo) -> None:
                                            args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1400, "height": 2200})
-            await page.goto(demo.notebook("00_dashboard.ipynb"), timeout=60_000)
-            await page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
-            await page.wait_for_selector(".jp-Notebook", timeout=60_000)
-            await page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            await page.evaluate("window.jupyterapp.shell.collapseLeft()")
-            await page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            await run_all_cells(page, demo.notebook("00_dashboard.ipynb"))
             create = page.get_by_role("button", name="Create Tasks")
             await create.wait_for(state="visible", timeout=120_000)
             await shot(page, "dashboard")
@@ -227,11 +228,7 @@ async def test_the_demo_survives_going_off_script(demo: Demo) -> None:
 
             # 05_resilience on that stack, as a presenter would run it now
             nb = await browser.new_page(viewport={"width": 1400, "height": 2200})
-            await nb.goto(demo.notebook("05_resilience.ipynb"), timeout=60_000)
-            await nb.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
-            await nb.wait_for_selector(".jp-Notebook", timeout=60_000)
-            await nb.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            await nb.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            await run_all_cells(nb, demo.notebook("05_resilience.ipynb"), collapse=False)
 
             async def finished() -> list[dict[str, Any]] | None:
                 cells = await nb.evaluate(NOTEBOOK_CELLS)

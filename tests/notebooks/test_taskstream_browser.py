@@ -29,6 +29,7 @@ from tests.notebooks.test_browser import (
     executable,  # noqa: F401  (a fixture)
     jupyterlab,
     lab_ready,
+    run_all_cells,
     stack,  # noqa: F401  (a fixture)
     wait_for,
 )
@@ -139,12 +140,7 @@ async def test_the_task_stream_during_a_worker_kill(executable: str, lab: str,  
                                            args=CHROMIUM_ARGS)
         try:
             page = await browser.new_page(viewport={"width": 1200, "height": 900})
-            await page.goto(lab, timeout=60_000)
-            await page.wait_for_function("window.jupyterapp !== undefined", timeout=60_000)
-            await page.wait_for_selector(".jp-Notebook", timeout=60_000)
-            await page.wait_for_function(KERNEL_IDLE, timeout=60_000)
-            await page.evaluate("window.jupyterapp.shell.collapseLeft()")
-            await page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            await run_all_cells(page, lab)
             await page.locator(".tm-taskstream").wait_for(state="visible", timeout=120_000)
             await page.wait_for_function(KERNEL_IDLE, timeout=60_000)  # the feed is live
 
