@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from typing import Any
 
-from taskmaster.cli import components, control, health, presenter, record, stack
+from taskmaster.cli import components, health, stack
 from taskmaster.cli.options import common, option, settings_from
 from taskmaster.config import redact
 from taskmaster.logs import configure_logging
 
+# What compose and `taskmaster up` start, often: they parse without importing the rest of
+# the command line (its HTTP client alone costs a worker ~0.25 s of CPU at every start).
+COMPONENTS = ("scheduler", "coordinator", "worker", "db")
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
+
+def build_parser(components_only: bool = False) -> argparse.ArgumentParser:
+    """The whole command line (or only the commands of COMPONENTS)."""
     parser = argparse.ArgumentParser(
         prog="taskmaster", description="A distributed task scheduler on PostgreSQL and gRPC.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    if not components_only:
+        _add_stack_commands(sub)
+    _add_component_commands(sub)
+    if not components_only:
+        _add_other_commands(sub)
+    return parser
 
+
+def _add_stack_commands(sub: Any) -> None:
     p = sub.add_parser("up", help="run the whole stack (embedded PostgreSQL unless configured)")
     p.add_argument("--workers", type=int, default=3, help="workers to start [default 3]")
     p.add_argument("--no-pool-api", action="store_true",
@@ -50,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=stack.cmd_demo)
 
+
+def _add_component_commands(sub: Any) -> None:
     p = sub.add_parser("scheduler", help="run the HTTP API and SSE feed")
     option(p, "host")
     option(p, "scheduler_port", "--port")
@@ -84,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(m)
     m.set_defaults(func=components.cmd_migrate)
 
+
+def _add_other_commands(sub: Any) -> None:
+    from taskmaster.cli import control, presenter, record
+
     p = sub.add_parser("status", help="workers and stats of a running stack")
     for name in ("url", "scheduler_port", "api_token", "api_read_token"):
         option(p, name)
@@ -100,12 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     presenter.add_commands(sub, option)
     health.add_commands(sub, option)
     record.add_commands(sub, option)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `taskmaster` script."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(components_only=argv[:1] != [] and argv[0] in COMPONENTS)
     args = parser.parse_args(argv)
     try:
         settings = settings_from(args)

@@ -139,3 +139,29 @@ def test_a_bad_flag_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         PARSER.parse_args(["worker", "--concurrency", "many"])
     assert "--concurrency" in capsys.readouterr().err
+
+
+def test_component_commands_parse_the_same_without_the_rest() -> None:
+    """The lean parser a starting worker, coordinator or scheduler uses has the same
+    commands and flags as the whole one."""
+    lean = commands(build_parser(components_only=True))
+    whole = commands(PARSER)
+    assert set(lean) == {p for p in whole if p[0] in ("scheduler", "coordinator", "worker", "db")}
+    for path, parser in lean.items():
+        assert ([a.option_strings for a in parser._actions]
+                == [a.option_strings for a in whole[path]._actions]), path
+
+
+def test_a_starting_worker_does_not_load_the_http_client() -> None:
+    """`taskmaster worker` parses its command line without importing aiohttp (a quarter of a
+    second of CPU at every start of every worker); `taskmaster ps` still has it."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from taskmaster.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "print('aiohttp' in sys.modules)")
+    for argv, loaded in ((["worker", "--help"], "False"), (["ps", "--help"], "True")):
+        out = subprocess.run([sys.executable, "-c", probe, *argv], capture_output=True,
+                             text=True, check=True, timeout=60).stdout
+        assert out.strip().splitlines()[-1] == loaded, argv
