@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from taskmaster.config import Settings
-from taskmaster.coordinator.session import Ack, Session
+from taskmaster.coordinator.session import Ack, Session, ShortCommands
 from taskmaster.model import Report, ReportState, TaskStatus, clean_error
 from taskmaster.store import RETRYABLE, Applied, Store
 
@@ -49,6 +49,8 @@ class ReportWriter:
         self.store = store
         self.settings = settings
         self.counters = counters  # the coordinator's: reports, refused, unstorable
+        # which commands ran short lately: only their tasks are prefetched
+        self.short_commands = ShortCommands(settings.prefetch_below)
 
     async def write(self, batch: list[PendingWrite]) -> tuple[list[Applied], bool]:
         """Write a batch and answer each message: (what was applied, True when some task
@@ -66,6 +68,7 @@ class ReportWriter:
         if bad:
             applied += await self._fail_unstorable(pairs, bad)
         accepted = {(a.worker_id, a.task_id, a.attempt): a.status for a in applied}
+        self._run_times(applied)
         freed = False
         i = 0
         for item in batch:
@@ -105,6 +108,14 @@ class ReportWriter:
             if not item.done.done():
                 item.done.set_result(acks)
         return applied, freed
+
+    def _run_times(self, applied: list[Applied]) -> None:
+        """How long the finished tasks ran, by command (what is prefetched)."""
+        for a in applied:
+            if (a.state in (ReportState.COMPLETED, ReportState.FAILED)
+                    and a.started_at is not None and a.finished_at is not None):
+                self.short_commands.ran(a.command,
+                                        (a.finished_at - a.started_at).total_seconds())
 
     def _too_big(self, r: Report) -> str:
         """Why a report's result is over TASKMASTER_MAX_RESULT_BYTES ("" when it is not)."""

@@ -411,11 +411,20 @@ class Coordinator:
         if not any(s.free > 0 for s in self.sessions.values()):
             return 0
         # every session, busy ones with 0 free, so the cursor keeps indexing the same workers
-        candidates = [Candidate(s.worker_id, s.free, len(s.held))
+        candidates = [Candidate(s.worker_id, s.free_slots, len(s.held))
                       for s in self.sessions.values()]
         start = self._cursor
-        slots, self._cursor = self.strategy(candidates, start, self.settings.assign_batch)
-        deliveries = await self.store.assign(slots, holder=self.coordinator_id)
+        limit = self.settings.assign_batch
+        slots, self._cursor = self.strategy(candidates, start, limit)
+        # then the deliveries to queue behind busy slots (prefetch), after every free slot
+        short = self.writer.short_commands.names()
+        queued: list[str] = []
+        if short and len(slots) < limit:
+            spare = [Candidate(s.worker_id, s.free - s.free_slots, len(s.held))
+                     for s in self.sessions.values()]
+            queued, _ = self.strategy(spare, self._cursor, limit - len(slots))
+        deliveries = await self.store.assign(slots + queued, holder=self.coordinator_id,
+                                             queue_from=len(slots), short=short)
         if len(deliveries) < len(slots):
             # fewer tasks than slots: the turn moves past the last worker served, not past
             # every slot offered (else the first worker would get every trickling task)

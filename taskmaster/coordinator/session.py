@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -56,8 +57,40 @@ class Close:
 OutItem = Assign | Acks | Cancel | Close
 
 
-# runs of a worker's tasks seen before its tasks may count as short
+# runs of a worker's tasks (or of a command's) seen before they may count as short
 PREFETCH_AFTER_RUNS = 3
+# commands whose run times a coordinator keeps (the least recently run is forgotten)
+SHORT_COMMANDS_KEPT = 1000
+
+
+def _moving_mean(mean: float, runs: int, seconds: float) -> float:
+    return seconds if not runs else 0.8 * mean + 0.2 * seconds
+
+
+class ShortCommands:
+    """The recent run time of each command, over every worker of this coordinator.
+
+    Only tasks of a command that ran short lately are prefetched (queued on a worker
+    behind busy slots), and only while every task within reach of the claim is one: so a
+    long task after many short ones is never queued behind a busy slot, where it would be
+    given back after TASKMASTER_PREFETCH_BELOW x 5 and show as a task_rejected event.
+    """
+
+    def __init__(self, short_below: float) -> None:
+        self.short_below = short_below
+        self._runs: OrderedDict[str, tuple[float, int]] = OrderedDict()  # mean s, runs
+
+    def ran(self, command: str, seconds: float) -> None:
+        """A task of this command ran this long."""
+        mean, runs = self._runs.pop(command, (0.0, 0))
+        self._runs[command] = (_moving_mean(mean, runs, seconds), runs + 1)
+        while len(self._runs) > SHORT_COMMANDS_KEPT:
+            self._runs.popitem(last=False)
+
+    def names(self) -> list[str]:
+        """The commands whose tasks ran short lately."""
+        return [c for c, (mean, runs) in self._runs.items()
+                if runs >= PREFETCH_AFTER_RUNS and mean < self.short_below]
 
 
 @dataclass(eq=False)
@@ -100,6 +133,11 @@ class Session:
         extra = self.prefetch if self.short_tasks else 0
         return max(0, self.capacity + extra - len(self.held))
 
+    @property
+    def free_slots(self) -> int:
+        """Of free, the slots that would start a delivery at once (the rest queue)."""
+        return min(self.free, max(0, self.capacity - len(self.held)))
+
     def gave_back(self) -> None:
         """It gave a delivery back (full, or one queued behind a long task): no prefetch
         until its tasks prove short again."""
@@ -108,7 +146,7 @@ class Session:
 
     def ran(self, seconds: float, short_below: float) -> None:
         """One of its tasks ran this long: are its tasks short (worth prefetching)?"""
-        self.run_mean = seconds if not self.runs else 0.8 * self.run_mean + 0.2 * seconds
+        self.run_mean = _moving_mean(self.run_mean, self.runs, seconds)
         self.runs += 1
         self.short_tasks = self.runs >= PREFETCH_AFTER_RUNS and self.run_mean < short_below
 

@@ -424,17 +424,19 @@ WHERE t.status IN ('assigned', 'running') AND (w.id IS NULL OR w.status = 'offli
 -- the claiming coordinator, keeps only the slots of workers it still holds (NULL: all): the
 -- worker rows are locked, so a worker moving to another coordinator meanwhile either moves
 -- after this commits (and its new coordinator finds the delivery) or gets nothing here.
+-- The slots after the first $3 are prefetch (queued behind busy slots on the worker): they
+-- take tasks only while every task picked is of a command in $4 (those that ran short).
 WITH mine AS (
     SELECT w.id FROM workers w
     WHERE $2::text IS NOT NULL AND w.id = ANY($1::text[]) AND w.coordinator_id = $2
       AND w.status <> 'offline'
     FOR SHARE
 ), slots AS (
-    SELECT worker_id, row_number() OVER (ORDER BY s.slot) AS slot
+    SELECT worker_id, s.slot > $3::int AS queued, row_number() OVER (ORDER BY s.slot) AS slot
     FROM unnest($1::text[]) WITH ORDINALITY AS s(worker_id, slot)
     WHERE $2::text IS NULL OR s.worker_id IN (SELECT id FROM mine)
 ), picked AS (
-    SELECT id, priority, scheduled_at FROM tasks
+    SELECT id, priority, scheduled_at, command FROM tasks
     WHERE status = 'pending' AND scheduled_at <= now()
     ORDER BY priority DESC, scheduled_at, id
     LIMIT (SELECT count(*) FROM slots)
@@ -446,6 +448,8 @@ WITH mine AS (
                        assigned_at = clock_timestamp(), progress = 0, error = NULL
     FROM numbered n JOIN slots s USING (slot)
     WHERE t.id = n.id
+      AND (NOT s.queued
+           OR NOT EXISTS (SELECT 1 FROM picked p WHERE p.command <> ALL($4::text[])))
     RETURNING t.id, t.attempt, t.command, t.payload, t.timeout_seconds, t.worker_id,
               t.assigned_at, n.slot
 ), ev AS (

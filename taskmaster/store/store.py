@@ -458,13 +458,18 @@ class Store:
         """Worker ids that hold tasks but are offline or unknown."""
         return [r["worker_id"] for r in await self.pool.fetch(q("orphaned_tasks"))]
 
-    async def assign(self, slots: Sequence[str], *, holder: str | None = None
+    async def assign(self, slots: Sequence[str], *, holder: str | None = None,
+                     queue_from: int | None = None, short: Sequence[str] = ()
                      ) -> list[Delivery]:
         """Claim one due task per slot (slots = worker ids in round-robin order); with a
-        holder, only for the workers that coordinator still holds."""
+        holder, only for the workers that coordinator still holds. The slots from index
+        queue_from on are prefetch (a delivery queued behind busy slots): they take a task
+        only while every task within reach is of a command in short."""
         if not slots:
             return []
-        rows = await self._pool_for(len(slots)).fetch(q("assign_tasks"), list(slots), holder)
+        rows = await self._pool_for(len(slots)).fetch(
+            q("assign_tasks"), list(slots), holder,
+            len(slots) if queue_from is None else queue_from, list(short))
         return [
             Delivery(
                 task_id=r["id"],

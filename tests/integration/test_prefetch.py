@@ -14,7 +14,12 @@ import uuid
 import pytest
 
 from taskmaster.config import Settings
-from taskmaster.coordinator.session import PREFETCH_AFTER_RUNS, Session
+from taskmaster.coordinator.session import (
+    PREFETCH_AFTER_RUNS,
+    SHORT_COMMANDS_KEPT,
+    Session,
+    ShortCommands,
+)
 from taskmaster.store import NewTask, Store
 from tests.helpers import fast_settings, run_workers, serve_coordinator, wait_for
 from tests.integration import sample_tasks
@@ -89,10 +94,12 @@ async def test_a_cancelled_queued_delivery_never_runs(database_url: str, store: 
     async with serve_coordinator(settings, database_url) as coordinator, \
             run_workers(settings, coordinator.port, 1) as pool:
         [worker] = pool.workers
-        await wait_final(store, await store.create_batch(NewTask(command="noop"), 5))
+        # its tasks, and count-calls's, are known to be short: count-calls is prefetched
+        warm = await store.create_batch(NewTask(command="count-calls"), 5)
+        assert {t.status.value for t in await wait_final(store, warm)} == {"completed"}
         blocker, _ = await store.create_task(NewTask(command="progress-steps"))
         await wait_for(lambda: _is(store, blocker.id, "running"), message="the blocker runs")
-        [queued] = await store.create_batch(NewTask(command="count_calls"), 1)
+        [queued] = await store.create_batch(NewTask(command="count-calls"), 1)
         await wait_for(lambda: len(worker.waiting) == 1, message="the delivery queued")
         assert (await store.cancel_task(queued)) is not None
         await wait_for(lambda: _is(store, queued, "cancelled"), message="the cancel to land")
@@ -140,6 +147,82 @@ async def test_long_tasks_are_never_prefetched(database_url: str, store: Store) 
             assert not worker.waiting
             await asyncio.sleep(0.005)  # a sample every few ms, as the capacity test takes
         assert most == 1
+
+
+async def test_long_tasks_after_many_short_ones_are_not_queued_behind_busy_slots(
+    database_url: str, store: Store
+) -> None:
+    """The demo's path: no-op tasks (prefetched), then sleep tasks on the same workers. A
+    sleep task is of a command not known to be short: none is queued behind a busy slot, so
+    none is given back (no task_rejected event), and each runs at its first attempt."""
+    settings = fast_settings(prefetch=16, prefetch_below=0.02)
+    async with serve_coordinator(settings, database_url) as coordinator, \
+            run_workers(settings, coordinator.port, 2) as pool:
+        await wait_final(store, await store.create_batch(NewTask(command="noop"), 200))
+        assert coordinator.coordinator.writer.short_commands.names() == ["noop"]
+        assert all(s.short_tasks for s in coordinator.coordinator.sessions.values())
+        ids = await store.create_batch(NewTask(command="sleep", payload={"seconds": 0.1}), 8)
+        most = 0
+        deadline = time.monotonic() + 30
+        while not await _count(store, ids, "completed", 8):
+            assert time.monotonic() < deadline, "8 sleep tasks did not finish in 30 s"
+            for w in pool.workers:
+                assert not w.waiting, "a sleep task was queued behind a busy slot"
+                held = await _held_by(store, w.worker_id)
+                most = max(most, held.get("assigned", 0) + held.get("running", 0))
+            await asyncio.sleep(0.005)
+        assert most == 1
+        rows = await store.pool.fetch(
+            "SELECT event, count(*) AS n FROM events WHERE task_id = ANY($1) GROUP BY event", ids)
+        assert {r["event"]: r["n"] for r in rows} == {
+            "task_scheduled": 8, "task_assigned": 8, "task_running": 8, "task_completed": 8}
+        attempts = await store.pool.fetchval("SELECT max(attempt) FROM tasks WHERE id = ANY($1)",
+                                             ids)
+        assert attempts == 1
+
+
+async def test_no_task_is_queued_while_a_long_one_is_due_before_it(
+    database_url: str, store: Store
+) -> None:
+    """Short tasks behind a task of an unknown (or long) command are not prefetched: the
+    queues drain, so that a slot frees for the long one, which is not passed over."""
+    settings = fast_settings(prefetch=4, prefetch_below=1.0)
+    async with serve_coordinator(settings, database_url) as coordinator, \
+            run_workers(settings, coordinator.port, 1) as pool:
+        [worker] = pool.workers
+        await wait_final(store, await store.create_batch(NewTask(command="noop"), 5))
+        first, _ = await store.create_task(NewTask(command="progress-steps"))
+        await wait_for(lambda: _is(store, first.id, "running"), message="the first blocker runs")
+        # due in this order: another blocker, then no-ops
+        second, _ = await store.create_task(NewTask(command="progress-steps"))
+        quick = await store.create_batch(NewTask(command="noop"), 4)
+        assert await coordinator.coordinator.assign_once() == 0  # a round claims nothing
+        assert not worker.waiting
+        assert await _count(store, [second.id, *quick], "pending", 5)
+        sample_tasks.gate(str(first.id)).set()
+        await wait_for(lambda: _is(store, second.id, "running"), message="the second blocker")
+        sample_tasks.gate(str(second.id)).set()
+        done = await wait_final(store, [first.id, second.id, *quick])
+        assert {t.status.value for t in done} == {"completed"}
+        assert {t.attempt for t in done} == {1}
+
+
+def test_short_commands_are_those_that_ran_short_lately() -> None:
+    short = ShortCommands(short_below=0.02)
+    for _ in range(PREFETCH_AFTER_RUNS - 1):
+        short.ran("noop", 0.001)
+    assert short.names() == []  # too few runs to tell
+    short.ran("noop", 0.001)
+    short.ran("sleep", 0.5)
+    for _ in range(5):
+        short.ran("sleep", 0.5)
+    assert short.names() == ["noop"]
+    for _ in range(10):
+        short.ran("noop", 0.5)  # got long
+    assert short.names() == []
+    for i in range(SHORT_COMMANDS_KEPT + 10):  # bounded, whatever the commands
+        short.ran(f"c{i}", 0.001)
+    assert len(short._runs) == SHORT_COMMANDS_KEPT
 
 
 def test_a_session_counts_prefetch_only_while_its_tasks_are_short() -> None:
