@@ -7,7 +7,7 @@
 INSERT INTO tasks (id, command, payload, priority, scheduled_at, max_attempts,
                    timeout_seconds, idempotency_key)
 VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7, $8)
-ON CONFLICT (idempotency_key) DO NOTHING
+ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING *;
 
 -- name: insert_tasks

@@ -22,7 +22,7 @@ CREATE TABLE tasks (
     progress         smallint NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
     result           jsonb,
     error            text,
-    idempotency_key  text UNIQUE,
+    idempotency_key  text,
     cancel_requested boolean NOT NULL DEFAULT false,
     -- one entry per attempt that did not complete: {attempt, worker_id, error, at}
     history          jsonb NOT NULL DEFAULT '[]'::jsonb
@@ -37,6 +37,9 @@ CREATE INDEX tasks_created_idx ON tasks (created_at DESC, id DESC);
 CREATE INDEX tasks_status_created_idx ON tasks (status, created_at DESC, id DESC);
 -- queue-wait statistics over the most recent starts
 CREATE INDEX tasks_started_idx ON tasks (started_at DESC) WHERE started_at IS NOT NULL;
+-- a create repeated with its idempotency key finds the first one (only keyed tasks here)
+CREATE UNIQUE INDEX tasks_idempotency_key_idx ON tasks (idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE workers (
     id              text PRIMARY KEY,
