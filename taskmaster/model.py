@@ -47,6 +47,8 @@ def unstorable(value: Any) -> str | None:
 def storable_json(value: Any) -> str:
     """value as JSON text PostgreSQL's jsonb accepts (objects JSON lacks become their str());
     UnstorableValue names what it refuses and where."""
+    if value is None:  # most handlers return nothing: no encoder for that
+        return "null"
     try:
         text = json.dumps(value, default=str, allow_nan=False)
     except ValueError:  # NaN or Infinity: find where
@@ -85,12 +87,17 @@ class TaskStatus(enum.StrEnum):
     @property
     def active(self) -> bool:
         """True while the task is held by a worker."""
-        return self in (TaskStatus.ASSIGNED, TaskStatus.RUNNING)
+        return self in _ACTIVE
 
     @property
     def final(self) -> bool:
         """True once nothing more will happen to the task."""
-        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+        return self in _FINAL
+
+
+# looked up for every report: sets, not tuples of members (a member lookup is slow)
+_ACTIVE = frozenset({TaskStatus.ASSIGNED, TaskStatus.RUNNING})
+_FINAL = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 
 
 class WorkerStatus(enum.StrEnum):
@@ -330,9 +337,10 @@ class ReportState(enum.StrEnum):
     @property
     def final(self) -> bool:
         """True when the report ends the delivery."""
-        return self not in (ReportState.RUNNING, ReportState.PROGRESS)
+        return self not in _UNDER_WAY
 
 
+_UNDER_WAY = frozenset({ReportState.RUNNING, ReportState.PROGRESS})
 REPORT_STATES = tuple(s.value for s in ReportState)
 
 

@@ -46,7 +46,7 @@ def report_from_pb(u: pb.StatusUpdate) -> Report:
     except ValueError:
         raise ValueError(f"task_id {u.task_id[:50]!r} is not a UUID") from None
     result = u.result_json or None
-    if result is not None:
+    if result is not None and result != "null":  # most tasks return nothing
         try:
             json.loads(result)
         except ValueError:

@@ -76,6 +76,7 @@ class Running:
     ctx: TaskContext
     task: asyncio.Task[None] | None = None
     cancel_requested: bool = False
+    timed_out: bool = False
     started_at: datetime = field(default_factory=_now)
 
 
@@ -381,12 +382,14 @@ class Worker:
         return report
 
     async def _execute(self, rt: Running, handler: Any, timeout: float) -> None:
-        timer = asyncio.get_running_loop().call_later(
-            RUNNING_REPORT_DELAY, self._queue_report, self._report(rt, ReportState.RUNNING))
+        # two timer handles, not asyncio.timeout(): this runs for every task, and a timer
+        # costs a fraction of a context manager that reschedules and unwinds one
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(RUNNING_REPORT_DELAY, self._report_running, rt)
+        deadline = loop.call_later(timeout, self._time_out, rt) if timeout else None
         fields: dict[str, Any] = {}
         try:
-            async with asyncio.timeout(timeout or None):  # no extra task, unlike wait_for
-                result = await run_handler(handler, rt.ctx)
+            result = await run_handler(handler, rt.ctx)
             # what cannot be stored fails the task here, not the stream that would carry it
             fields = {"progress": 100, "result_json": self._result_json(result)}
             state = ReportState.COMPLETED
@@ -394,19 +397,30 @@ class Worker:
         except UnstorableResult as exc:
             state, fields["error"] = ReportState.FAILED, str(exc)
         except (TaskCancelled, asyncio.CancelledError) as exc:
-            if rt.cancel_requested:
+            if rt.timed_out:
+                state, fields["error"] = ReportState.FAILED, f"timed out after {timeout:g}s"
+            elif rt.cancel_requested:
                 state, fields["error"] = ReportState.CANCELLED, "cancelled"
             else:  # interrupted by our own shutdown: give it back without using an attempt
                 state, fields["error"] = ReportState.REJECTED, str(exc) or "worker stopped"
-        except TimeoutError:
-            state, fields["error"] = ReportState.FAILED, f"timed out after {timeout:g}s"
         except Exception as exc:
             state, fields["error"] = ReportState.FAILED, clean_error(f"{type(exc).__name__}: {exc}")
         finally:
             timer.cancel()
+            if deadline is not None:
+                deadline.cancel()
             self.running.pop(rt.ref.task_id, None)
         self._queue_report(self._report(rt, state, finished_at=_now(), **fields))
         self._fill_slots()  # the slot is not idle for a round trip
+
+    def _report_running(self, rt: Running) -> None:
+        self._queue_report(self._report(rt, ReportState.RUNNING))
+
+    def _time_out(self, rt: Running) -> None:
+        """The task's timeout passed: stop it (it fails, saying so)."""
+        if rt.task is not None and not rt.task.done():
+            rt.timed_out = True
+            rt.task.cancel()
 
     def _fill_slots(self) -> None:
         while self.waiting and not self.draining and len(self.running) < self.capacity:
