@@ -72,14 +72,15 @@ async def taskmaster_drain(server: Server, pair: Pair, tasks: int, batch: int,
         await st.cluster.scale(pair.workers)
         await st.wait_finished(tasks, poll=0.02)
         cpu = st.cpu.per_task(tasks)
-        end = float(await st.db.fetchval("SELECT extract(epoch FROM max(completed_at)) "
-                                         "FROM tasks"))
+        first, end = (float(x) for x in await st.db.fetchrow(
+            "SELECT extract(epoch FROM min(assigned_at)), extract(epoch FROM max(completed_at)) "
+            "FROM tasks"))
         done = await st.db.fetchval("SELECT count(*) FROM tasks WHERE status = 'completed'")
         cycle = await _slot_cycle(st) if pair.slots == 1 else None
     if done != tasks:
         raise RuntimeError(f"TaskMaster completed {done} of {tasks} tasks")
     out = {"per_s": round(tasks / (end - t0)), "seconds": round(end - t0, 3),
-           "cpu_us_per_task": cpu}
+           "to_first_claim_s": round(first - t0, 3), "cpu_us_per_task": cpu}
     if cycle is not None:
         out["slot_cycle_ms"] = cycle
     return out
@@ -153,7 +154,8 @@ async def pgqueuer_drain(server: Server, pair: Pair, tasks: int) -> dict[str, An
         span = out["last"] - t0
         cpu = {"peer": round(out["cpu_s"] / tasks * 1e6),
                "postgres": round(sum(backends.seen.values()) / tasks * 1e6)}
-        return {"per_s": round(tasks / span), "seconds": round(span, 3), "cpu_us_per_task": cpu}
+        return {"per_s": round(tasks / span), "seconds": round(span, 3),
+                "to_first_claim_s": round(out["first"] - t0, 3), "cpu_us_per_task": cpu}
     finally:
         await server.drop_database(url)
 
@@ -194,6 +196,10 @@ async def peers(server: Server, rounds: int, scale: float, batch: int,
             "ratio": round(statistics.median(tm) / statistics.median(pq), 2),
             "ratio_per_round": [round(x, 2) for x in ratios],
             "goal": pair.goal,
+            # of the time, how long until the first task ran (the processes starting)
+            "to_first_claim_s": {side: round(statistics.median(
+                x["to_first_claim_s"] for x in runs[pair.name][side]), 3)
+                for side in ("taskmaster", "pgqueuer")},
             "taskmaster_cpu_us_per_task": runs[pair.name]["taskmaster"][-1]["cpu_us_per_task"],
             "pgqueuer_cpu_us_per_task": runs[pair.name]["pgqueuer"][-1]["cpu_us_per_task"],
         }

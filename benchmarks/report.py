@@ -181,6 +181,10 @@ def _peers_rows(pe: dict[str, Any]) -> Rows:
                      f"{r['pgqueuer_median_per_s']} ({', '.join(map(str, r['pgqueuer_per_s']))})"))
         rows.append(("  ratio TaskMaster / pgqueuer", "of medians (per round)",
                      f"{r['ratio']} ({', '.join(map(str, r['ratio_per_round']))})"))
+        if "to_first_claim_s" in r:
+            f = r["to_first_claim_s"]
+            rows.append(("  of it, to the first task (processes starting)",
+                         "TaskMaster / pgqueuer s", f"{f['taskmaster']} / {f['pgqueuer']}"))
         if "slot_cycle_ms" in r:
             c = r["slot_cycle_ms"]
             rows.append(("  one-slot cycle (completion to next start)", "p50 / p95 / p99 ms",
