@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 QUICK = Options(tasks=2000, batch=500, throughput_workers=(1, 2, 4), latency_tasks=200,
                 creates=500, scaling_workers=(1, 2, 4, 8), scaling_tasks_per_slot=5,
                 failover_rounds=1, partition_rounds=0, read_rows=100_000, read_requests=100,
-                sse_events=5000, load_seconds=5.0, peer_rounds=1, peer_scale=0.1)
+                sse_events=5000, load_seconds=5.0, half_rate=500, backlog_tasks=50_000,
+                soak_seconds=30.0, soak_retention=10.0, peer_rounds=1, peer_scale=0.1)
 
 
 def _ints(raw: str) -> tuple[int, ...]:
@@ -56,6 +57,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "[default 50,200,500]")
     p.add_argument("--load-seconds", type=float, help="seconds of each steady-load run "
                    "[default 20]")
+    p.add_argument("--half-rate", type=int, help="tasks/s of the steady-load run that "
+                   "measures create-to-start under load, about half of the end-to-end maximum "
+                   "[default 2000; 0 = none]")
+    p.add_argument("--backlog-tasks", type=int, help="pending tasks of the big-backlog drain "
+                   "[default 1000000]")
+    p.add_argument("--soak-seconds", type=float, help="seconds of the long load with retention "
+                   "[default 300; the issue's hour: 3600]")
+    p.add_argument("--soak-rate", type=int, help="tasks/s of the long load [default 500]")
+    p.add_argument("--soak-retention", type=float, help="seconds finished tasks and events are "
+                   "kept in the long load (TASKMASTER_TASK_RETENTION, _EVENT_RETENTION) "
+                   "[default 60]")
     p.add_argument("--peers", choices=["pgqueuer"], action="append",
                    help="compare with a peer queue on the same PostgreSQL (pgqueuer: "
                         "pip install -e '.[bench]'); alone, runs only that comparison")
@@ -77,7 +89,9 @@ def options_from(args: argparse.Namespace) -> Options:
     for flag, name in (("tasks", "tasks"), ("batch", "batch"), ("concurrency", "concurrency"),
                        ("workers", "throughput_workers"), ("in_flight", "in_flight"),
                        ("read_rows", "read_rows"), ("load_rates", "load_rates"),
-                       ("load_seconds", "load_seconds"),
+                       ("load_seconds", "load_seconds"), ("half_rate", "half_rate"),
+                       ("backlog_tasks", "backlog_tasks"), ("soak_seconds", "soak_seconds"),
+                       ("soak_rate", "soak_rate"), ("soak_retention", "soak_retention"),
                        ("peer_rounds", "peer_rounds"), ("peer_scale", "peer_scale")):
         value = getattr(args, flag)
         if value is not None:

@@ -27,6 +27,10 @@ TARGETS: list[tuple[str, str, float, tuple[str, ...]]] = [
     ("worker peak RSS (MB)", "<", 80, ("memory_mb", "worker")),
     ("steady load at 500 tasks/s, deviation (%)", "<=", 5,
      ("load", "rates", "500", "deviation_pct")),
+    ("create-to-start p99 at about half the maximum rate (ms)", "<=", 10,
+     ("load", "half", "create_to_start_ms", "p99")),
+    ("drain of the big backlog, against 20,000 (ratio)", ">=", 0.9,
+     ("backlog", "ratio_to_small")),
     ("drain against pgqueuer, 4 workers x 64 slots (ratio)", ">=", 2.0,
      ("peers", "high", "ratio")),
     ("drain against pgqueuer, 4 workers x 1 slot (ratio)", ">=", 1.5, ("peers", "low", "ratio")),
@@ -161,11 +165,42 @@ def _read_rows(rd: dict[str, Any]) -> Rows:
 
 
 def _load_rows(ld: dict[str, Any]) -> Rows:
-    return [(f"steady load {r['rate']}/s for {r['seconds']:g} s",
-             "held tasks/s (deviation) per-second min-max",
-             f"{r['held_per_s']} ({r['deviation_pct']}%) {r['per_second_min']}-"
-             f"{r['per_second_max']}" + (f", {r['errors']} errors" if r["errors"] else ""))
-            for r in ld["rates"].values()]
+    rows: Rows = []
+    for r in ld["rates"].values():
+        rows.append((f"steady load {r['rate']}/s for {r['seconds']:g} s",
+                     "held tasks/s (deviation) per-second min-max",
+                     f"{r['held_per_s']} ({r['deviation_pct']}%) {r['per_second_min']}-"
+                     f"{r['per_second_max']}" + (f", {r['errors']} errors" if r["errors"] else "")))
+        if "create_to_start_ms" in r:
+            c = r["create_to_start_ms"]
+            rows.append(("  create-to-start", "p50 / p95 / p99 ms",
+                         f"{c['p50']} / {c['p95']} / {c['p99']}"))
+    return rows
+
+
+def _backlog_rows(b: dict[str, Any]) -> Rows:
+    return [
+        (f"drain of {b['tasks']:,} pending, 4 workers", "tasks/s (x the drain of "
+         f"{b['small_tasks']:,})", f"{b['drain_per_s']} ({b['ratio_to_small']}x of "
+         f"{b['small_drain_per_s']})"),
+        ("  first / last tenth of the completions", "tasks/s",
+         f"{b['first_tenth_per_s']} / {b['last_tenth_per_s']}"),
+        ("  CPU per task", " / ".join(b["cpu_us_per_task"]) + " us",
+         " / ".join(str(v) for v in b["cpu_us_per_task"].values())),
+        ("  tables after the drain", "tasks / events MB",
+         f"{b['table_mb']['tasks']} / {b['table_mb']['events']}"),
+    ]
+
+
+def _soak_rows(s: dict[str, Any]) -> Rows:
+    return [
+        (f"load {s['rate']}/s for {s['seconds']:g} s, retention {s['retention_s']:g} s",
+         "tasks created; most task rows", f"{s['created']}; {s['task_rows_max']}"),
+        *((f"  {t} on disk", "max / end MB (second half +MB)",
+           f"{s[t + '_mb']['max']} / {s[t + '_mb']['end']} "
+           f"({s[t + '_mb']['second_half_growth']:+})")
+          for t in ("tasks", "events", "task_counts")),
+    ]
 
 
 def _peers_rows(pe: dict[str, Any]) -> Rows:
@@ -198,7 +233,8 @@ def _peers_rows(pe: dict[str, Any]) -> Rows:
 
 _SCENARIO_ROWS = {"throughput": _throughput_rows, "latency": _latency_rows,
                   "scaling": _scaling_rows, "failover": _failover_rows, "read": _read_rows,
-                  "load": _load_rows, "peers": _peers_rows}
+                  "load": _load_rows, "backlog": _backlog_rows, "soak": _soak_rows,
+                  "peers": _peers_rows}
 
 
 def _rows(results: dict[str, Any]) -> Rows:

@@ -1,4 +1,5 @@
-"""The scenarios: throughput, latency, scaling, failover and the read path.
+"""The scenarios: throughput, latency, scaling, failover, the read path, steady load, a big
+backlog, a long load with retention, and the peer comparison.
 
 Each takes the Server and the options and returns a JSON-able dict. Times that matter
 are read back from PostgreSQL (created_at, assigned_at, started_at, completed_at), so the
@@ -8,6 +9,7 @@ benchmark's own polling does not blur them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,6 +42,13 @@ class Options:
     sse_events: int = 50_000
     load_rates: tuple[int, ...] = (50, 200, 500)
     load_seconds: float = 20.0
+    # the steady load at about half of what 4 workers of 64 slots drain end to end on this
+    # VM (4,000-7,500 tasks/s, by the hour): create-to-start under load
+    half_rate: int = 2000
+    backlog_tasks: int = 1_000_000
+    soak_seconds: float = 300.0
+    soak_rate: int = 500
+    soak_retention: float = 60.0
     peer_rounds: int = 3
     peer_scale: float = 1.0  # of the peer comparison's task counts (20,000 and 5,000)
 
@@ -314,14 +323,16 @@ async def steady_load(server: Server, opts: Options, sampler: MemorySampler) -> 
     from taskmaster.load import SteadyLoad
 
     rates: dict[str, Any] = {}
+    every = [*opts.load_rates, *([opts.half_rate] if opts.half_rate else [])]
     async with stack(server, "load", workers=4, concurrency=64, sampler=sampler) as st:
-        for rate in opts.load_rates:
+        for rate in every:
             await st.db.execute("TRUNCATE tasks")
             await st.db.execute("TRUNCATE task_counts")
             async with Client(st.api) as client:
                 load = SteadyLoad(client, rate=rate, command="noop", seconds=opts.load_seconds,
-                                  settings=Settings(load_max_rate=max(opts.load_rates)))
+                                  settings=Settings(load_max_rate=max(every)))
                 progress = await load.run()
+            await st.wait_finished(progress.created, timeout=60)
             per_second = [r["n"] for r in await st.db.fetch(
                 "SELECT date_trunc('second', created_at) AS s, count(*) AS n FROM tasks "
                 "GROUP BY 1 ORDER BY 1")][1:-1]
@@ -337,8 +348,121 @@ async def steady_load(server: Server, opts: Options, sampler: MemorySampler) -> 
                 "per_second_min": min(per_second, default=0),
                 "per_second_max": max(per_second, default=0),
                 "errors": progress.errors, "skipped": progress.skipped,
+                "create_to_start_ms": await _create_to_start(st),
             }
-    return {"rates": rates}
+    out: dict[str, Any] = {"rates": rates}
+    if opts.half_rate:
+        out["half"] = rates[str(opts.half_rate)]
+    return out
+
+
+async def _create_to_start(st: Stack) -> dict[str, float]:
+    """p50/p95/p99 of created_at to started_at over the finished tasks, in ms."""
+    row = await st.db.fetchrow(
+        "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY "
+        "extract(epoch FROM started_at - created_at)) AS p FROM tasks "
+        "WHERE started_at IS NOT NULL")
+    p = row["p"] or [0.0, 0.0, 0.0]
+    return {k: round(float(v) * 1000, 2) for k, v in zip(("p50", "p95", "p99"), p, strict=True)}
+
+
+# ---- a big backlog ----
+
+async def backlog(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """A drain of opts.tasks, then of backlog_tasks (inserted at once, as a queue that grew
+    while no worker ran) on the same 4 workers of 64 slots: does the rate hold as the queue
+    grows 50-fold (indexes, dead tuples, vacuum under load)?"""
+    async with stack(server, "backlog", workers=4, concurrency=opts.concurrency,
+                     sampler=sampler) as st:
+        small = await _drain(st, opts)
+        await st.db.execute("TRUNCATE tasks")
+        await st.db.execute("TRUNCATE task_counts")
+        await st.db.execute("TRUNCATE events")
+        t0 = time.perf_counter()
+        left = opts.backlog_tasks
+        while left > 0:  # one statement per 100,000 rows (and their task_scheduled events)
+            n = min(left, 100_000)
+            await st.db.execute(q("insert_batch"), "noop", "{}", n, 3600.0, 0, 3, 300.0)
+            left -= n
+        inserted = time.perf_counter() - t0
+        await st.db.execute("UPDATE tasks SET scheduled_at = now() WHERE status = 'pending'")
+        await st.db.execute("VACUUM ANALYZE tasks")
+        st.cpu.start()
+        await st.db.execute("NOTIFY taskmaster_tasks")
+        await st.wait_finished(opts.backlog_tasks, timeout=max(600.0, opts.backlog_tasks / 500))
+        cpu = st.cpu.per_task(opts.backlog_tasks)
+        span = await _span(st, "assigned_at")
+        # the rate over the first and the last tenth of the completions
+        tenth = max(1, opts.backlog_tasks // 10)
+        ends = await st.db.fetchrow(
+            "SELECT extract(epoch FROM (array_agg(completed_at ORDER BY completed_at))[$1] "
+            "  - min(completed_at)) AS head, "
+            "extract(epoch FROM max(completed_at) - (array_agg(completed_at ORDER BY "
+            "  completed_at DESC))[$1]) AS tail FROM tasks", tenth)
+        sizes = await st.db.fetchrow(
+            "SELECT pg_total_relation_size('tasks') AS tasks, "
+            "pg_total_relation_size('events') AS events")
+    rate = opts.backlog_tasks / span
+    return {"tasks": opts.backlog_tasks, "small_tasks": opts.tasks,
+            "small_drain_per_s": small["drain_per_s"], "drain_per_s": round(rate),
+            "ratio_to_small": round(rate / small["drain_per_s"], 3),
+            "first_tenth_per_s": round(tenth / float(ends["head"] or 1e-9)),
+            "last_tenth_per_s": round(tenth / float(ends["tail"] or 1e-9)),
+            "insert_s": round(inserted, 1), "drain_s": round(span, 1),
+            "cpu_us_per_task": cpu,
+            "table_mb": {k: round(v / 2**20, 1) for k, v in sizes.items()}}
+
+
+# ---- a long load with retention ----
+
+async def soak(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
+    """soak_rate no-op tasks/s for soak_seconds with finished tasks and events kept for
+    soak_retention seconds: the sizes of the tables on disk every 10 s. Bounded means they
+    stop growing once the retention window is full (the second half adds little)."""
+    from taskmaster.client import Client
+    from taskmaster.config import Settings
+    from taskmaster.load import SteadyLoad
+
+    samples: list[dict[str, float]] = []
+    async with stack(server, "soak", workers=4, concurrency=64, sampler=sampler,
+                     task_retention=opts.soak_retention,
+                     event_retention=opts.soak_retention) as st:
+
+        async def sizes() -> None:
+            t0 = time.perf_counter()
+            while True:
+                row = await st.db.fetchrow(
+                    "SELECT pg_total_relation_size('tasks') AS tasks, "
+                    "pg_total_relation_size('events') AS events, "
+                    "pg_total_relation_size('task_counts') AS task_counts, "
+                    "(SELECT count(*) FROM tasks) AS task_rows")
+                samples.append({"at_s": round(time.perf_counter() - t0, 1),
+                                **{k: round(float(v) / 2**20, 2) if k != "task_rows"
+                                   else int(v) for k, v in row.items()}})
+                await asyncio.sleep(10)
+
+        watcher = asyncio.create_task(sizes())
+        try:
+            async with Client(st.api) as client:
+                load = SteadyLoad(client, rate=opts.soak_rate, command="noop",
+                                  seconds=opts.soak_seconds,
+                                  settings=Settings(load_max_rate=opts.soak_rate))
+                progress = await load.run()
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+    half = [x for x in samples if x["at_s"] >= opts.soak_seconds / 2]
+    out: dict[str, Any] = {"rate": opts.soak_rate, "seconds": opts.soak_seconds,
+                           "retention_s": opts.soak_retention, "created": progress.created,
+                           "samples": samples}
+    for table in ("tasks", "events", "task_counts"):
+        values = [x[table] for x in samples]
+        out[f"{table}_mb"] = {"max": max(values, default=0.0), "end": values[-1] if values else 0.0,
+                              "second_half_growth": round(half[-1][table] - half[0][table], 2)
+                              if len(half) > 1 else 0.0}
+    out["task_rows_max"] = max((x["task_rows"] for x in samples), default=0)
+    return out
 
 
 async def peers_scenario(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
@@ -355,5 +479,7 @@ SCENARIOS = {
     "failover": failover,
     "read": read_path,
     "load": steady_load,
+    "backlog": backlog,
+    "soak": soak,
     "peers": peers_scenario,
 }

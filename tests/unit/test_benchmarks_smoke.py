@@ -23,7 +23,8 @@ TINY = Options(tasks=60, batch=25, concurrency=4, throughput_workers=(1,), laten
                creates=10, in_flight=3, scaling_workers=(1, 2), scaling_tasks_per_slot=2,
                scaling_seconds=0.05, failover_rounds=1, partition_rounds=0, read_rows=500,
                read_requests=5, sse_clients=2, sse_events=50, load_rates=(20,),
-               load_seconds=2.0, peer_rounds=1, peer_scale=0.002)
+               load_seconds=2.0, half_rate=40, backlog_tasks=300, soak_seconds=12.0,
+               soak_rate=20, soak_retention=3.0, peer_rounds=1, peer_scale=0.002)
 
 
 def test_percentile_interpolates() -> None:
@@ -99,6 +100,15 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     assert rd["stats_ms"]["n"] == TINY.read_requests
     ld = results["load"]["rates"]["20"]
     assert ld["created"] == ld["expected"] == 40 and ld["held_per_s"] > 0  # the schedule's count
+    half = results["load"]["half"]
+    assert half["rate"] == 40 and half["created"] == 80
+    assert 0 < half["create_to_start_ms"]["p50"] <= half["create_to_start_ms"]["p99"]
+    bl = results["backlog"]
+    assert bl["tasks"] == 300 and bl["drain_per_s"] > 0 and bl["ratio_to_small"] > 0
+    assert bl["first_tenth_per_s"] > 0 and bl["last_tenth_per_s"] > 0
+    soak = results["soak"]
+    assert soak["created"] == 240 and len(soak["samples"]) >= 2
+    assert soak["tasks_mb"]["max"] > 0 and soak["task_rows_max"] > 0
     for pair, tasks in (("high", 40), ("low", 10)):  # the peer comparison, both sides ran
         pe = results["peers"][pair]
         assert pe["tasks"] == tasks and pe["taskmaster_median_per_s"] > 0
@@ -112,6 +122,7 @@ async def test_a_tiny_run_of_every_scenario(admin_url: str, tmp_path) -> None:
     assert "throughput 1w x4" in text and "SSE fan-out, 2 clients" in text
     assert "PostgreSQL alone" in text and "steady load 20/s for 2 s" in text
     assert "ratio TaskMaster / pgqueuer" in text
+    assert "drain of 300 pending" in text and "load 20/s for 12 s, retention 3 s" in text
     path = report.write(results, tmp_path)
     assert json.loads(path.read_text()) == json.loads((tmp_path / "latest.json").read_text())
 
