@@ -196,15 +196,17 @@ async def test_no_task_is_queued_while_a_long_one_is_due_before_it(
         # due in this order: another blocker, then no-ops
         second, _ = await store.create_task(NewTask(command="progress-steps"))
         quick = await store.create_batch(NewTask(command="noop"), 4)
-        assert await coordinator.coordinator.assign_once() == 0  # a round claims nothing
-        assert not worker.waiting
-        assert await _count(store, [second.id, *quick], "pending", 5)
         sample_tasks.gate(str(first.id)).set()
         await wait_for(lambda: _is(store, second.id, "running"), message="the second blocker")
         sample_tasks.gate(str(second.id)).set()
         done = await wait_final(store, [first.id, second.id, *quick])
         assert {t.status.value for t in done} == {"completed"}
         assert {t.attempt for t in done} == {1}
+        # none of the no-ops was claimed (queued) before the blocker due ahead of them
+        order = await store.pool.fetch(
+            "SELECT id FROM tasks WHERE id = ANY($1) ORDER BY assigned_at", [second.id, *quick])
+        assert order[0]["id"] == second.id
+        assert not worker.waiting
 
 
 def test_short_commands_are_those_that_ran_short_lately() -> None:
