@@ -426,6 +426,8 @@ WHERE t.status IN ('assigned', 'running') AND (w.id IS NULL OR w.status = 'offli
 -- after this commits (and its new coordinator finds the delivery) or gets nothing here.
 -- The slots after the first $3 are prefetch (queued behind busy slots on the worker): they
 -- take tasks only while every task picked is of a command in $4 (those that ran short).
+-- $5 is the number of slots: a LIMIT the planner can see (one it cannot, it takes for a
+-- tenth of the queue, and joins the update to a scan of the whole table).
 WITH mine AS (
     SELECT w.id FROM workers w
     WHERE $2::text IS NOT NULL AND w.id = ANY($1::text[]) AND w.coordinator_id = $2
@@ -439,7 +441,7 @@ WITH mine AS (
     SELECT id, priority, scheduled_at, command FROM tasks
     WHERE status = 'pending' AND scheduled_at <= now()
     ORDER BY priority DESC, scheduled_at, id
-    LIMIT (SELECT count(*) FROM slots)
+    LIMIT $5::int
     FOR UPDATE SKIP LOCKED
 ), numbered AS (
     SELECT id, row_number() OVER (ORDER BY priority DESC, scheduled_at, id) AS slot FROM picked

@@ -469,7 +469,7 @@ class Store:
             return []
         rows = await self._pool_for(len(slots)).fetch(
             q("assign_tasks"), list(slots), holder,
-            len(slots) if queue_from is None else queue_from, list(short))
+            len(slots) if queue_from is None else queue_from, list(short), len(slots))
         return [
             Delivery(
                 task_id=r["id"],
