@@ -264,8 +264,9 @@ class Worker:
             pid=r["pid"],
             status=WorkerStatus(r["status"]),
             capacity=r["capacity"],
-            tasks_completed=r["tasks_completed"],
-            tasks_failed=r["tasks_failed"],
+            # plus the deltas not yet folded into the row (store/queries.sql, worker_counts)
+            tasks_completed=r["tasks_completed"] + (r.get("completed_delta") or 0),
+            tasks_failed=r["tasks_failed"] + (r.get("failed_delta") or 0),
             registered_at=r["registered_at"],
             last_heartbeat=r["last_heartbeat"],
             current_task_ids=tuple(str(t) for t in (r["current_task_ids"] or ())),

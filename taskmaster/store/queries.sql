@@ -44,8 +44,12 @@ ORDER BY created_at DESC, id DESC
 LIMIT $4;
 
 -- name: list_workers
--- Live workers, and those gone offline within $1 seconds.
+-- Live workers, and those gone offline within $1 seconds (with their count deltas).
 SELECT w.*,
+       (SELECT coalesce(sum(c.completed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+           AS completed_delta,
+       (SELECT coalesce(sum(c.failed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+           AS failed_delta,
        ARRAY(SELECT t.id FROM tasks t
              WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
              ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
@@ -61,6 +65,10 @@ ORDER BY w.registered_at, w.id;
 -- a new id). By name, numbers in names in numeric order (worker-2 before worker-10).
 SELECT * FROM (
     SELECT DISTINCT ON (w.name) w.*,
+           (SELECT coalesce(sum(c.completed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+               AS completed_delta,
+           (SELECT coalesce(sum(c.failed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+               AS failed_delta,
            ARRAY(SELECT t.id FROM tasks t
                  WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
                  ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
@@ -98,6 +106,22 @@ SELECT
     (SELECT count(*) FROM workers WHERE status = 'draining') AS workers_draining,
     (SELECT avg(wait) FROM waits) AS wait_mean,
     (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY wait) FROM waits) AS wait_p95;
+
+-- name: fold_worker_counts
+-- Fold the workers' count deltas into their rows (deltas of a worker row gone are
+-- dropped); the rows locked in id order, as every statement that locks several does.
+WITH old AS (
+    DELETE FROM worker_counts RETURNING worker_id, completed, failed
+), sums AS (
+    SELECT worker_id, sum(completed) AS completed, sum(failed) AS failed
+    FROM old GROUP BY worker_id
+), locked AS (
+    SELECT w.id FROM workers w WHERE w.id IN (SELECT worker_id FROM sums)
+    ORDER BY w.id FOR NO KEY UPDATE
+)
+UPDATE workers w SET tasks_completed = w.tasks_completed + s.completed,
+                     tasks_failed = w.tasks_failed + s.failed
+FROM sums s WHERE w.id = s.worker_id AND w.id IN (SELECT id FROM locked);
 
 -- name: compact_counts
 -- Fold count deltas older than $1 seconds into one row per status.
@@ -535,14 +559,14 @@ WITH u AS (
               coalesce(t.started_at, n.started_at) AS started_at,
               n.finished_at, n.error, n.due_at
 ), counted AS (
-    UPDATE workers w SET
-        tasks_completed = w.tasks_completed + c.done,
-        tasks_failed = w.tasks_failed + c.failed
-    FROM (SELECT worker_id,
-                 count(*) FILTER (WHERE status = 'completed') AS done,
-                 count(*) FILTER (WHERE state = 'failed') AS failed
-          FROM upd GROUP BY worker_id) c
-    WHERE w.id = c.worker_id AND (c.done > 0 OR c.failed > 0)
+    -- deltas, not an update of the worker rows: the claim statement holds those locked
+    INSERT INTO worker_counts (worker_id, completed, failed)
+    SELECT worker_id, done, failed FROM (
+        SELECT worker_id,
+               count(*) FILTER (WHERE status = 'completed') AS done,
+               count(*) FILTER (WHERE state = 'failed') AS failed
+        FROM upd GROUP BY worker_id) c
+    WHERE c.done > 0 OR c.failed > 0
 ), ev AS (
     INSERT INTO events (ts, event, task_id, worker_id, data)
     -- a task that finished before its 'running' report went out still shows it ran
@@ -617,6 +641,8 @@ FROM gone;
 -- Last-Event-ID stays valid), the coordinator woken. $1 tasks deleted, $2 pending, $3 held.
 WITH counts AS (
     DELETE FROM task_counts
+), worker_deltas AS (
+    DELETE FROM worker_counts
 ), dropped AS (
     DELETE FROM workers WHERE status = 'offline' RETURNING id
 ), kept AS (

@@ -61,6 +61,17 @@ CREATE TABLE workers (
     lease_expires_at timestamptz
 );
 
+-- completed and failed counts of workers not yet folded into their rows (by the
+-- coordinator's housekeeping): the report statement inserts here, so it takes no lock on
+-- the worker rows the claim statement locks
+CREATE TABLE worker_counts (
+    id        bigserial PRIMARY KEY,
+    worker_id text NOT NULL,
+    completed bigint NOT NULL,
+    failed    bigint NOT NULL
+);
+CREATE INDEX worker_counts_worker_idx ON worker_counts (worker_id);
+
 -- every coordinator running on the database, with its own lease (renewed while it runs)
 CREATE TABLE coordinators (
     id               text PRIMARY KEY,

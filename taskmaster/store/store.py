@@ -350,8 +350,9 @@ class Store:
         return int(await self.pool.fetchval(q("prune_workers"), older_than))
 
     async def compact_counts(self, older_than: float = 60.0) -> None:
-        """Fold old count deltas together."""
+        """Fold old task count deltas together, and the workers' deltas into their rows."""
         await self.pool.execute(q("compact_counts"), older_than)
+        await self.pool.execute(q("fold_worker_counts"))
 
     # ---- workers and assignment (coordinator) ----
 

@@ -399,6 +399,35 @@ async def test_running_then_completed(store: Store) -> None:
     assert (await get(store, tid)).status is TaskStatus.COMPLETED
 
 
+async def test_reports_are_written_while_a_claim_holds_the_worker_rows(
+    store: Store, database_url: str
+) -> None:
+    """The claim statement locks its workers' rows (FOR SHARE) until it commits; a report
+    statement must not wait for it (nor a claim for a report): the counts go to deltas,
+    folded into the rows by the housekeeping, and read the same before and after."""
+    await register(store, "w")
+    await new_tasks(store, 1)
+    d = await assign_one(store, "w")
+    claim = await asyncpg.connect(database_url)
+    try:
+        async with claim.transaction():
+            await claim.execute("SELECT 1 FROM workers WHERE id = 'w' FOR SHARE")
+            [a] = await asyncio.wait_for(apply(store, "w", rep(d, "completed")), 5)
+            assert a.status is TaskStatus.COMPLETED
+    finally:
+        await claim.close()
+    [worker] = await store.list_workers()
+    assert (worker.tasks_completed, worker.tasks_failed) == (1, 0)
+    assert await store.pool.fetchval("SELECT count(*) FROM worker_counts") == 1
+    await store.compact_counts()
+    assert await store.pool.fetchval("SELECT count(*) FROM worker_counts") == 0
+    assert await store.pool.fetchval("SELECT tasks_completed FROM workers WHERE id = 'w'") == 1
+    [worker] = await store.list_workers()
+    assert (worker.tasks_completed, worker.tasks_failed) == (1, 0)
+    [named] = await store.list_workers(history=False)
+    assert named.tasks_completed == 1
+
+
 async def test_completed_straight_from_assigned(store: Store) -> None:
     await register(store, "w")
     [tid] = await new_tasks(store, 1)
