@@ -159,6 +159,12 @@ class Settings:
         metadata={"help": "seconds finished (completed, failed, cancelled) tasks are kept; "
                           "0 = forever"},
     )
+    vacuum_dead_rows: int = field(
+        default=10_000,
+        metadata={"help": "the coordinator VACUUMs (and ANALYZEs) a table of the queue once "
+                          "it holds this many dead rows and a tenth of its live ones, whether "
+                          "or not the server's autovacuum runs; 0 = leave it to autovacuum"},
+    )
     assign_batch: int = field(
         default=500, metadata={"help": "most tasks claimed in one assignment round"}
     )
@@ -299,7 +305,7 @@ class Settings:
             value = getattr(self, name)
             if value < 1:
                 raise ValueError(f"{_env_name(name)}={value!r} must be at least 1")
-        for name in ("prefetch", "max_worker_prefetch", "prefetch_below"):
+        for name in ("prefetch", "max_worker_prefetch", "prefetch_below", "vacuum_dead_rows"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{_env_name(name)}={getattr(self, name)!r} must be 0 or more")
         if self.task_retention < 0:

@@ -45,6 +45,8 @@ _COUNTERS = [
      "written)."),
     ("taskmaster_tasks_pruned", "tasks_pruned",
      "Finished tasks deleted after TASKMASTER_TASK_RETENTION."),
+    ("taskmaster_vacuums", "vacuums",
+     "VACUUMs of the queue's tables run by the coordinator (TASKMASTER_VACUUM_DEAD_ROWS)."),
 ]
 
 

@@ -68,6 +68,8 @@ PRUNE_ROUNDS = 20
 # heartbeat intervals without an answer from PostgreSQL after which a coordinator sends its
 # workers elsewhere (cut off: it cannot write their reports, and their leases will lapse)
 CUT_OFF_AFTER = 1.5
+# seconds between two looks at the tables' dead rows (TASKMASTER_VACUUM_DEAD_ROWS)
+VACUUM_EVERY = 10.0
 # seconds the row of a coordinator whose lease lapsed is kept (then housekeeping deletes it)
 COORDINATOR_ROWS_KEPT = 3600.0
 
@@ -128,7 +130,8 @@ class Coordinator:
         self.observer = Observer()
         # what only the coordinator sees; exported by coordinator/metrics.py
         self.counters: dict[str, int] = {"reports": 0, "refused": 0, "joins_refused": 0,
-                                         "unstorable": 0, "throttled": 0, "tasks_pruned": 0}
+                                         "unstorable": 0, "throttled": 0, "tasks_pruned": 0,
+                                         "vacuums": 0}
         self._joining = 0  # registrations under way (they count against the session limit)
         self.writer = ReportWriter(store, settings, self.counters)
 
@@ -138,7 +141,7 @@ class Coordinator:
         """Start the background loops."""
         self._started = time.monotonic()
         for loop in (self._assign_loop, self._write_loop, self._reap_loop, self._listen_loop,
-                     self._heartbeat_loop):
+                     self._heartbeat_loop, self._vacuum_loop):
             self._tasks.append(asyncio.create_task(self._forever(loop), name=loop.__name__))
         self.wake()
 
@@ -496,6 +499,19 @@ class Coordinator:
                 await self.prune()
                 # rows of coordinators that died long ago (a stopping one removes its own)
                 await self.store.drop_coordinator("", COORDINATOR_ROWS_KEPT)
+
+    async def _vacuum_loop(self) -> None:
+        """Every VACUUM_EVERY seconds, VACUUM the tables that need it (Store.vacuum_dead):
+        in a loop of its own, as a long one must not hold up failure detection."""
+        if not self.settings.vacuum_dead_rows:
+            return
+        while True:
+            await asyncio.sleep(VACUUM_EVERY)
+            t0 = time.monotonic()
+            done = await self.store.vacuum_dead(self.settings.vacuum_dead_rows)
+            if done:
+                self.counters["vacuums"] += len(done)
+                log.debug("vacuumed %s in %.2fs", ", ".join(done), time.monotonic() - t0)
 
     async def prune(self) -> int:
         """Delete finished tasks older than TASKMASTER_TASK_RETENTION (in batches, at most

@@ -123,6 +123,14 @@ UPDATE workers w SET tasks_completed = w.tasks_completed + s.completed,
                      tasks_failed = w.tasks_failed + s.failed
 FROM sums s WHERE w.id = s.worker_id AND w.id IN (SELECT id FROM locked);
 
+-- name: dead_tables
+-- Of the tables named in $1, those holding at least $2 dead rows and a tenth of their live
+-- ones (PostgreSQL's own counts, as autovacuum reads them).
+SELECT relname FROM pg_stat_user_tables
+WHERE schemaname = current_schema() AND relname = ANY($1::text[])
+  AND n_dead_tup >= greatest($2::bigint, n_live_tup / 10)
+ORDER BY n_dead_tup DESC;
+
 -- name: compact_counts
 -- Fold count deltas older than $1 seconds into one row per status.
 WITH old AS (

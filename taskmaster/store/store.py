@@ -125,6 +125,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
 # PostgreSQL's cached plan: planning these statements costs ~0.5 ms, more than a generic
 # plan loses on a few rows (docs/performance.md).
 BULK_ROWS = 32
+# the tables every task writes to: the coordinator vacuums them (Store.vacuum_dead)
+VACUUMED = ("tasks", "events", "task_counts", "worker_counts", "workers")
 
 
 class Store:
@@ -348,6 +350,20 @@ class Store:
         """Delete workers offline for more than older_than seconds that hold nothing, and the
         commands only they offered (not the built-ins); how many workers went."""
         return int(await self.pool.fetchval(q("prune_workers"), older_than))
+
+    async def vacuum_dead(self, min_dead: int) -> list[str]:
+        """VACUUM (SKIP_LOCKED, ANALYZE) the queue's tables that hold min_dead dead rows and
+        a tenth of their live ones; their names. Every task leaves two dead row versions
+        (claimed, finished) and retention deletes: without this, on a server whose
+        autovacuum is off or slow, the tables grow without end and each claim walks the dead
+        entries at the head of the queue's index."""
+        done = []
+        for r in await self.pool.fetch(q("dead_tables"), list(VACUUMED), min_dead):
+            name = r["relname"]
+            if name in VACUUMED:  # a name of ours, never text from elsewhere
+                await self.pool.execute(f'VACUUM (SKIP_LOCKED, ANALYZE) "{name}"')
+                done.append(name)
+        return done
 
     async def compact_counts(self, older_than: float = 60.0) -> None:
         """Fold old task count deltas together, and the workers' deltas into their rows."""

@@ -4,10 +4,12 @@ batches (never a pending or held one), workers long offline with them; stats sho
 from __future__ import annotations
 
 import aiohttp
+import pytest
 
+from taskmaster.config import Settings
 from taskmaster.coordinator.service import Coordinator
 from taskmaster.store import NewTask, Store
-from tests.helpers import fast_settings, serve_scheduler
+from tests.helpers import fast_settings, serve_scheduler, wait_for
 
 DAY = 86_400.0
 
@@ -90,3 +92,43 @@ async def test_stats_show_the_retention(database_url: str) -> None:
                 aiohttp.ClientSession() as http, http.get(url + "/api/stats") as resp:
             assert resp.status == 200
             assert (await resp.json())["task_retention_seconds"] == shown
+
+
+async def _vacuums(store: Store) -> int:
+    return int(await store.pool.fetchval(
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'tasks'"))
+
+
+async def test_the_queue_tables_are_vacuumed_once_they_hold_enough_dead_rows(
+    store: Store,
+) -> None:
+    """Whether or not the server's autovacuum runs (it is off on some servers): the
+    coordinator's housekeeping vacuums a table once its dead rows pass the setting and a
+    tenth of its live ones, and leaves it alone below that."""
+    await store.create_batch(NewTask(command="noop"), 300)
+    async with store.pool.acquire() as conn:
+        await conn.execute("DELETE FROM tasks WHERE id IN (SELECT id FROM tasks LIMIT 250)")
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+    await wait_for(lambda: _dead(store, 250), message="PostgreSQL to count the dead rows")
+    before = await _vacuums(store)
+    assert "tasks" not in await store.vacuum_dead(1000)  # fewer dead rows than asked for
+    assert "tasks" in await store.vacuum_dead(100)
+    await wait_for(lambda: _more_vacuums(store, before), message="the vacuum to be counted")
+    assert await store.pool.fetchval("SELECT count(*) FROM tasks") == 50
+
+
+async def _dead(store: Store, n: int) -> bool:
+    return int(await store.pool.fetchval(
+        "SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'tasks'")) >= n
+
+
+async def _more_vacuums(store: Store, before: int) -> bool:
+    async with store.pool.acquire() as conn:
+        await conn.execute("SELECT pg_stat_clear_snapshot()")
+        return int(await conn.fetchval(
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'tasks'")) > before
+
+
+def test_a_negative_vacuum_threshold_is_refused() -> None:
+    with pytest.raises(ValueError, match="TASKMASTER_VACUUM_DEAD_ROWS"):
+        Settings(vacuum_dead_rows=-1)
