@@ -46,9 +46,9 @@ LIMIT $4;
 -- name: list_workers
 -- Live workers, and those gone offline within $1 seconds (with their count deltas).
 SELECT w.*,
-       (SELECT coalesce(sum(c.completed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+       (SELECT coalesce(sum(c.completed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
            AS completed_delta,
-       (SELECT coalesce(sum(c.failed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+       (SELECT coalesce(sum(c.failed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
            AS failed_delta,
        ARRAY(SELECT t.id FROM tasks t
              WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
@@ -65,9 +65,9 @@ ORDER BY w.registered_at, w.id;
 -- a new id). By name, numbers in names in numeric order (worker-2 before worker-10).
 SELECT * FROM (
     SELECT DISTINCT ON (w.name) w.*,
-           (SELECT coalesce(sum(c.completed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+           (SELECT coalesce(sum(c.completed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
                AS completed_delta,
-           (SELECT coalesce(sum(c.failed), 0) FROM worker_counts c WHERE c.worker_id = w.id)
+           (SELECT coalesce(sum(c.failed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
                AS failed_delta,
            ARRAY(SELECT t.id FROM tasks t
                  WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')

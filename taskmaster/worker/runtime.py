@@ -107,7 +107,9 @@ class Worker:
         self.target = self.targets[self._turn]
         self.host = socket.gethostname()
         self.running: dict[uuid.UUID, Running] = {}
-        self.seen: OrderedDict[TaskRef, None] = OrderedDict()
+        # deliveries received (task id and attempt as 24 bytes: a full cache of SEEN_LIMIT
+        # takes ~15 MB, against ~26 MB as TaskRef keys holding UUID objects)
+        self.seen: OrderedDict[bytes, None] = OrderedDict()
         self._pending: OrderedDict[TaskRef, Report] = OrderedDict()  # not sent yet
         self._unacked: OrderedDict[int, Report] = OrderedDict()  # sent, by seq
         self._seq = 0
@@ -333,12 +335,13 @@ class Worker:
     def _accept(self, d: Delivery) -> None:
         ref = d.ref
         ids = {"task_id": str(d.task_id), "attempt": d.attempt}
-        if ref in self.seen:
+        key = d.task_id.bytes + d.attempt.to_bytes(8, "big", signed=True)
+        if key in self.seen:
             self.duplicates += 1
             log.info("dropped a duplicate delivery of task %s attempt %d", d.task_id, d.attempt,
                      extra=ids)
             return
-        self.seen[ref] = None
+        self.seen[key] = None
         if len(self.seen) > SEEN_LIMIT:
             self.seen.popitem(last=False)
         if self.draining or (len(self.running) >= self.capacity

@@ -418,6 +418,7 @@ async def test_reports_are_written_while_a_claim_holds_the_worker_rows(
         await claim.close()
     [worker] = await store.list_workers()
     assert (worker.tasks_completed, worker.tasks_failed) == (1, 0)
+    assert type(worker.tasks_completed) is int  # the API's JSON takes it
     assert await store.pool.fetchval("SELECT count(*) FROM worker_counts") == 1
     await store.compact_counts()
     assert await store.pool.fetchval("SELECT count(*) FROM worker_counts") == 0
