@@ -96,7 +96,7 @@ async def test_tasks_created_in_the_store_complete(
         "task_progress", "task_completed"]
     assert await events_of(store, tasks[0].id) == [
         "task_scheduled", "task_assigned", "task_running", "task_completed"]
-    counted = await store.pool.fetchval("SELECT sum(tasks_completed) FROM workers")
+    counted = sum(w.tasks_completed for w in await store.list_workers())
     assert counted == 12
 
 
@@ -323,8 +323,8 @@ async def test_fencing_refuses_a_report_for_an_older_attempt(
     assert (done.status, done.attempt, done.worker_id, done.result) == (
         TaskStatus.COMPLETED, 2, b.worker_id, "from b")
     assert [(h["attempt"], h["worker_id"]) for h in done.history] == [(1, a.worker_id)]
-    rows = await store.pool.fetch("SELECT name, tasks_completed FROM workers ORDER BY name")
-    assert [(r["name"], r["tasks_completed"]) for r in rows] == [("fake-a", 0), ("fake-b", 1)]
+    rows = sorted(await store.list_workers(), key=lambda w: w.name)
+    assert [(w.name, w.tasks_completed) for w in rows] == [("fake-a", 0), ("fake-b", 1)]
     assert (await events_of(store, task.id)).count("task_completed") == 1
 
 

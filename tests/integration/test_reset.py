@@ -88,6 +88,7 @@ async def test_a_reset_while_tasks_run_leaves_nothing_half_done(database_url: st
         # nothing left: no task, no count, one event, the live workers with zeroed counters
         assert await count_rows(database_url, "tasks") == 0
         assert await count_rows(database_url, "task_counts") == 0
+        assert await count_rows(database_url, "worker_counts") == 0
         assert [r["event"] for r in await fetch(database_url, "SELECT event FROM events")] == [
             "stack_reset"]
         workers = await fetch(database_url, "SELECT name, status, tasks_completed, tasks_failed "
