@@ -85,17 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 def options_from(args: argparse.Namespace) -> Options:
     """The scenario options the flags ask for."""
     opts = QUICK if args.quick else Options()
+    # every flag is named after its option, but --workers (the throughput runs' counts)
+    names = {"throughput_workers": "workers"}
     changes: dict[str, Any] = {}
-    for flag, name in (("tasks", "tasks"), ("batch", "batch"), ("concurrency", "concurrency"),
-                       ("workers", "throughput_workers"), ("in_flight", "in_flight"),
-                       ("read_rows", "read_rows"), ("load_rates", "load_rates"),
-                       ("load_seconds", "load_seconds"), ("half_rate", "half_rate"),
-                       ("backlog_tasks", "backlog_tasks"), ("soak_seconds", "soak_seconds"),
-                       ("soak_rate", "soak_rate"), ("soak_retention", "soak_retention"),
-                       ("peer_rounds", "peer_rounds"), ("peer_scale", "peer_scale")):
-        value = getattr(args, flag)
+    for f in dataclasses.fields(Options):
+        value = getattr(args, names.get(f.name, f.name), None)
         if value is not None:
-            changes[name] = value
+            changes[f.name] = value
     return dataclasses.replace(opts, **changes)
 
 

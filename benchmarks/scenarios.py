@@ -399,9 +399,7 @@ async def backlog(server: Server, opts: Options, sampler: MemorySampler) -> dict
             "  - min(completed_at)) AS head, "
             "extract(epoch FROM max(completed_at) - (array_agg(completed_at ORDER BY "
             "  completed_at DESC))[$1]) AS tail FROM tasks", tenth)
-        sizes = await st.db.fetchrow(
-            "SELECT pg_total_relation_size('tasks') AS tasks, "
-            "pg_total_relation_size('events') AS events")
+        sizes = await _table_mb(st, "tasks", "events")
     rate = opts.backlog_tasks / span
     return {"tasks": opts.backlog_tasks, "small_tasks": opts.tasks,
             "small_drain_per_s": small["drain_per_s"], "drain_per_s": round(rate),
@@ -410,10 +408,20 @@ async def backlog(server: Server, opts: Options, sampler: MemorySampler) -> dict
             "last_tenth_per_s": round(tenth / float(ends["tail"] or 1e-9)),
             "insert_s": round(inserted, 1), "drain_s": round(span, 1),
             "cpu_us_per_task": cpu,
-            "table_mb": {k: round(v / 2**20, 1) for k, v in sizes.items()}}
+            "table_mb": sizes}
+
+
+async def _table_mb(st: Stack, *tables: str) -> dict[str, float]:
+    """The tables' size on disk (with their indexes and TOAST), MB."""
+    row = await st.db.fetchrow("SELECT " + ", ".join(
+        f"pg_total_relation_size('{t}') AS {t}" for t in tables))
+    return {t: round(float(row[t]) / 2**20, 2) for t in tables}
 
 
 # ---- a long load with retention ----
+
+SOAK_TABLES = ("tasks", "events", "task_counts")
+
 
 async def soak(server: Server, opts: Options, sampler: MemorySampler) -> dict[str, Any]:
     """soak_rate no-op tasks/s for soak_seconds with finished tasks and events kept for
@@ -423,7 +431,7 @@ async def soak(server: Server, opts: Options, sampler: MemorySampler) -> dict[st
     from taskmaster.config import Settings
     from taskmaster.load import SteadyLoad
 
-    samples: list[dict[str, float]] = []
+    samples: list[dict[str, Any]] = []
     async with stack(server, "soak", workers=4, concurrency=64, sampler=sampler,
                      task_retention=opts.soak_retention,
                      event_retention=opts.soak_retention) as st:
@@ -431,14 +439,9 @@ async def soak(server: Server, opts: Options, sampler: MemorySampler) -> dict[st
         async def sizes() -> None:
             t0 = time.perf_counter()
             while True:
-                row = await st.db.fetchrow(
-                    "SELECT pg_total_relation_size('tasks') AS tasks, "
-                    "pg_total_relation_size('events') AS events, "
-                    "pg_total_relation_size('task_counts') AS task_counts, "
-                    "(SELECT count(*) FROM tasks) AS task_rows")
-                samples.append({"at_s": round(time.perf_counter() - t0, 1),
-                                **{k: round(float(v) / 2**20, 2) if k != "task_rows"
-                                   else int(v) for k, v in row.items()}})
+                rows = await st.db.fetchval("SELECT count(*) FROM tasks")
+                samples.append({"at_s": round(time.perf_counter() - t0, 1), "task_rows": rows,
+                                **await _table_mb(st, *SOAK_TABLES)})
                 await asyncio.sleep(10)
 
         watcher = asyncio.create_task(sizes())
@@ -456,7 +459,7 @@ async def soak(server: Server, opts: Options, sampler: MemorySampler) -> dict[st
     out: dict[str, Any] = {"rate": opts.soak_rate, "seconds": opts.soak_seconds,
                            "retention_s": opts.soak_retention, "created": progress.created,
                            "samples": samples}
-    for table in ("tasks", "events", "task_counts"):
+    for table in SOAK_TABLES:
         values = [x[table] for x in samples]
         out[f"{table}_mb"] = {"max": max(values, default=0.0), "end": values[-1] if values else 0.0,
                               "second_half_growth": round(half[-1][table] - half[0][table], 2)
