@@ -14,6 +14,7 @@ import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 
 from taskmaster.aio import wait_event
 from taskmaster.config import Settings
@@ -386,13 +387,15 @@ class Coordinator:
 
     async def _assign_loop(self) -> None:
         short = True
+        claimed_at = time.time()  # when the last claim began
         while True:
             timeout = self.settings.poll_interval
             # Only a round that left free slots empty has run out of due tasks: only then
             # can a delayed task be next, and only then is it cheap to find (the pending
-            # index holds no backlog to walk). Full slots wake us when they free up.
+            # index holds no backlog to walk). Full slots wake us when they free up. A task
+            # that fell due after the claim began, and so was not in it, is next at once.
             if short:
-                due = await self.store.next_due()
+                due = await self.store.next_due(datetime.fromtimestamp(claimed_at, UTC))
                 if due is not None:
                     timeout = min(timeout, max(0.0, due.timestamp() - time.time()) + 0.001)
             await wait_event(self._wake, timeout)
@@ -404,6 +407,7 @@ class Coordinator:
                 await self.revoke_deleted()
             while True:
                 free = min(sum(s.free for s in self.sessions.values()), self.settings.assign_batch)
+                claimed_at = time.time()
                 sent = await self.assign_once()
                 if sent < self.settings.assign_batch:
                     break

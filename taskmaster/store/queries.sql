@@ -496,8 +496,10 @@ SELECT id, attempt, command, payload::text AS payload, timeout_seconds, worker_i
 FROM assigned ORDER BY slot;
 
 -- name: next_due
--- When the earliest delayed task becomes due (NULL when none waits).
-SELECT min(scheduled_at) AS at FROM tasks WHERE status = 'pending' AND scheduled_at > now();
+-- When the earliest task due after $1 becomes due (NULL when none waits). $1 is when the
+-- last claim began: a task that fell due while that claim ran comes back here (a time
+-- already past, so the assigner looks at once) rather than waiting for the next poll.
+SELECT min(scheduled_at) AS at FROM tasks WHERE status = 'pending' AND scheduled_at > $1;
 
 -- name: apply_updates
 -- Status reports, fenced: a report counts only if its task is still held by the reporting

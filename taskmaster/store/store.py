@@ -499,9 +499,10 @@ class Store:
             for r in rows
         ]
 
-    async def next_due(self) -> datetime | None:
-        """When the earliest delayed task becomes due."""
-        return await self.pool.fetchval(q("next_due"))
+    async def next_due(self, after: datetime | None = None) -> datetime | None:
+        """When the earliest task due after `after` (default: now) becomes due; a time
+        already past for one that fell due since `after`."""
+        return await self.pool.fetchval(q("next_due"), after or datetime.now(UTC))
 
     async def apply_reports(
         self, reports: Sequence[tuple[str, Report]], *, retry_base: float, retry_max: float

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -387,6 +388,30 @@ async def test_notify_wakes_the_assigner_long_before_its_poll(
     assert done.assigned_at is not None
     waited = (done.assigned_at - done.created_at).total_seconds()
     assert waited < settings.poll_interval / 6, waited
+
+
+async def test_a_task_falling_due_while_a_claim_runs_is_not_left_for_the_poll(
+    settings: Settings, coordinator: Any, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim looks before the task is due and returns after: the assigner must look
+    again at once, not sleep until its 60 s poll (a retry's backoff can end so)."""
+    assert settings.poll_interval >= 60
+    claims = coordinator.coordinator.store
+    real_assign = claims.assign
+    due_at = time.time() + 3600.0
+
+    async def slow_claim(*args: Any, **kw: Any) -> list[Delivery]:
+        got = await real_assign(*args, **kw)
+        await asyncio.sleep(max(0.0, due_at - time.time()) + 0.05)  # back after it fell due
+        return got
+
+    async with run_workers(settings, coordinator.port, 1):
+        await wait_for(lambda: coordinator.coordinator.sessions, message="the worker to join")
+        monkeypatch.setattr(claims, "assign", slow_claim)
+        due_at = time.time() + 0.5
+        task, _ = await store.create_task(NewTask(command="noop", delay_seconds=0.5))
+        [done] = await wait_final(store, [task.id], timeout=10)
+    assert done.status is TaskStatus.COMPLETED
 
 
 # ---- through the HTTP API ----
