@@ -76,12 +76,13 @@ class Settings:
         default="", metadata={"help": "worker display name (default worker-<pid>)"}
     )
     prefetch: int = field(
-        default=16,
-        metadata={"help": "deliveries a worker queues beyond its slots, to start one the moment "
-                          "a slot frees; the coordinator sends them only while the worker's "
-                          "tasks and their command's run short (see prefetch_below) and no "
-                          "other task is due before them. 0 = off (a delivery given back from "
-                          "the queue shows as task_rejected and its next attempt)"},
+        default=64,
+        metadata={"help": "most deliveries a worker queues beyond its slots, to start one the "
+                          "moment a slot frees; the coordinator sends them only while the "
+                          "worker's tasks and their command's run short (see prefetch_below), "
+                          "no other task is due before them, and no more than its slots run "
+                          "through in 0.05 s at their recent pace. 0 = off (a delivery given "
+                          "back from the queue shows as task_rejected and its next attempt)"},
     )
     prefetch_below: float = field(
         default=0.02,

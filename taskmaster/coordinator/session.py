@@ -61,6 +61,13 @@ OutItem = Assign | Acks | Cancel | Close
 PREFETCH_AFTER_RUNS = 3
 # commands whose run times a coordinator keeps (the least recently run is forgotten)
 SHORT_COMMANDS_KEPT = 1000
+# a worker's queue is kept short enough for its slots to run through it in this long at
+# their recent pace, well within the time a worker keeps a queued delivery before it
+# gives it back (at least 0.05 s, 0.1 s at the defaults): deep for many slots of short
+# tasks, shallow for one slot of tasks that take milliseconds
+PREFETCH_QUEUE_SECONDS = 0.05
+# the pace is taken as no faster than this a task per slot (what one costs beside its run)
+PREFETCH_MIN_CYCLE = 0.003
 
 
 def _moving_mean(mean: float, runs: int, seconds: float) -> float:
@@ -123,15 +130,15 @@ class Session:
     run_mean: float = 0.0  # its tasks' recent run time, seconds (moving average)
     runs: int = 0
     short_tasks: bool = False
+    queue_depth: int = 0  # of its prefetch, what it is sent now (0 unless its tasks are short)
 
     @property
     def free(self) -> int:
-        """Deliveries this worker can take now: free slots, plus its prefetch while its
-        tasks are short."""
+        """Deliveries this worker can take now: free slots, plus its queue while its tasks
+        are short."""
         if self.draining or self.closed:
             return 0
-        extra = self.prefetch if self.short_tasks else 0
-        return max(0, self.capacity + extra - len(self.held))
+        return max(0, self.capacity + self.queue_depth - len(self.held))
 
     @property
     def free_slots(self) -> int:
@@ -143,12 +150,16 @@ class Session:
         until its tasks prove short again."""
         self.runs = 0
         self.short_tasks = False
+        self.queue_depth = 0
 
     def ran(self, seconds: float, short_below: float) -> None:
-        """One of its tasks ran this long: are its tasks short (worth prefetching)?"""
+        """One of its tasks ran this long: are its tasks short (worth prefetching), and how
+        many may queue behind its slots?"""
         self.run_mean = _moving_mean(self.run_mean, self.runs, seconds)
         self.runs += 1
         self.short_tasks = self.runs >= PREFETCH_AFTER_RUNS and self.run_mean < short_below
+        paced = self.capacity * PREFETCH_QUEUE_SECONDS / max(self.run_mean, PREFETCH_MIN_CYCLE)
+        self.queue_depth = min(self.prefetch, int(paced)) if self.short_tasks else 0
 
     def send(self, item: OutItem) -> bool:
         """Queue a message; False (and the session closed) when the worker is not reading."""

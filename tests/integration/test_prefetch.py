@@ -16,6 +16,8 @@ import pytest
 from taskmaster.config import Settings
 from taskmaster.coordinator.session import (
     PREFETCH_AFTER_RUNS,
+    PREFETCH_MIN_CYCLE,
+    PREFETCH_QUEUE_SECONDS,
     SHORT_COMMANDS_KEPT,
     Session,
     ShortCommands,
@@ -237,6 +239,26 @@ def test_a_session_counts_prefetch_only_while_its_tasks_are_short() -> None:
     assert not s.short_tasks and s.free == 2
     s.held = {uuid.uuid4(): 1, uuid.uuid4(): 1}
     assert s.free == 0
+
+
+def test_a_worker_queues_no_more_than_its_slots_run_through_soon() -> None:
+    """The queue is as deep as its slots run through in PREFETCH_QUEUE_SECONDS at their
+    pace: one slot of 8 ms tasks queues 6, not its whole prefetch of 64 (the last would
+    wait 512 ms, and be given back from the queue)."""
+    one = Session(worker_id="w", name="w", host="h", pid=1, capacity=1, commands=(),
+                  outbox=asyncio.Queue(), prefetch=64)
+    many = Session(worker_id="v", name="v", host="h", pid=1, capacity=64, commands=(),
+                   outbox=asyncio.Queue(), prefetch=64)
+    for _ in range(20):
+        one.ran(0.008, short_below=0.02)
+        many.ran(0.008, short_below=0.02)
+    assert one.free == 1 + int(PREFETCH_QUEUE_SECONDS / 0.008) == 7
+    assert many.free == 64 + 64  # 64 slots run through 64 in 8 ms
+    for _ in range(30):  # no-ops: the pace is taken as one task per PREFETCH_MIN_CYCLE
+        one.ran(0.00001, short_below=0.02)
+    assert one.free == 1 + int(PREFETCH_QUEUE_SECONDS / PREFETCH_MIN_CYCLE)
+    one.gave_back()
+    assert one.free == 1
 
 
 @pytest.mark.parametrize("name", ["prefetch", "prefetch_below", "max_worker_prefetch"])
