@@ -210,7 +210,8 @@ class CoordinatorServer:
         """Migrate, start the loops and listen; returns the bound port."""
         await prepare(self.database_url)
         # bulk: claims and reports of many rows, planned for their actual arrays
-        self.store = await Store.open(self.database_url, min_size=2, max_size=8, bulk=True)
+        self.store = await Store.open(self.database_url, min_size=2, max_size=8, bulk=True,
+                                      claims=True)
         self.coordinator = Coordinator(self.store, self.settings)
         self.metrics = CoordinatorMetrics(self.coordinator)
         self.coordinator.observer = self.metrics

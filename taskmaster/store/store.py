@@ -140,14 +140,25 @@ class Store:
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 1, max_size: int = 10,
-                   bulk: bool = False) -> Store:
+                   bulk: bool = False, claims: bool = False) -> Store:
         """A Store on its own pool (and, with bulk=True, a second pool of two connections
-        for big batches, planned for their actual arrays: see BULK_ROWS); close() it."""
-        pool = await create_pool(url, min_size=min_size, max_size=max_size)
+        for big batches, planned for their actual arrays: see BULK_ROWS); close() it.
+
+        claims=True for the store that claims tasks (the coordinator's): its connections
+        plan no bitmap scans. A claim must walk the pending index in order and stop at
+        its LIMIT. Right after a bulk insert, before any ANALYZE has seen the new rows,
+        PostgreSQL's estimate of the pending rows is a handful, and it plans a bitmap scan
+        of every pending task and a sort instead: 27 ms a claim with 20,000 pending, not
+        4 ms (docs/performance.md). Nothing this store runs gains from a bitmap scan: its
+        statements look rows up by key or walk one index."""
+        settings = {"enable_bitmapscan": "off"} if claims else {}
+        pool = await create_pool(url, min_size=min_size, max_size=max_size,
+                                 server_settings=settings)
         bulk_pool = None
         if bulk:
             try:
-                bulk_pool = await create_pool(url, min_size=1, max_size=2, custom_plans=True)
+                bulk_pool = await create_pool(url, min_size=1, max_size=2, custom_plans=True,
+                                              server_settings=settings)
             except BaseException:
                 await close_pool(pool)
                 raise

@@ -1031,3 +1031,22 @@ async def test_claims_and_reports_of_many_rows_go_to_the_bulk_pool(database_url:
     finally:
         await cached.close()
         await bulk.close()
+
+
+@pytest.mark.parametrize("claims", [True, False])
+async def test_a_claim_walks_the_pending_index_before_any_analyze(
+    database_url: str, store: Store, claims: bool
+) -> None:
+    """Right after a bulk insert no ANALYZE has seen the pending rows: PostgreSQL takes them
+    for a handful and, unless told otherwise, plans a bitmap scan of every pending task
+    and a sort. The coordinator's store (claims=True) walks the index to its LIMIT."""
+    await register(store, "w")
+    await store.create_batch(NewTask(command="noop"), 20_000)
+    claimer = await Store.open(database_url, min_size=1, max_size=1, claims=claims)
+    try:
+        plan = "\n".join(r[0] for r in await claimer.pool.fetch(
+            "EXPLAIN " + q("assign_tasks"), ["w"] * 100, None, 100, [], 100))
+    finally:
+        await claimer.close()
+    walks = "Index Scan using tasks_pending_idx" in plan and "Bitmap" not in plan
+    assert walks is claims, plan
