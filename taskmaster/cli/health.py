@@ -4,8 +4,6 @@ no curl or grpc_health_probe."""
 from __future__ import annotations
 
 import argparse
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +30,11 @@ def grpc_health(target: str, timeout: float, service: str = "",
 
 def http_health(url: str, timeout: float) -> tuple[bool, str]:
     """GET a URL; (2xx, status text)."""
+    # here, not at the top: every component's start parses this module's commands, and
+    # urllib.request costs a tenth of a worker's start
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return 200 <= resp.status < 300, f"HTTP {resp.status}"
