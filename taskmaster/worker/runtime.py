@@ -51,6 +51,12 @@ LEAVE_GRACE = 2.0  # seconds a leaving worker waits for the coordinator to close
 # A task that ends sooner than this after it starts sends one report, not two: its final
 # report carries the start time and the coordinator records the task_running event from it.
 RUNNING_REPORT_DELAY = 0.02
+# While deliveries wait in its queue, a worker's slots stay busy and the coordinator needs
+# no news at once: a few reports are gathered for this long into one message (unless this
+# many are ready). One message per task cost a 1-slot worker and its coordinator half their
+# CPU; the 4 x 1-slot drain runs 1.5x faster for it.
+REPORT_COALESCE = 0.003
+COALESCE_BELOW = 16
 # a prefetched delivery waits at most this many times TASKMASTER_PREFETCH_BELOW (at least
 # 50 ms) behind busy slots before it is given back
 PREFETCH_HOLD_FACTOR = 5
@@ -291,6 +297,8 @@ class Worker:
     async def _flush_reports(self, out: asyncio.Queue[pb.WorkerMessage | None]) -> None:
         while True:
             await self._report_ready.wait()
+            if self.waiting and not self.draining and len(self._pending) < COALESCE_BELOW:
+                await asyncio.sleep(REPORT_COALESCE)  # see REPORT_COALESCE
             self._report_ready.clear()
             while batch := self._take_batch():
                 out.put_nowait(_status(batch))

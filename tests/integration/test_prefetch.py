@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from typing import Any
 
 import pytest
 
@@ -265,3 +266,28 @@ def test_a_worker_queues_no_more_than_its_slots_run_through_soon() -> None:
 def test_a_negative_prefetch_setting_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match=f"TASKMASTER_{name.upper()}"):
         Settings(**{name: -1})
+
+
+async def test_a_one_slot_worker_with_a_queue_sends_several_reports_a_message(
+    database_url: str, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While deliveries wait in its queue, a worker gathers the reports of a few tasks
+    into one message (REPORT_COALESCE), not one message a task; with its queue empty it
+    sends at once (the coordinator must learn that a slot is free)."""
+    from taskmaster.worker import runtime
+
+    messages: list[int] = []
+    real_status = runtime._status
+
+    def counted(reports: Any) -> Any:
+        reports = list(reports)
+        messages.append(len(reports))
+        return real_status(reports)
+
+    monkeypatch.setattr(runtime, "_status", counted)
+    settings = fast_settings()
+    async with serve_coordinator(settings, database_url) as coordinator, \
+            run_workers(settings, coordinator.port, 1):
+        await wait_final(store, await store.create_batch(NewTask(command="noop"), 300))
+    assert sum(messages) >= 300
+    assert len(messages) <= sum(messages) / 2, messages
