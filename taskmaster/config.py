@@ -76,12 +76,12 @@ class Settings:
         default="", metadata={"help": "worker display name (default worker-<pid>)"}
     )
     prefetch: int = field(
-        default=64,
+        default=128,
         metadata={"help": "most deliveries a worker queues beyond its slots, to start one the "
                           "moment a slot frees; the coordinator sends them only while the "
                           "worker's tasks and their command's run short (see prefetch_below), "
-                          "no other task is due before them, and no more than its slots run "
-                          "through in 0.05 s at their recent pace. 0 = off (a delivery given "
+                          "no other task is due before them, and no more than it finishes "
+                          "in 0.05 s at its recent pace. 0 = off (a delivery given "
                           "back from the queue shows as task_rejected and its next attempt)"},
     )
     prefetch_below: float = field(
@@ -180,7 +180,7 @@ class Settings:
                                        "concurrency is cut to this)"}
     )
     max_worker_prefetch: int = field(
-        default=64, metadata={"help": "most prefetched deliveries one worker is given (a larger "
+        default=256, metadata={"help": "most prefetched deliveries one worker is given (a larger "
                                       "prefetch is cut to this)"}
     )
     max_worker_commands: int = field(

@@ -104,6 +104,8 @@ class ReportWriter:
                     item.session.ran((r.finished_at - r.started_at).total_seconds(),
                                      self.settings.prefetch_below)
                 acks.append(Ack(r.seq, ok, reason))
+            item.session.finished([r.finished_at.timestamp() for r in item.reports
+                                   if r.final and r.finished_at is not None])
             self.counters["reports"] += len(item.reports)
             if not item.done.done():
                 item.done.set_result(acks)

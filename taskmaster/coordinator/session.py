@@ -66,7 +66,8 @@ SHORT_COMMANDS_KEPT = 1000
 # gives it back (at least 0.05 s, 0.1 s at the defaults): deep for many slots of short
 # tasks, shallow for one slot of tasks that take milliseconds
 PREFETCH_QUEUE_SECONDS = 0.05
-# the pace is taken as no faster than this a task per slot (what one costs beside its run)
+# until its pace is known, a slot is taken to finish no more than one task in this long
+# (what a task costs beside its run)
 PREFETCH_MIN_CYCLE = 0.003
 
 
@@ -131,6 +132,8 @@ class Session:
     runs: int = 0
     short_tasks: bool = False
     queue_depth: int = 0  # of its prefetch, what it is sent now (0 unless its tasks are short)
+    # seconds between two of its tasks finishing while it is busy (moving mean; 0: unknown)
+    pace: float = 0.0
 
     @property
     def free(self) -> int:
@@ -153,13 +156,30 @@ class Session:
         self.queue_depth = 0
 
     def ran(self, seconds: float, short_below: float) -> None:
-        """One of its tasks ran this long: are its tasks short (worth prefetching), and how
-        many may queue behind its slots?"""
+        """One of its tasks ran this long: are its tasks short (worth prefetching)?"""
         self.run_mean = _moving_mean(self.run_mean, self.runs, seconds)
         self.runs += 1
         self.short_tasks = self.runs >= PREFETCH_AFTER_RUNS and self.run_mean < short_below
-        paced = self.capacity * PREFETCH_QUEUE_SECONDS / max(self.run_mean, PREFETCH_MIN_CYCLE)
-        self.queue_depth = min(self.prefetch, int(paced)) if self.short_tasks else 0
+        self._size_queue()
+
+    def finished(self, times: list[float]) -> None:
+        """Its tasks of one status message finished at these times (its clock, unix
+        seconds): a worker sends what finished while it was busy, so their spread over
+        their number is its pace (the time between two messages may be idle)."""
+        if len(times) >= 2:
+            gap = (max(times) - min(times)) / (len(times) - 1)
+            self.pace = gap if not self.pace else 0.8 * self.pace + 0.2 * gap
+            self._size_queue()
+
+    def _size_queue(self) -> None:
+        if not self.short_tasks:
+            self.queue_depth = 0
+            return
+        if self.pace:  # what it finishes in PREFETCH_QUEUE_SECONDS, as it goes
+            depth = PREFETCH_QUEUE_SECONDS / max(self.pace, 1e-5)
+        else:
+            depth = self.capacity * PREFETCH_QUEUE_SECONDS / max(self.run_mean, PREFETCH_MIN_CYCLE)
+        self.queue_depth = min(self.prefetch, int(depth))
 
     def send(self, item: OutItem) -> bool:
         """Queue a message; False (and the session closed) when the worker is not reading."""

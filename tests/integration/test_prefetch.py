@@ -262,6 +262,32 @@ def test_a_worker_queues_no_more_than_its_slots_run_through_soon() -> None:
     assert one.free == 1
 
 
+def test_a_worker_queues_what_it_finishes_in_a_moment_at_its_pace() -> None:
+    """Once its status messages show how fast it finishes tasks while busy, the queue holds
+    what the worker finishes in PREFETCH_QUEUE_SECONDS at that pace, whatever the tasks'
+    own run time; the idle time between two messages does not count."""
+    s = Session(worker_id="w", name="w", host="h", pid=1, capacity=1, commands=(),
+                outbox=asyncio.Queue(), prefetch=200)
+    for _ in range(PREFETCH_AFTER_RUNS):
+        s.ran(0.00001, short_below=0.02)  # no-ops
+    t = 1_000_000.0
+    for _ in range(30):  # messages of 5 tasks, one finished every 2.4 ms, a second apart
+        s.finished([t + 0.0024 * i for i in range(5)])
+        t += 1.0
+    assert s.free == 1 + int(PREFETCH_QUEUE_SECONDS / 0.0024) == 21
+    s.finished([t])  # one task alone tells nothing of a pace
+    assert s.free == 21
+    for _ in range(30):  # it slowed down: one every 9 ms
+        s.finished([t + 0.009 * i for i in range(3)])
+        t += 1.0
+    assert s.free == 1 + int(PREFETCH_QUEUE_SECONDS / 0.009) == 6
+    for _ in range(60):  # a clock that stands still, or a peer that lies, is still capped
+        s.finished([t, t, t])
+    assert s.free == 1 + 200
+    s.gave_back()
+    assert s.free == 1
+
+
 @pytest.mark.parametrize("name", ["prefetch", "prefetch_below", "max_worker_prefetch"])
 def test_a_negative_prefetch_setting_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match=f"TASKMASTER_{name.upper()}"):
