@@ -4,11 +4,15 @@ PIP ?= $(PYTHON) -m pip
 
 .PHONY: install install-test demo test lint proto bench compose-demo compose-down
 
+# and the bytecode, ahead of time: every component is a process of its own, and each would
+# compile the sources again where PYTHONDONTWRITEBYTECODE is set
 install:
 	$(PIP) install -q -e .
+	$(PYTHON) -m compileall -q taskmaster >/dev/null
 
 install-test:
 	$(PIP) install -q -e '.[test]'
+	$(PYTHON) -m compileall -q taskmaster >/dev/null
 	@command -v chromium >/dev/null 2>&1 || { \
 	  if command -v apt-get >/dev/null 2>&1; then \
 	    (apt-get install -y -q chromium >/dev/null 2>&1 || \

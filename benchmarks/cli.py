@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import compileall
 import contextlib
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import taskmaster
 from benchmarks import report
 from benchmarks.scenarios import SCENARIOS, Options
 from benchmarks.stack import MemorySampler, Server
@@ -104,6 +107,10 @@ async def run(opts: Options, only: Sequence[str] = (), database_url: str = "") -
     if main is not None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
+    # the stacks start many processes: each would compile TaskMaster's sources again where
+    # PYTHONDONTWRITEBYTECODE is set (an editable install has no bytecode of its own, a
+    # peer installed from PyPI has)
+    compileall.compile_dir(os.path.dirname(taskmaster.__file__), quiet=1)
     server = Server(database_url)
     await server.start()
     results: dict[str, Any] = {"machine": {**report.machine(), "postgres": server.version,
