@@ -175,10 +175,14 @@ class Session:
         if not self.short_tasks:
             self.queue_depth = 0
             return
-        if self.pace:  # what it finishes in PREFETCH_QUEUE_SECONDS, as it goes
-            depth = PREFETCH_QUEUE_SECONDS / max(self.pace, 1e-5)
+        # what it finishes in PREFETCH_QUEUE_SECONDS: at its pace as measured, but never
+        # faster than its slots run its tasks (slots that finish together, in one message,
+        # look faster than they are)
+        floor = self.run_mean / self.capacity
+        if self.pace:
+            depth = PREFETCH_QUEUE_SECONDS / max(self.pace, floor, 1e-5)
         else:
-            depth = self.capacity * PREFETCH_QUEUE_SECONDS / max(self.run_mean, PREFETCH_MIN_CYCLE)
+            depth = PREFETCH_QUEUE_SECONDS / max(floor, PREFETCH_MIN_CYCLE / self.capacity)
         self.queue_depth = min(self.prefetch, int(depth))
 
     def send(self, item: OutItem) -> bool:

@@ -288,6 +288,21 @@ def test_a_worker_queues_what_it_finishes_in_a_moment_at_its_pace() -> None:
     assert s.free == 1
 
 
+def test_slots_that_finish_together_do_not_look_faster_than_their_tasks() -> None:
+    """Four slots of 15 ms tasks finish together, four reports in one message a few µs
+    apart: the queue is what the slots run in PREFETCH_QUEUE_SECONDS (13), not the whole
+    prefetch (the last of 128 would wait 480 ms, and be given back)."""
+    s = Session(worker_id="w", name="w", host="h", pid=1, capacity=4, commands=(),
+                outbox=asyncio.Queue(), prefetch=128)
+    t = 1_000_000.0
+    for _ in range(30):
+        for _ in range(4):
+            s.ran(0.015, short_below=0.02)
+        s.finished([t, t + 0.00001, t + 0.00002, t + 0.00003])
+        t += 0.015
+    assert s.free == 4 + int(PREFETCH_QUEUE_SECONDS * 4 / 0.015) == 17
+
+
 @pytest.mark.parametrize("name", ["prefetch", "prefetch_below", "max_worker_prefetch"])
 def test_a_negative_prefetch_setting_is_refused(name: str) -> None:
     with pytest.raises(ValueError, match=f"TASKMASTER_{name.upper()}"):
