@@ -57,8 +57,9 @@ RUNNING_REPORT_DELAY = 0.02
 # CPU; the 4 x 1-slot drain runs 1.5x faster for it.
 REPORT_COALESCE = 0.003
 COALESCE_BELOW = 16
-# a prefetched delivery waits at most this many times TASKMASTER_PREFETCH_BELOW (at least
-# 50 ms) behind busy slots before it is given back
+# a prefetched delivery is given back once it has waited this many times
+# TASKMASTER_PREFETCH_BELOW (at least 50 ms) and no slot has freed for as long: its
+# slots are held by long tasks (a queue that moves is only slow, on busy cores)
 PREFETCH_HOLD_FACTOR = 5
 
 
@@ -106,6 +107,7 @@ class Worker:
         # given back for another worker to take
         self.prefetch_hold = max(0.05, PREFETCH_HOLD_FACTOR * settings.prefetch_below)
         self._expiry: asyncio.TimerHandle | None = None
+        self._last_freed = 0.0  # loop time a slot last freed
         # where to dial: one address, several (tried in turn, from a random one, so that
         # workers spread over them), or a dns:/// name that gRPC balances over
         self.targets = parse_targets(coordinator or settings.coordinator)
@@ -421,6 +423,7 @@ class Worker:
             if deadline is not None:
                 deadline.cancel()
             self.running.pop(rt.ref.task_id, None)
+            self._last_freed = loop.time()
         self._queue_report(self._report(rt, state, finished_at=_now(), **fields))
         self._fill_slots()  # the slot is not idle for a round trip
 
@@ -439,14 +442,15 @@ class Worker:
             self._start(d)
 
     def _expire_waiting(self) -> None:
-        """Give back the deliveries queued for prefetch_hold or longer; look again when the
-        next one is due."""
+        """Give back the deliveries queued for prefetch_hold or longer while no slot has
+        freed for as long; look again when that may next be so."""
         self._expiry = None
         loop = asyncio.get_running_loop()
         while self.waiting:
             d, queued_at = next(iter(self.waiting.values()))
-            if loop.time() - queued_at < self.prefetch_hold:
-                self._expiry = loop.call_later(queued_at + self.prefetch_hold - loop.time(),
+            since = max(queued_at, self._last_freed)  # the queue moves while slots free
+            if loop.time() - since < self.prefetch_hold:
+                self._expiry = loop.call_later(since + self.prefetch_hold - loop.time(),
                                                self._expire_waiting)
                 return
             del self.waiting[d.ref]

@@ -23,6 +23,7 @@ from taskmaster.coordinator.session import (
     Session,
     ShortCommands,
 )
+from taskmaster.model import Delivery, ReportState
 from taskmaster.store import NewTask, Store
 from tests.helpers import fast_settings, run_workers, serve_coordinator, wait_for
 from tests.integration import sample_tasks
@@ -332,3 +333,48 @@ async def test_a_one_slot_worker_with_a_queue_sends_several_reports_a_message(
         await wait_final(store, await store.create_batch(NewTask(command="noop"), 300))
     assert sum(messages) >= 300
     assert len(messages) <= sum(messages) / 2, messages
+
+
+def _queued_worker(prefetch: int) -> Any:
+    """A one-slot worker (no coordinator: deliveries handed to it directly) whose queued
+    deliveries are held 50 ms."""
+    from taskmaster.worker.runtime import Worker
+
+    worker = Worker(fast_settings(prefetch=prefetch, prefetch_below=0.01), name="q",
+                    concurrency=1, coordinator="127.0.0.1:1")
+    assert worker.prefetch_hold == 0.05
+    return worker
+
+
+def _sleep(seconds: float) -> Delivery:
+    return Delivery(task_id=uuid.uuid4(), attempt=1, command="sleep",
+                    payload_json=f'{{"seconds": {seconds}}}', timeout_seconds=10.0)
+
+
+async def test_a_queue_that_moves_is_not_given_back_however_long_it_waits() -> None:
+    """Eight 20 ms tasks on one slot: the last waits 140 ms in the queue, past the 50 ms
+    hold, but a slot frees every 20 ms (on busy cores, a queue is slow, not stuck)."""
+    worker = _queued_worker(prefetch=10)
+    for _ in range(8):
+        worker._accept(_sleep(0.02))
+    await wait_for(lambda: not worker.running and not worker.waiting, 10,
+                   message="the eight tasks to run")
+    states = [r.state for r in worker._pending.values()]
+    assert states == [ReportState.COMPLETED] * 8, states
+
+
+async def test_a_queue_behind_a_long_task_is_given_back() -> None:
+    """Its one slot held by a long task, no slot frees: the queued deliveries go back
+    after the hold, to run elsewhere."""
+    worker = _queued_worker(prefetch=10)
+    blocker = _sleep(5.0)
+    worker._accept(blocker)
+    queued = [_sleep(0.01) for _ in range(3)]
+    for d in queued:
+        worker._accept(d)
+    await wait_for(lambda: not worker.waiting, 5, message="the queue given back")
+    given_back = {ref.task_id for ref, r in worker._pending.items()
+                  if r.state is ReportState.REJECTED}
+    assert given_back == {d.task_id for d in queued}
+    assert blocker.task_id in worker.running
+    await worker._cancel_all()
