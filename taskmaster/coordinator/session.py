@@ -61,11 +61,11 @@ OutItem = Assign | Acks | Cancel | Close
 PREFETCH_AFTER_RUNS = 3
 # commands whose run times a coordinator keeps (the least recently run is forgotten)
 SHORT_COMMANDS_KEPT = 1000
-# a worker's queue is kept short enough for its slots to run through it in this long at
-# their recent pace, well within the time a worker keeps a queued delivery before it
-# gives it back (at least 0.05 s, 0.1 s at the defaults): deep for many slots of short
-# tasks, shallow for one slot of tasks that take milliseconds
-PREFETCH_QUEUE_SECONDS = 0.05
+# a worker's queue is kept short enough for it to run through it in this long at its
+# recent pace: deep for many slots of short tasks, shallow for one slot of tasks that
+# take milliseconds (past the time a worker keeps a queued delivery while no slot frees,
+# 0.1 s at the defaults, the queue is given back: only long tasks hold it so long)
+PREFETCH_QUEUE_SECONDS = 0.1
 # until its pace is known, a slot is taken to finish no more than one task in this long
 # (what a task costs beside its run)
 PREFETCH_MIN_CYCLE = 0.003
@@ -183,7 +183,10 @@ class Session:
             depth = PREFETCH_QUEUE_SECONDS / max(self.pace, floor, 1e-5)
         else:
             depth = PREFETCH_QUEUE_SECONDS / max(floor, PREFETCH_MIN_CYCLE / self.capacity)
-        self.queue_depth = min(self.prefetch, int(depth))
+        # and no deeper than the tasks it has run (since its queue last had to be given
+        # back): a queue grows as the worker proves itself, so the first worker found
+        # short does not take a whole burst of short tasks from the others
+        self.queue_depth = min(self.prefetch, int(depth), self.runs)
 
     def send(self, item: OutItem) -> bool:
         """Queue a message; False (and the session closed) when the worker is not reading."""
