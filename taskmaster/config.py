@@ -81,8 +81,9 @@ class Settings:
                           "moment a slot frees; the coordinator sends them only while the "
                           "worker's tasks and their command's run short (see prefetch_below), "
                           "no other task is due before them, and no more than it finishes "
-                          "in 0.1 s at its recent pace nor than it has run tasks so far. 0 = off (a delivery given "
-                          "back from the queue shows as task_rejected and its next attempt)"},
+                          "in 0.1 s at its recent pace nor than it has run tasks so far. "
+                          "0 = off (a delivery given back from the queue shows as "
+                          "task_rejected and its next attempt)"},
     )
     prefetch_below: float = field(
         default=0.02,
