@@ -269,12 +269,15 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write(results: dict[str, Any], folder: Path = RESULTS) -> Path:
-    """Write <date>-<host>.json and latest.json; the dated file's path."""
+def write(results: dict[str, Any], folder: Path = RESULTS, *, latest: bool = True) -> Path:
+    """Write <date>-<host>.json, and latest.json too when latest (a run of every scenario:
+    the notebooks read it whole, so a run of a few must not replace it); the dated file's
+    path."""
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H%M%S")
     path = folder / f"{stamp}-{results['machine']['host']}.json"
     text = json.dumps(results, indent=2, default=str) + "\n"
     path.write_text(text)
-    (folder / "latest.json").write_text(text)
+    if latest:
+        (folder / "latest.json").write_text(text)
     return path
