@@ -163,7 +163,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(results, indent=2, default=str))
     if not args.no_save:
         path = report.write(results, args.output, latest=not only)
-        print(f"\nwritten to {path}" + ("" if only else f" and {path.parent / 'latest.json'}")
-              + (" (latest.json, which the notebooks read, is left to a run of every scenario)"
-                 if only else ""))
+        if only:
+            print(f"\nwritten to {path} (latest.json, which the notebooks read, is left to a "
+                  "run of every scenario)")
+        else:
+            print(f"\nwritten to {path} and {path.parent / 'latest.json'}")
     return 0

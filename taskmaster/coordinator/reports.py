@@ -73,6 +73,7 @@ class ReportWriter:
         i = 0
         for item in batch:
             acks = []
+            finished: list[float] = []  # when the tasks it ran finished (its pace)
             for r in item.reports:
                 why = bad.get(i)
                 i += 1
@@ -103,9 +104,9 @@ class ReportWriter:
                 elif r.final and r.started_at is not None and r.finished_at is not None:
                     item.session.ran((r.finished_at - r.started_at).total_seconds(),
                                      self.settings.prefetch_below)
+                    finished.append(r.finished_at.timestamp())
                 acks.append(Ack(r.seq, ok, reason))
-            item.session.finished([r.finished_at.timestamp() for r in item.reports
-                                   if r.final and r.finished_at is not None])
+            item.session.finished(finished)
             self.counters["reports"] += len(item.reports)
             if not item.done.done():
                 item.done.set_result(acks)

@@ -44,18 +44,17 @@ ORDER BY created_at DESC, id DESC
 LIMIT $4;
 
 -- name: list_workers
--- Live workers, and those gone offline within $1 seconds (with their count deltas).
-SELECT w.*,
-       (SELECT coalesce(sum(c.completed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
-           AS completed_delta,
-       (SELECT coalesce(sum(c.failed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
-           AS failed_delta,
+-- Live workers, and those gone offline within $1 seconds, with their count deltas not
+-- folded into their rows yet (one scan of worker_counts each; NULL when none).
+SELECT w.*, d.completed_delta, d.failed_delta,
        ARRAY(SELECT t.id FROM tasks t
              WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
              ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
        (SELECT c.name FROM coordinators c
         WHERE c.id = w.coordinator_id AND w.status <> 'offline') AS coordinator
-FROM workers w
+FROM workers w, LATERAL (SELECT sum(c.completed)::bigint AS completed_delta,
+                                sum(c.failed)::bigint AS failed_delta
+                         FROM worker_counts c WHERE c.worker_id = w.id) d
 WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
 ORDER BY w.registered_at, w.id;
 
@@ -64,17 +63,15 @@ ORDER BY w.registered_at, w.id;
 -- live incarnation, else its latest one (a worker restarted under its name registers with
 -- a new id). By name, numbers in names in numeric order (worker-2 before worker-10).
 SELECT * FROM (
-    SELECT DISTINCT ON (w.name) w.*,
-           (SELECT coalesce(sum(c.completed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
-               AS completed_delta,
-           (SELECT coalesce(sum(c.failed), 0)::bigint FROM worker_counts c WHERE c.worker_id = w.id)
-               AS failed_delta,
+    SELECT DISTINCT ON (w.name) w.*, d.completed_delta, d.failed_delta,
            ARRAY(SELECT t.id FROM tasks t
                  WHERE t.worker_id = w.id AND t.status IN ('assigned', 'running')
                  ORDER BY t.status DESC, t.assigned_at) AS current_task_ids,
            (SELECT c.name FROM coordinators c
             WHERE c.id = w.coordinator_id AND w.status <> 'offline') AS coordinator
-    FROM workers w
+    FROM workers w, LATERAL (SELECT sum(c.completed)::bigint AS completed_delta,
+                                    sum(c.failed)::bigint AS failed_delta
+                             FROM worker_counts c WHERE c.worker_id = w.id) d
     WHERE w.status <> 'offline' OR w.offline_at > now() - make_interval(secs => $1)
     ORDER BY w.name, (w.status <> 'offline') DESC, w.registered_at DESC, w.id
 ) latest
