@@ -379,9 +379,11 @@ class Worker:
             payload = json.loads(d.payload_json) if d.payload_json else None
         except ValueError:
             payload = d.payload_json
-        rt = Running(ref=ref, ctx=None)  # type: ignore[arg-type]
-        rt.ctx = TaskContext(task_id=d.task_id, attempt=d.attempt, command=d.command,
-                             payload=payload, report_progress=self._progress_reporter(rt))
+        started_at = _now()
+        ctx = TaskContext(task_id=d.task_id, attempt=d.attempt, command=d.command,
+                          payload=payload,
+                          report_progress=self._progress_reporter(ref, started_at))
+        rt = Running(ref=ref, ctx=ctx, started_at=started_at)
         self.running[d.task_id] = rt
         rt.task = asyncio.create_task(self._execute(rt, handler, d.timeout_seconds))
 
@@ -389,9 +391,13 @@ class Worker:
         return Report(task_id=rt.ref.task_id, attempt=rt.ref.attempt, state=state,
                       started_at=rt.started_at, **fields)
 
-    def _progress_reporter(self, rt: Running) -> Any:
+    def _progress_reporter(self, ref: TaskRef, started_at: datetime) -> Any:
+        # not holding the Running, which holds the context holding this: a task's objects
+        # are freed as it ends, not left in a cycle for the garbage collector to find
         async def report(percent: int) -> None:
-            self._queue_report(self._report(rt, ReportState.PROGRESS, progress=percent))
+            self._queue_report(Report(task_id=ref.task_id, attempt=ref.attempt,
+                                      state=ReportState.PROGRESS, started_at=started_at,
+                                      progress=percent))
         return report
 
     async def _execute(self, rt: Running, handler: Any, timeout: float) -> None:
