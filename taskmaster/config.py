@@ -25,6 +25,7 @@ SECRETS = ("database_url", "api_token", "api_read_token", "cluster_token", "pool
 # limits and batch sizes below 1 would refuse everything or never make progress
 # the coordinator's assignment strategies (coordinator/assignment.py implements each)
 ASSIGN_STRATEGIES = ("round-robin", "least-loaded", "random")
+WORKER_STARTS = ("fork", "exec")
 _AT_LEAST_ONE = ("max_batch_count", "max_body_bytes", "max_payload_bytes", "max_batch_bytes",
                  "max_page_size", "max_sse_clients", "sse_queue", "assign_batch", "status_batch",
                  "create_batch", "create_queue", "max_result_bytes", "max_worker_capacity",
@@ -132,6 +133,12 @@ class Settings:
     )
     max_workers: int = field(
         default=32, metadata={"help": "most workers /api/pool/scale and `taskmaster scale` accept"}
+    )
+    worker_start: str = field(
+        default="fork",
+        metadata={"help": "how a local stack starts a worker: fork (from its fork server, "
+                          "which has imported the worker: dialling in milliseconds) or exec "
+                          "(a new interpreter each)"},
     )
     max_body_bytes: int = field(default=1_048_576, metadata={"help": "largest HTTP request body"})
     max_payload_bytes: int = field(
@@ -316,6 +323,9 @@ class Settings:
         if not self.load_max_rate > 0:
             raise ValueError(f"{_env_name('load_max_rate')}={self.load_max_rate!r} must be "
                              "above 0")
+        if self.worker_start not in WORKER_STARTS:
+            raise ValueError(f"{_env_name('worker_start')}={self.worker_start!r} must be one of "
+                             f"{', '.join(WORKER_STARTS)}")
         if self.assign_strategy not in ASSIGN_STRATEGIES:
             raise ValueError(f"{_env_name('assign_strategy')}={self.assign_strategy!r} must be one "
                              f"of {', '.join(ASSIGN_STRATEGIES)}")

@@ -31,6 +31,7 @@ from taskmaster.cluster.control import (
     stack_path,
     write_stack_file,
 )
+from taskmaster.cluster.forked import ChildProcess, ForkServer, ForkServerError
 from taskmaster.cluster.preflight import HomeLock, StackConflict, claim
 from taskmaster.config import ENV_PREFIX, SECRETS, Settings
 from taskmaster.errors import EXIT_CANNOT_LISTEN
@@ -65,7 +66,7 @@ class Member:
     name: str
     role: str  # coordinator | scheduler | worker
     args: list[str]
-    proc: asyncio.subprocess.Process | None = None
+    proc: ChildProcess | None = None
     restarts: int = 0
     wanted: bool = True  # supervise: restart when it dies (coordinator, scheduler)
     started_at: float = field(default_factory=time.monotonic)
@@ -138,6 +139,8 @@ class LocalCluster:
         self._db_handle: Any = None
         self._next_worker = 1
         self._watch: asyncio.Task[None] | None = None
+        # the fork server workers are forked from (TASKMASTER_WORKER_START=fork), starting
+        self._forks: asyncio.Task[ForkServer | None] | None = None
         self.home = Path(self.settings.home).resolve()
         self.logs = self.home / "logs"
         self.control = ControlServer(self) if control else None
@@ -240,6 +243,9 @@ class LocalCluster:
             self.coordinator_port, [], self.n_coordinators)]
         self.scheduler_port, self.coordinator_port = (self.scheduler_ports[0],
                                                       self.coordinator_ports[0])
+        if self.settings.worker_start == "fork" and hasattr(os, "fork"):
+            # it imports while the coordinator and the scheduler start
+            self._forks = asyncio.create_task(self._start_fork_server(), name="fork-server")
         if self.control is not None:
             await self.control.start()
         for i, (name, port) in enumerate(zip(self.coordinator_names(), self.coordinator_ports,
@@ -330,6 +336,10 @@ class LocalCluster:
             self._watch = None
         workers = [m for m in self.members.values() if m.role == "worker"]
         await asyncio.gather(*(self._terminate(m, grace) for m in workers))
+        if self._forks is not None:
+            forks, self._forks = await self._forks, None
+            if forks is not None:
+                await forks.stop()
         others = [m for m in self.members.values() if m.role != "worker"]
         await asyncio.gather(*(self._terminate(m, min(grace, 10.0)) for m in others))
         if self._db_handle is not None:
@@ -559,7 +569,41 @@ class LocalCluster:
         env.update(m.env)
         return env
 
+    async def _start_fork_server(self) -> ForkServer | None:
+        """The fork server, with a worker's environment; None (each worker a new process)
+        when it cannot start."""
+        server = ForkServer(self.logs / "fork-server.log")
+        try:
+            await server.start(self._env(Member("fork-server", "worker", [])))
+        except (ForkServerError, OSError) as exc:
+            log.warning("%s; each worker starts as a new process", exc)
+            return None
+        return server
+
+    async def _fork_server(self) -> ForkServer | None:
+        """The running fork server, or None; one that died is started again for the next
+        worker (this one starts as a new process)."""
+        if self._forks is None:
+            return None
+        server = await self._forks
+        if server is not None and not server.alive:
+            log.warning("the fork server exited (its log: %s); starting it again",
+                        server.log_path)
+            self._forks = asyncio.create_task(self._start_fork_server(), name="fork-server")
+            return None
+        return server
+
     async def _spawn(self, m: Member) -> None:
+        forks = await self._fork_server() if m.role == "worker" else None
+        if forks is not None:
+            try:
+                m.proc = await forks.spawn(m.args, self._env(m), self.logs / f"{m.name}.log",
+                                           os.getcwd())
+            except ForkServerError as exc:
+                log.warning("%s; %s starts as a new process", exc, m.name)
+            else:
+                self._started(m)
+                return
         log_file = open(self.logs / f"{m.name}.log", "ab")
         try:
             m.proc = await asyncio.create_subprocess_exec(
@@ -568,6 +612,10 @@ class LocalCluster:
                 start_new_session=True)
         finally:
             log_file.close()
+        self._started(m)
+
+    def _started(self, m: Member) -> None:
+        assert m.proc is not None
         m.started_at = time.monotonic()
         self.members[m.name] = m
         log.info("started %s (pid %d)", m.name, m.proc.pid)

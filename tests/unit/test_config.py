@@ -98,6 +98,8 @@ def _non_default(f: dataclasses.Field) -> object:
     value = f.default
     if f.name == "assign_strategy":
         return "random"
+    if f.name == "worker_start":
+        return "exec"
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
