@@ -27,6 +27,11 @@ from typing import Any, BinaryIO
 
 # a request line longer than this is refused (the stack sends a few kB)
 MAX_REQUEST = 1 << 20
+# file descriptors from here up are closed: in the server as it starts (a parent may pass
+# more than its stdin, stdout and stderr: uvloop's subprocesses got copies of their own
+# pipes), and in each child as it forks (the server's pipes), so that the stack sees the
+# server's stdout close when the server exits, whatever its workers hold
+FIRST_UNINHERITED = 3
 
 
 def preload() -> None:
@@ -42,7 +47,7 @@ def preload() -> None:
         pass
 
 
-def run_child(request: dict[str, Any], inherited: list[int]) -> None:
+def run_child(request: dict[str, Any]) -> None:
     """In the forked child: become the worker the request describes; never returns."""
     code = 1
     try:
@@ -51,15 +56,13 @@ def run_child(request: dict[str, Any], inherited: list[int]) -> None:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for fd in inherited:
-            os.close(fd)
         log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(log)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
-        os.close(null)
+        os.closerange(FIRST_UNINHERITED, os.sysconf("SC_OPEN_MAX"))  # null's and the server's
         os.chdir(request["cwd"])
         sys.path[0] = request["cwd"]  # as `python -m` run there would have it
         os.environ.clear()
@@ -151,8 +154,7 @@ class Server:
             self.send({"error": f"cannot fork: {exc}"})
             return
         if pid == 0:
-            self.selector.close()
-            run_child(request, [self._wake_r, self._wake_w, self.replies.fileno()])
+            run_child(request)
         self.send({"pid": pid})
 
     def reap(self) -> None:
@@ -169,6 +171,7 @@ class Server:
 
 def main() -> int:
     """Preload, then serve the stack on stdin and stdout."""
+    os.closerange(FIRST_UNINHERITED, os.sysconf("SC_OPEN_MAX"))
     preload()
     replies = os.fdopen(os.dup(1), "wb")
     # what the server or a module prints goes to its log (stderr), not into the replies

@@ -122,6 +122,11 @@ class ForkServer:
                 await self.proc.stdin.drain()
                 reply = await asyncio.wait_for(self._replies.get(), REPLY_TIMEOUT)
             except (OSError, TimeoutError) as exc:
+                # a server that does not answer is stopped: a reply arriving late would
+                # answer the next request, and the stack starts another server
+                self._gone = True
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
                 raise ForkServerError(f"the fork server did not answer: {exc!r}") from None
         if "pid" not in reply:
             raise ForkServerError(f"the fork server could not fork: {reply.get('error')}")

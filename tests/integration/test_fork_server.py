@@ -6,6 +6,7 @@ a stack whose fork server died goes on starting workers."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -204,3 +205,55 @@ async def test_exec_starts_each_worker_as_a_new_interpreter(database_url: str,
 def test_worker_start_is_fork_or_exec() -> None:
     with pytest.raises(ValueError, match="TASKMASTER_WORKER_START='spawn' must be one of fork, exec"):
         Settings(worker_start="spawn")
+
+
+def _fd_targets(pid: int) -> set[str]:
+    out = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return out
+
+
+def test_under_uvloop_the_server_is_seen_to_exit_while_its_workers_run(tmp_path: Path) -> None:
+    """uvloop hands a subprocess copies of its own pipes beyond 0, 1 and 2: a forked worker
+    that kept them held the server's stdout open, so the stack never saw the server exit
+    and waited 10 s for every worker it asked for after."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def scenario() -> None:
+        forks = ForkServer(tmp_path / "fork-server.log")
+        await forks.start(_env())
+        assert forks.proc is not None
+        pipes = {t for t in _fd_targets(forks.proc.pid) if t.startswith(("pipe:", "socket:"))}
+        child = await _worker(forks, tmp_path, "w6")
+        try:
+            await wait_for(lambda: (tmp_path / "w6.log").exists()
+                           and "coordinator at" in (tmp_path / "w6.log").read_text(), 15)
+            assert not pipes & _fd_targets(child.pid), "a worker holds the server's pipes"
+            forks.proc.terminate()
+            await wait_for(lambda: not forks.alive, 10)
+            with pytest.raises(ForkServerError, match="not running"):
+                await _worker(forks, tmp_path, "w7")
+        finally:
+            child.send_signal(signal.SIGKILL)
+            await asyncio.wait_for(child.wait(), 10)
+            await forks.stop()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(scenario())
+
+
+async def test_a_server_that_does_not_answer_is_stopped(server: ForkServer, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forked, "REPLY_TIMEOUT", 0.5)
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)  # hung
+    try:
+        with pytest.raises(ForkServerError, match="did not answer"):
+            await _worker(server, tmp_path, "w8")
+        assert not server.alive
+        assert await asyncio.wait_for(server.proc.wait(), 10) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            server.proc.send_signal(signal.SIGCONT)
