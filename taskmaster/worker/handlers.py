@@ -29,6 +29,7 @@ THREAD_STOP_WAIT = 2.0
 MAX_CPU_MS = 60_000.0
 
 registry: dict[str, Handler] = {}
+_IS_ASYNC: dict[Handler, bool] = {}  # run_handler's memo of inspect.iscoroutinefunction
 
 
 class TaskCancelled(Exception):
@@ -48,7 +49,16 @@ class TaskContext:
     command: str
     payload: Any
     report_progress: Callable[[int], Awaitable[None]] = field(repr=False)
-    cancel_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
+
+    @property
+    def cancel_event(self) -> asyncio.Event:
+        """Set once the task should stop (see `cancelled`); a handler may wait on it. Made
+        when first asked for: most tasks are never cancelled, nor asked whether they are."""
+        event: asyncio.Event | None = self.__dict__.get("_cancel")
+        if event is None:
+            # setdefault: one Event, even if a handler's thread asks at the same moment
+            event = self.__dict__.setdefault("_cancel", asyncio.Event())
+        return event
 
     async def progress(self, percent: float) -> None:
         """Report progress (0-100); raises TaskCancelled if the task was cancelled."""
@@ -59,11 +69,12 @@ class TaskContext:
     def cancelled(self) -> bool:
         """True once the task should stop: cancelled by a user, timed out, or the worker is
         stopping (a plain function running in its thread may look at it from there)."""
-        return self.cancel_event.is_set()
+        event: asyncio.Event | None = self.__dict__.get("_cancel")
+        return event is not None and event.is_set()
 
     def check_cancelled(self) -> None:
         """Raise TaskCancelled when the task should stop (see `cancelled`)."""
-        if self.cancel_event.is_set():
+        if self.cancelled:
             raise TaskCancelled(f"task {self.task_id} cancelled")
 
 
@@ -92,7 +103,12 @@ def load_modules(spec: str) -> list[str]:
 async def run_handler(handler: Handler, ctx: TaskContext) -> Any:
     """Call a handler: coroutines in the loop, plain functions in a thread of their own that
     is stopped when the call is (see STOP_GRACE)."""
-    if inspect.iscoroutinefunction(handler):
+    is_async = _IS_ASYNC.get(handler)
+    if is_async is None:
+        if len(_IS_ASYNC) >= 10_000:  # handlers made on the fly: a bounded memo
+            _IS_ASYNC.clear()
+        is_async = _IS_ASYNC[handler] = inspect.iscoroutinefunction(handler)
+    if is_async:
         return await handler(ctx)
     loop = asyncio.get_running_loop()
     done: asyncio.Future[Any] = loop.create_future()

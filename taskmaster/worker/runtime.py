@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -19,7 +18,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -146,16 +145,16 @@ class Worker:
         refs |= {r.ref for r in self._pending.values() if r.final}
         return sorted(refs)
 
-    def _take_batch(self) -> list[Report]:
-        """The next reports to send (numbered), kept until acknowledged; [] when none."""
-        batch: list[Report] = []
+    def _take_batch(self) -> list[tuple[int, Report]]:
+        """The next reports to send, each with its number, kept until acknowledged; []
+        when none."""
+        batch: list[tuple[int, Report]] = []
         while self._pending and len(batch) < self.settings.status_batch:
             _, r = self._pending.popitem(last=False)
             self._seq += 1
-            r = dataclasses.replace(r, seq=self._seq)
             if r.state is not ReportState.PROGRESS:  # progress is not worth resending
-                self._unacked[r.seq] = r
-            batch.append(r)
+                self._unacked[self._seq] = r
+            batch.append((self._seq, r))
         while len(self._unacked) > UNACKED_LIMIT:
             self._unacked.popitem(last=False)
         return batch
@@ -289,7 +288,7 @@ class Worker:
             in_flight=refs_to_pb(self._in_flight()), prefetch=self.prefetch,
         ))
         if self._unacked:  # reports the last coordinator never acknowledged
-            yield _status(self._unacked.values())
+            yield _status(self._unacked.items())
         while True:
             msg = await out.get()
             if msg is None:
@@ -343,13 +342,11 @@ class Worker:
     # ---- tasks ----
 
     def _accept(self, d: Delivery) -> None:
-        ref = d.ref
-        ids = {"task_id": str(d.task_id), "attempt": d.attempt}
         key = d.task_id.bytes + d.attempt.to_bytes(8, "big", signed=True)
         if key in self.seen:
             self.duplicates += 1
             log.info("dropped a duplicate delivery of task %s attempt %d", d.task_id, d.attempt,
-                     extra=ids)
+                     extra={"task_id": str(d.task_id), "attempt": d.attempt})
             return
         self.seen[key] = None
         if len(self.seen) > SEEN_LIMIT:
@@ -360,7 +357,7 @@ class Worker:
             return
         if len(self.running) >= self.capacity:
             loop = asyncio.get_running_loop()
-            self.waiting[ref] = (d, loop.time())
+            self.waiting[d.ref] = (d, loop.time())
             if self._expiry is None:
                 self._expiry = loop.call_later(self.prefetch_hold, self._expire_waiting)
             return
@@ -565,8 +562,9 @@ class Worker:
             self._stop.set()
 
 
-def _status(reports: Any) -> pb.WorkerMessage:
-    return pb.WorkerMessage(status=pb.StatusBatch(updates=[report_to_pb(r) for r in reports]))
+def _status(numbered: Iterable[tuple[int, Report]]) -> pb.WorkerMessage:
+    return pb.WorkerMessage(status=pb.StatusBatch(
+        updates=[report_to_pb(r, seq) for seq, r in numbered]))
 
 
 def parse_targets(value: str) -> list[str]:
