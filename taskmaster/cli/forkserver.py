@@ -17,6 +17,7 @@ stack stops them, as exec'd workers do.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -113,13 +114,9 @@ class Server:
         while True:
             for key, _ in self.selector.select():
                 if key.data == "signal":
-                    while True:
-                        try:
-                            if not os.read(self._wake_r, 512):
-                                break
-                        except BlockingIOError:
-                            break
-                    self.reap()
+                    with contextlib.suppress(BlockingIOError):
+                        while os.read(self._wake_r, 512):  # emptied; the reap follows
+                            pass
                 elif not self.read_requests():
                     return 0
             self.reap()

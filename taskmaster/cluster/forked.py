@@ -83,6 +83,7 @@ class ForkServer:
         self._replies: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=64)
         self._lock = asyncio.Lock()  # one request at a time: replies come in order
         self._reader: asyncio.Task[None] | None = None
+        self._orphans: asyncio.Task[None] | None = None  # see _watch_orphans
         self._gone = False
 
     @property
@@ -172,8 +173,8 @@ class ForkServer:
             self._gone = True
             with contextlib.suppress(asyncio.QueueFull):
                 self._replies.put_nowait({"error": "the fork server exited"})
-            if self.children:
-                asyncio.get_running_loop().create_task(self._watch_orphans())
+            if self.children:  # kept: the loop holds only a weak reference to a task
+                self._orphans = asyncio.get_running_loop().create_task(self._watch_orphans())
 
     async def _watch_orphans(self) -> None:
         """The server is gone: its workers still running are watched by pid until each has
@@ -184,10 +185,7 @@ class ForkServer:
             for pid, child in list(self.children.items()):
                 try:
                     os.kill(pid, 0)
-                except ProcessLookupError:
-                    del self.children[pid]
-                    child.exited(UNKNOWN_EXIT)
-                except PermissionError:  # pid reused by another user's process
+                except (ProcessLookupError, PermissionError):  # gone (or the pid another's)
                     del self.children[pid]
                     child.exited(UNKNOWN_EXIT)
             await asyncio.sleep(ORPHAN_POLL)

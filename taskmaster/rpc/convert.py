@@ -61,13 +61,14 @@ def report_from_pb(u: pb.StatusUpdate) -> Report:
     )
 
 
-def report_to_pb(r: Report, seq: int | None = None) -> pb.StatusUpdate:
-    """A Report as a StatusUpdate (numbered seq, else its own)."""
+def report_to_pb(r: Report, seq: int) -> pb.StatusUpdate:
+    """A Report as a StatusUpdate, numbered seq (a worker numbers its reports as it
+    sends them)."""
     return pb.StatusUpdate(
         task_id=str(r.task_id), attempt=r.attempt, state=_PB_STATES[r.state],
         progress=r.progress, result_json=r.result_json or "",
         error=r.error or "", started_at_us=_to_us(r.started_at),
-        finished_at_us=_to_us(r.finished_at), seq=r.seq if seq is None else seq)
+        finished_at_us=_to_us(r.finished_at), seq=seq)
 
 
 def refs_from_pb(refs: Iterable[pb.TaskRef]) -> list[TaskRef]:
